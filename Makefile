@@ -1,0 +1,37 @@
+# Two commands: `make run` and `make test`. Everything else they need is set up here.
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(VENV)/bin/pip
+PYTHON ?= python3
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: install run test system-deps bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -e '.[test]'
+	touch $@
+
+# Debian packages the test suite drives for real: restic (issue: restic backend)
+# and rclone (its `serve restic` is the Go peer in bench/).
+system-deps:
+	@missing=""; for p in restic rclone; do command -v $$p >/dev/null || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	fi
+
+run: install
+	$(VENV)/bin/objvault serve
+
+test: install system-deps
+	$(PY) -m pytest -q -p no:cacheprovider tests
+
+bench: install system-deps
+	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) objvault-data .pytest_cache

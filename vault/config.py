@@ -1,0 +1,275 @@
+"""One typed configuration, built once at start-up.
+
+Order of precedence (later wins): embedded defaults → TOML file
+(``--config`` or ``OBJVAULT_CONFIG``) → ``OBJVAULT_<KEY>`` environment
+variables → command-line flags. Nothing else in the project reads
+``os.environ`` for settings.
+
+Every error raised here is a :class:`ConfigError` whose message names the
+offending key, so a bad deployment fails at start with a useful line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+ENV_PREFIX = "OBJVAULT_"
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message names the key."""
+
+
+@dataclass
+class GCConfig:
+    grace_seconds: int = 86400
+    interval_seconds: int = 3600
+    # Compaction rewrites a sealed segment once its live bytes fall below
+    # this fraction of its size.
+    compact_threshold: float = 0.5
+    compact_rate_bytes_per_second: int = 200 * 1024 * 1024
+
+
+@dataclass
+class ScrubConfig:
+    interval_seconds: int = 604800
+    rate_bytes_per_second: int = 52428800
+
+
+@dataclass
+class TargetConfig:
+    name: str = ""
+    kind: str = "s3"
+    url: str = ""
+    endpoint: str = ""
+    region: str = "us-east-1"
+    access_key_id: str = ""
+    secret_access_key: str = ""
+    token: str = ""
+    encryption_key_file: str = ""
+    delete_delay_seconds: int = 604800
+    concurrency: int = 8
+    vaults: list[str] = field(default_factory=lambda: ["*"])
+    checkpoint_interval_seconds: int = 86400
+
+    def matches(self, vault: str) -> bool:
+        return any(fnmatch.fnmatchcase(vault, pat) for pat in self.vaults)
+
+
+@dataclass
+class Config:
+    listen: str = "127.0.0.1:8470"
+    data_dirs: list[str] = field(default_factory=lambda: ["./objvault-data"])
+    admin_token: str = ""
+    max_chunk_bytes: int = 134217728
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    log_level: str = "info"
+    # Seal an active segment once it reaches this size.
+    segment_bytes: int = 1 << 30
+    # Chunks larger than this are streamed to a segment of their own instead
+    # of being buffered in memory and appended to the shared active segment.
+    stream_threshold_bytes: int = 8 << 20
+    gc: GCConfig = field(default_factory=GCConfig)
+    scrub: ScrubConfig = field(default_factory=ScrubConfig)
+    replication_targets: list[TargetConfig] = field(default_factory=list)
+
+    @property
+    def host(self) -> str:
+        return self.listen.rsplit(":", 1)[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rsplit(":", 1)[1])
+
+    @property
+    def first_data_dir(self) -> Path:
+        return Path(self.data_dirs[0])
+
+    @property
+    def admin_token_path(self) -> Path:
+        return self.first_data_dir / "admin.token"
+
+
+# Keys that may be given as "<key>_file": the secret is read from that file.
+_SECRET_KEYS = {"admin_token", "access_key_id", "secret_access_key", "token"}
+
+
+def _coerce(key: str, value: Any, typ: Any) -> Any:
+    """Convert ``value`` (from TOML or a string from env/flags) to ``typ``."""
+    typ = {"int": int, "float": float, "str": str, "bool": bool, "list[str]": list}.get(typ, typ)
+    try:
+        if typ is bool:
+            if isinstance(value, bool):
+                return value
+            if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on"):
+                return True
+            if isinstance(value, str) and value.lower() in ("0", "false", "no", "off", ""):
+                return False
+            raise ValueError(value)
+        if typ is int:
+            if isinstance(value, bool):
+                raise ValueError(value)
+            if isinstance(value, str):
+                value = value.strip().replace("_", "")
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError(value)
+            return int(value)
+        if typ is float:
+            if isinstance(value, bool):
+                raise ValueError(value)
+            return float(value)
+        if typ is list:
+            if isinstance(value, str):
+                return [v.strip() for v in value.split(",") if v.strip()]
+            if isinstance(value, list) and all(isinstance(v, str) for v in value):
+                return list(value)
+            raise ValueError(value)
+        if typ is str:
+            if not isinstance(value, str):
+                raise ValueError(value)
+            return value
+    except (ValueError, TypeError):
+        raise ConfigError(f"config key {key!r}: cannot use {value!r} (expected {typ.__name__})") from None
+    raise ConfigError(f"config key {key!r}: unsupported type")
+
+
+def _apply(obj: Any, data: Mapping[str, Any], prefix: str) -> None:
+    fields = {f.name: f for f in dataclasses.fields(obj)}
+    for raw_key, value in data.items():
+        key = raw_key
+        full = f"{prefix}{raw_key}"
+        if key.endswith("_file") and key[: -len("_file")] in _SECRET_KEYS:
+            key = key[: -len("_file")]
+            if value:
+                try:
+                    value = Path(value).read_text().strip()
+                except OSError as e:
+                    raise ConfigError(f"config key {full!r}: cannot read {value!r}: {e.strerror}") from None
+            else:
+                continue
+        if key not in fields or isinstance(getattr(obj, key), (GCConfig, ScrubConfig)):
+            raise ConfigError(f"unknown config key {full!r}")
+        setattr(obj, key, _coerce(full, value, fields[key].type))
+
+
+def _validate(cfg: Config) -> None:
+    try:
+        host, port = cfg.listen.rsplit(":", 1)
+        if not host or not (0 <= int(port) <= 65535):
+            raise ValueError
+    except ValueError:
+        raise ConfigError(f"config key 'listen': expected HOST:PORT, got {cfg.listen!r}") from None
+    if not cfg.data_dirs:
+        raise ConfigError("config key 'data_dirs': at least one data directory is required")
+    if len(set(os.path.abspath(d) for d in cfg.data_dirs)) != len(cfg.data_dirs):
+        raise ConfigError("config key 'data_dirs': a directory is listed twice")
+    if not (1 <= cfg.max_chunk_bytes <= 1 << 32):
+        raise ConfigError("config key 'max_chunk_bytes': must be between 1 and 4 GiB")
+    if bool(cfg.tls_cert_file) != bool(cfg.tls_key_file):
+        raise ConfigError("config keys 'tls_cert_file' and 'tls_key_file' must be set together")
+    if cfg.log_level.lower() not in ("debug", "info", "warning", "error"):
+        raise ConfigError("config key 'log_level': one of debug, info, warning, error")
+    if cfg.segment_bytes < 1 << 20:
+        raise ConfigError("config key 'segment_bytes': at least 1 MiB")
+    for name, val in (("gc.grace_seconds", cfg.gc.grace_seconds), ("gc.interval_seconds", cfg.gc.interval_seconds),
+                      ("scrub.interval_seconds", cfg.scrub.interval_seconds),
+                      ("scrub.rate_bytes_per_second", cfg.scrub.rate_bytes_per_second)):
+        if val < 0:
+            raise ConfigError(f"config key {name!r}: must not be negative")
+    if not (0.0 <= cfg.gc.compact_threshold <= 1.0):
+        raise ConfigError("config key 'gc.compact_threshold': between 0 and 1")
+    seen = set()
+    for i, t in enumerate(cfg.replication_targets):
+        where = f"replication.targets[{i}]"
+        if not t.name:
+            raise ConfigError(f"config key '{where}.name' is required")
+        if t.name in seen:
+            raise ConfigError(f"config key '{where}.name': duplicate target {t.name!r}")
+        seen.add(t.name)
+        if t.kind not in ("s3", "objvault", "local"):
+            raise ConfigError(f"config key '{where}.kind': one of s3, objvault, local")
+        if not t.url:
+            raise ConfigError(f"config key '{where}.url' is required")
+        if t.concurrency < 1:
+            raise ConfigError(f"config key '{where}.concurrency': at least 1")
+        if t.delete_delay_seconds < 0:
+            raise ConfigError(f"config key '{where}.delete_delay_seconds': must not be negative")
+
+
+def load_config(
+    path: str | os.PathLike | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Config:
+    """Build the configuration: defaults → TOML file → environment → ``overrides``.
+
+    ``path`` defaults to ``$OBJVAULT_CONFIG``; ``env`` defaults to ``os.environ``;
+    ``overrides`` holds flag values keyed by top-level key (``None`` = unset).
+    Raises :class:`ConfigError` naming the key on any problem.
+    """
+    env = os.environ if env is None else env
+    cfg = Config()
+    path = path or env.get(ENV_PREFIX + "CONFIG") or None
+    if path:
+        try:
+            with open(path, "rb") as f:
+                data = tomllib.load(f)
+        except OSError as e:
+            raise ConfigError(f"config file {str(path)!r}: {e.strerror}") from None
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"config file {str(path)!r}: {e}") from None
+        apply_toml(cfg, data)
+
+    # Environment: every top-level key, plus section keys as OBJVAULT_GC_GRACE_SECONDS.
+    top = {f.name for f in dataclasses.fields(Config)} - {"gc", "scrub", "replication_targets"}
+    env_top: dict[str, Any] = {}
+    for key in sorted(top | {k + "_file" for k in top & _SECRET_KEYS}):
+        val = env.get(ENV_PREFIX + key.upper())
+        if val is not None:
+            env_top[key] = val
+    _apply(cfg, env_top, "")
+    for section in ("gc", "scrub"):
+        sub = getattr(cfg, section)
+        vals = {}
+        for f in dataclasses.fields(sub):
+            val = env.get(f"{ENV_PREFIX}{section.upper()}_{f.name.upper()}")
+            if val is not None:
+                vals[f.name] = val
+        _apply(sub, vals, section + ".")
+    if overrides:
+        _apply(cfg, {k: v for k, v in overrides.items() if v is not None}, "")
+    _validate(cfg)
+    return cfg
+
+
+def apply_toml(cfg: Config, data: Mapping[str, Any]) -> None:
+    """Apply a parsed TOML document onto ``cfg``."""
+    data = dict(data)
+    for section in ("gc", "scrub"):
+        if section in data:
+            sub = data.pop(section)
+            if not isinstance(sub, dict):
+                raise ConfigError(f"config key {section!r}: expected a table")
+            _apply(getattr(cfg, section), sub, section + ".")
+    if "replication" in data:
+        repl = data.pop("replication")
+        if not isinstance(repl, dict) or set(repl) - {"targets"}:
+            raise ConfigError("config key 'replication': only [[replication.targets]] is allowed")
+        targets = repl.get("targets", [])
+        if not isinstance(targets, list):
+            raise ConfigError("config key 'replication.targets': expected [[replication.targets]]")
+        cfg.replication_targets = []
+        for i, t in enumerate(targets):
+            if not isinstance(t, dict):
+                raise ConfigError(f"config key 'replication.targets[{i}]': expected a table")
+            tc = TargetConfig()
+            _apply(tc, t, f"replication.targets[{i}].")
+            cfg.replication_targets.append(tc)
+    _apply(cfg, data, "")

@@ -1,0 +1,195 @@
+"""Wiring: open the index and the store, recover, build the aiohttp app, serve."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import signal
+import ssl
+import time
+from pathlib import Path
+from typing import Callable
+
+from aiohttp import web
+
+from . import http
+from .config import Config
+from .index import Index, SegMeta, Txn, seg_key
+from .logs import setup_logging
+from .metrics import Metrics, gauge
+from .service import VaultService
+from .store import Store
+
+log = logging.getLogger("objvault")
+
+ROUTES: list[Callable[[web.Application], None]] = []
+"""Callables ``(app)`` that add routes while the app is built (restic, admin routes)."""
+STARTUP: list[Callable[["Vault", web.Application], None]] = []
+"""Callables ``(vault, app)`` run once the vault is open: workers, replication.
+They may append shutdown callables (sync or async) to ``vault.stoppers``."""
+
+
+def ensure_admin_token(cfg: Config) -> None:
+    """Use the configured token, else the one in the token file, else make one (0600)."""
+    if cfg.admin_token:
+        return
+    path = cfg.admin_token_path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists():
+        cfg.admin_token = path.read_text().strip()
+    if not cfg.admin_token:
+        token = secrets.token_urlsafe(32)
+        fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(token + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        cfg.admin_token = token
+        log.info("generated admin token", extra={"path": str(path.resolve())})
+    else:
+        log.info("admin token from file", extra={"path": str(path.resolve())})
+
+
+class Vault:
+    """The running server's parts: config, index, store, service, metrics."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.metrics = Metrics()
+        for d in cfg.data_dirs:
+            Path(d).mkdir(parents=True, exist_ok=True)
+        ensure_admin_token(cfg)
+        t0 = time.monotonic()
+        self.index = Index(cfg.first_data_dir / "index", recorder=self.metrics)
+        self.store = Store(cfg.data_dirs, cfg.segment_bytes, recorder=self.metrics)
+        self._recover()
+        self.service = VaultService(cfg, self.index, self.store, recorder=self.metrics)
+        self.stoppers: list[Callable[[], object]] = []
+        self.metrics.add_callback(self._gauges)
+        log.info("store open", extra={"data_dirs": cfg.data_dirs, "segments": len(self.store.paths),
+                                      "seconds": round(time.monotonic() - t0, 3)})
+
+    def _recover(self) -> None:
+        """Reopen after any stop: cut unacknowledged tails off the segments that were active.
+
+        Only segment metadata is read, never segment contents, so start-up
+        time does not grow with the amount of data stored.
+        """
+        known: dict[int, int] = {}
+        ends: dict[int, int] = {}
+        for k, v in self.index.iter_prefix("segments", b""):
+            seg = SegMeta.unpack(v)
+            sid = int.from_bytes(k, "big")
+            known[sid] = seg.dir_idx
+            if not seg.sealed:
+                ends[sid] = seg.end
+        self.store.open(known, ends)
+
+        def seal(txn: Txn) -> None:
+            for sid in ends:
+                raw = txn.get("segments", seg_key(sid))
+                txn.put("segments", seg_key(sid), SegMeta.unpack(raw)._replace(sealed=1).pack())
+
+        if ends:
+            self.index.run_sync(seal)
+        self.store.sealed_hook = self._on_sealed
+
+    def _on_sealed(self, seg_id: int, end: int) -> None:
+        def seal(txn: Txn) -> None:
+            raw = txn.get("segments", seg_key(seg_id))
+            if raw is not None:
+                txn.put("segments", seg_key(seg_id), SegMeta.unpack(raw)._replace(sealed=1).pack())
+
+        self.index.submit(seal)
+
+    def _gauges(self):
+        yield gauge("objvault_data_dir_free_bytes", "Free bytes on each data directory's filesystem", ["dir"],
+                    [([d], free) for d, free in self.store.free_bytes()])
+        yield gauge("objvault_segments", "Segment files", [], [([], len(self.store.paths))])
+
+    def ready_problems(self) -> list[str]:
+        problems = []
+        if self.index.failed is not None:
+            problems.append(f"index failed: {self.index.failed}")
+        for i in sorted(self.store.failed_dirs):
+            problems.append(f"data dir {self.cfg.data_dirs[i]} failed")
+        for d in self.cfg.data_dirs:
+            if not os.access(d, os.W_OK):
+                problems.append(f"data dir {d} is not writable")
+        return problems
+
+    def close(self) -> None:
+        self.store.close()
+        self.index.close()
+
+
+def build_app(cfg: Config) -> web.Application:
+    app = web.Application(middlewares=[http.error_middleware], client_max_size=1 << 20)
+    state: dict = {}
+    app[http.STATE] = state
+
+    async def lifecycle(app: web.Application):
+        loop = asyncio.get_running_loop()
+        vault = await loop.run_in_executor(None, Vault, cfg)
+        state["vault"] = vault
+        app[http.SERVICE] = vault.service
+        app[http.METRICS] = vault.metrics
+        for start in STARTUP:
+            start(vault, app)
+        state["ready"] = vault.ready_problems
+        yield
+        state["ready"] = lambda: ["shutting down"]
+        for stop in reversed(vault.stoppers):
+            res = stop()
+            if asyncio.iscoroutine(res):
+                await res
+        await loop.run_in_executor(None, vault.close)
+        log.info("stopped")
+
+    app.cleanup_ctx.append(lifecycle)
+    http.add_routes(app)
+    _load_extensions()
+    for add in ROUTES:
+        add(app)
+    return app
+
+
+def _load_extensions() -> None:
+    """Import optional parts that register routes/workers via :data:`EXTENSIONS`."""
+    import importlib
+    for mod in ("vault.restic", "vault.workers", "vault.lifecycle", "replication.setup"):
+        try:
+            importlib.import_module(mod)
+        except ModuleNotFoundError as e:
+            if e.name != mod:
+                raise
+
+
+def serve(cfg: Config) -> None:
+    setup_logging(cfg.log_level)
+    import uvloop
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(_serve(cfg))
+
+
+async def _serve(cfg: Config) -> None:
+    app = build_app(cfg)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=30.0)
+    await runner.setup()
+    ssl_ctx = None
+    if cfg.tls_cert_file:
+        ssl_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ssl_ctx.load_cert_chain(cfg.tls_cert_file, cfg.tls_key_file)
+    site = web.TCPSite(runner, cfg.host, cfg.port, ssl_context=ssl_ctx, backlog=1024, reuse_address=True)
+    await site.start()
+    log.info("listening", extra={"listen": cfg.listen, "tls": bool(ssl_ctx),
+                                 "admin_token_file": str(cfg.admin_token_path.resolve())})
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("shutting down: draining requests")
+    await runner.cleanup()

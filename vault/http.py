@@ -1,0 +1,510 @@
+"""HTTP front: routing, authentication, validation, error mapping.
+
+Handlers parse, authenticate, validate, call :class:`vault.service.VaultService`
+and build the response; no handler touches a file or RocksDB itself.
+Every :class:`vault.errors.VaultError` becomes an RFC 9457 problem here,
+in one place (:func:`problem`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import logging
+import re
+import time
+from typing import Any, AsyncIterator
+
+from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+
+from . import errors as E
+from .names import chunk_id, decode_path_segment, object_key, vault_name
+from .service import ROLES, Principal, VaultRec, VaultService
+
+log = logging.getLogger("objvault.http")
+
+SERVICE: web.AppKey[VaultService] = web.AppKey("service", VaultService)
+METRICS: web.AppKey[Any] = web.AppKey("metrics", object)
+STATE: web.AppKey[dict] = web.AppKey("state", dict)
+
+PROBLEM = "application/problem+json"
+JSON_BODY_LIMIT = 16 << 20
+OBJECT_BODY_LIMIT = 80 << 20
+MAX_MISSING_IDS = 100_000
+MAX_LIST = 10_000
+AUTH_CHALLENGE = 'Bearer realm="objvault", Basic realm="objvault"'
+
+
+def problem(err: E.VaultError, instance: str = "") -> web.Response:
+    body = {"type": f"https://objvault.dev/problems/{err.code}", "title": err.title, "status": err.status,
+            "detail": err.detail, "code": err.code}
+    if instance:
+        body["instance"] = instance
+    body.update(err.extra)
+    headers = {}
+    if err.status == 401:
+        headers["WWW-Authenticate"] = AUTH_CHALLENGE
+    return web.Response(status=err.status, body=json.dumps(body).encode(), content_type=PROBLEM,
+                        headers=headers)
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    return web.Response(status=status, body=json.dumps(data, separators=(",", ":")).encode(),
+                        content_type="application/json")
+
+
+def route_of(request: web.Request) -> str:
+    info = request.match_info
+    route = getattr(info, "route", None)
+    resource = getattr(route, "resource", None)
+    if resource is None:
+        return "unmatched"
+    return resource.canonical
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler) -> web.StreamResponse:
+    t0 = time.perf_counter()
+    metrics = request.app.get(METRICS)
+    try:
+        resp = await handler(request)
+    except E.VaultError as e:
+        resp = problem(e, request.path)
+        if e.status >= 500:
+            log.error("request failed", extra={"route": route_of(request), "code": e.code, "detail": e.detail})
+        if not _body_consumed(request):
+            resp.force_close()
+    except web.HTTPException as e:
+        if e.status == 404:
+            resp = problem(E.NotFound(f"no route for {request.method} {request.path}"), request.path)
+        elif e.status == 405:
+            resp = problem(E.MethodNotAllowed(f"{request.method} is not allowed here"), request.path)
+            allow = e.headers.get("Allow")
+            if allow:
+                resp.headers["Allow"] = allow
+        elif e.status == 413:
+            resp = problem(E.TooLarge("request body too large"), request.path)
+        elif e.status < 400:
+            raise
+        else:
+            err = E.VaultError(e.reason or "error")
+            err.status, err.code, err.title = e.status, "http_" + str(e.status), e.reason or "Error"
+            resp = problem(err, request.path)
+    except (ConnectionResetError, asyncio.CancelledError):
+        raise
+    except Exception:
+        log.exception("unhandled error", extra={"route": route_of(request)})
+        resp = problem(E.VaultError("internal error"), request.path)
+    if metrics is not None:
+        route = route_of(request)
+        metrics.requests.labels(route, request.method, str(resp.status)).inc()
+        metrics.latency.labels(route, request.method).observe(time.perf_counter() - t0)
+    return resp
+
+
+def _body_consumed(request: web.Request) -> bool:
+    if not request.body_exists:
+        return True
+    return request.content.at_eof()
+
+
+# -- helpers ---------------------------------------------------------------------
+
+
+def secret_of(request: web.Request) -> str | None:
+    auth = request.headers.get("Authorization", "")
+    scheme, _, value = auth.partition(" ")
+    scheme = scheme.lower()
+    if scheme == "bearer":
+        return value.strip() or None
+    if scheme == "basic":
+        try:
+            decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            raise E.Unauthorized("malformed Basic credentials") from None
+        _, sep, password = decoded.partition(":")
+        return password if sep else None
+    return None
+
+
+def principal(request: web.Request) -> Principal:
+    return request.app[SERVICE].authenticate(secret_of(request))
+
+
+def require_admin(request: web.Request) -> Principal:
+    who = principal(request)
+    if not who.admin:
+        raise E.Forbidden("this needs the admin token")
+    return who
+
+
+def _raw_segments(request: web.Request) -> list[str]:
+    return request.raw_path.split("?", 1)[0].split("/")
+
+
+def vault_param(request: web.Request) -> str:
+    """The vault name from the raw path, decoded once, validated."""
+    raw = _raw_segments(request)[3]
+    return vault_name(decode_path_segment(raw))
+
+
+def object_param(request: web.Request) -> str:
+    """The object key: everything after ``/objects/`` in the raw path, decoded once."""
+    segs = _raw_segments(request)
+    return object_key(decode_path_segment("/".join(segs[5:])))
+
+
+async def read_json(request: web.Request, limit: int = JSON_BODY_LIMIT) -> Any:
+    if request.headers.get("Content-Encoding"):
+        raise E.UnsupportedEncoding("Content-Encoding is not supported")
+    if request.content_length is not None and request.content_length > limit:
+        raise E.TooLarge(f"JSON body larger than {limit} bytes")
+    buf = bytearray()
+    async for piece in request.content.iter_any():
+        buf += piece
+        if len(buf) > limit:
+            raise E.TooLarge(f"JSON body larger than {limit} bytes")
+    if not buf:
+        return {}
+    try:
+        return json.loads(buf)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise E.BadJSON(f"malformed JSON: {e}") from None
+
+
+async def read_json_object(request: web.Request, limit: int = JSON_BODY_LIMIT) -> dict:
+    body = await read_json(request, limit)
+    if not isinstance(body, dict):
+        raise E.BadJSON("expected a JSON object")
+    return body
+
+
+_RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
+
+
+def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """``(start, end)`` (end exclusive) for a single byte range, None for the whole body."""
+    if not header:
+        return None
+    m = _RANGE_RE.match(header.strip())
+    if not m:
+        return None  # multiple or malformed ranges: RFC 9110 allows serving the whole body
+    a, b = m.groups()
+    if a == "" and b == "":
+        return None
+    if a == "":
+        n = int(b)
+        if n == 0:
+            raise E.RangeNotSatisfiable(f"range {header!r} is empty", size=size)
+        return max(0, size - n), size
+    start = int(a)
+    end = min(size, int(b) + 1) if b else size
+    if start >= size or (b and int(b) < start):
+        raise E.RangeNotSatisfiable(f"range {header!r} outside 0-{size}", size=size)
+    return start, end
+
+
+def body_readers(request: web.Request):
+    async def read(n: int) -> bytes:
+        try:
+            data = await request.content.readexactly(n)
+        except asyncio.IncompleteReadError as e:
+            raise E.Truncated(f"body ended after {len(e.partial)} of {n} bytes") from None
+        except HttpProcessingError:
+            raise E.Truncated(f"body ended before {n} bytes") from None
+        metrics = request.app.get(METRICS)
+        if metrics is not None:
+            metrics.bytes_in_total.inc(n)
+        return data
+
+    async def pieces() -> AsyncIterator[bytes]:
+        metrics = request.app.get(METRICS)
+        try:
+            async for piece in request.content.iter_any():
+                if metrics is not None:
+                    metrics.bytes_in_total.inc(len(piece))
+                yield piece
+        except HttpProcessingError:
+            raise E.Truncated("body ended early") from None
+
+    return read, pieces
+
+
+# -- operations --------------------------------------------------------------------
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return _json({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    check = request.app[STATE].get("ready")
+    problems = check() if check else ["starting"]
+    if problems:
+        return _json({"status": "unavailable", "problems": problems}, status=503)
+    return _json({"status": "ready"})
+
+
+async def metrics_handler(request: web.Request) -> web.Response:
+    metrics = request.app[METRICS]
+    return web.Response(body=metrics.render(), headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+
+
+async def openapi_handler(request: web.Request) -> web.Response:
+    from .openapi import spec
+    return _json(spec())
+
+
+# -- vaults and keys ---------------------------------------------------------------
+
+
+async def create_vault(request: web.Request) -> web.Response:
+    who = require_admin(request)
+    body = await read_json_object(request)
+    svc = request.app[SERVICE]
+    rec = await svc.create_vault(body, who)
+    return _json(svc.vault_json(rec), status=201)
+
+
+async def list_vaults(request: web.Request) -> web.Response:
+    require_admin(request)
+    svc = request.app[SERVICE]
+    return _json({"vaults": [svc.vault_json(r) for r in svc.list_vaults()]})
+
+
+async def get_vault(request: web.Request) -> web.Response:
+    who = principal(request)
+    svc = request.app[SERVICE]
+    rec = svc.vault_for(who, vault_param(request), "read")
+    return _json(svc.vault_json(rec))
+
+
+async def patch_vault(request: web.Request) -> web.Response:
+    who = require_admin(request)
+    name = vault_param(request)
+    body = await read_json_object(request)
+    svc = request.app[SERVICE]
+    rec = await svc.update_vault(name, body, who)
+    return _json(svc.vault_json(rec))
+
+
+async def delete_vault(request: web.Request) -> web.Response:
+    who = require_admin(request)
+    await request.app[SERVICE].delete_vault(vault_param(request), who)
+    return web.Response(status=204)
+
+
+async def create_key(request: web.Request) -> web.Response:
+    who = require_admin(request)
+    name = vault_param(request)
+    body = await read_json_object(request)
+    if set(body) - {"role", "label"}:
+        raise E.BadRequest(f"unknown field(s): {', '.join(sorted(set(body) - {'role', 'label'}))}")
+    if body.get("role") not in ROLES:
+        raise E.BadRequest(f"role must be one of {', '.join(ROLES)}")
+    doc = await request.app[SERVICE].create_key(name, body.get("role"), body.get("label"), who)
+    return _json(doc, status=201)
+
+
+async def list_keys(request: web.Request) -> web.Response:
+    require_admin(request)
+    svc = request.app[SERVICE]
+    rec = svc.get_vault(vault_param(request))
+    return _json({"keys": svc.list_keys(rec)})
+
+
+async def revoke_key(request: web.Request) -> web.Response:
+    who = require_admin(request)
+    await request.app[SERVICE].revoke_key(vault_param(request), request.match_info["key_id"], who)
+    return web.Response(status=204)
+
+
+# -- chunks ------------------------------------------------------------------------
+
+
+def _chunk_target(request: web.Request, role: str) -> tuple[VaultService, VaultRec, bytes]:
+    svc = request.app[SERVICE]
+    name = vault_param(request)
+    who = principal(request)
+    digest = chunk_id(decode_path_segment(_raw_segments(request)[5]))
+    return svc, svc.vault_for(who, name, role), digest
+
+
+async def put_chunk(request: web.Request) -> web.Response:
+    svc, rec, digest = _chunk_target(request, "append")
+    if request.headers.get("Content-Encoding"):
+        raise E.UnsupportedEncoding("Content-Encoding is not supported: send the chunk bytes as they are")
+    length = request.content_length
+    if length is None:
+        raise E.LengthRequired("chunk uploads need a Content-Length")
+    read, pieces = body_readers(request)
+    existed = await svc.put_chunk(rec, digest, length, read, pieces)
+    return web.Response(status=200 if existed else 201, headers={"ETag": f'"{digest.hex()}"'})
+
+
+async def get_chunk(request: web.Request) -> web.Response:
+    svc, rec, digest = _chunk_target(request, "read")
+    meta = svc.chunk_meta(rec, digest)
+    if meta is None:
+        raise E.NoSuchChunk(f"vault {rec.name!r}: no such chunk {digest.hex()}")
+    rng = parse_range(request.headers.get("Range"), meta.length)
+    headers = {"ETag": f'"{digest.hex()}"', "Accept-Ranges": "bytes"}
+    if rng is None:
+        data = await svc.get_chunk(rec, digest)
+        return web.Response(body=data, headers=headers, content_type="application/octet-stream")
+    start, end = rng
+    data = await svc.get_chunk(rec, digest, start, end)
+    headers["Content-Range"] = f"bytes {start}-{end - 1}/{meta.length}"
+    return web.Response(status=206, body=data, headers=headers, content_type="application/octet-stream")
+
+
+async def head_chunk(request: web.Request) -> web.Response:
+    svc, rec, digest = _chunk_target(request, "read")
+    meta = svc.chunk_meta(rec, digest)
+    if meta is None:
+        raise E.NoSuchChunk(f"vault {rec.name!r}: no such chunk {digest.hex()}")
+    return await head_response(request, meta.length, {"ETag": f'"{digest.hex()}"', "Accept-Ranges": "bytes"})
+
+
+async def head_response(request: web.Request, length: int, headers: dict) -> web.StreamResponse:
+    """An answer to HEAD that announces ``length`` bytes without sending them."""
+    resp = web.StreamResponse(headers=headers)
+    resp.content_type = "application/octet-stream"
+    resp.content_length = length
+    await resp.prepare(request)
+    await resp.write_eof()
+    return resp
+
+
+async def missing_chunks(request: web.Request) -> web.Response:
+    svc = request.app[SERVICE]
+    rec = svc.vault_for(principal(request), vault_param(request), "read")
+    body = await read_json_object(request)
+    ids = body.get("ids")
+    if not isinstance(ids, list):
+        raise E.BadRequest("'ids' must be a list of chunk ids")
+    if len(ids) > MAX_MISSING_IDS:
+        raise E.TooLarge(f"at most {MAX_MISSING_IDS} ids per request")
+    digests = []
+    for i in ids:
+        if not isinstance(i, str):
+            raise E.BadName("chunk ids must be strings")
+        digests.append(chunk_id(i))
+    missing = await svc.missing(rec, digests)
+    return _json({"missing": [d.hex() for d in missing]})
+
+
+# -- objects -------------------------------------------------------------------------
+
+
+def _object_target(request: web.Request, role: str) -> tuple[VaultService, Principal, VaultRec, str]:
+    svc = request.app[SERVICE]
+    name = vault_param(request)
+    key = object_param(request)
+    who = principal(request)
+    return svc, who, svc.vault_for(who, name, role), key
+
+
+async def put_object(request: web.Request) -> web.Response:
+    svc, who, rec, key = _object_target(request, "append")
+    body = await read_json_object(request, OBJECT_BODY_LIMIT)
+    if set(body) - {"chunks", "meta"}:
+        raise E.BadRequest(f"unknown field(s): {', '.join(sorted(set(body) - {'chunks', 'meta'}))}")
+    ids = body.get("chunks")
+    if not isinstance(ids, list):
+        raise E.BadRequest("'chunks' must be a list of chunk ids")
+    from .service import MAX_META_BYTES, MAX_OBJECT_CHUNKS
+    if len(ids) > MAX_OBJECT_CHUNKS:
+        raise E.TooLarge(f"an object references at most {MAX_OBJECT_CHUNKS} chunks")
+    digests = []
+    for i in ids:
+        if not isinstance(i, str):
+            raise E.BadName("chunk ids must be strings")
+        digests.append(chunk_id(i))
+    meta_b64 = body.get("meta")
+    meta = b""
+    if meta_b64 is not None:
+        if not isinstance(meta_b64, str):
+            raise E.BadRequest("'meta' must be a base64 string")
+        try:
+            meta = base64.b64decode(meta_b64, validate=True)
+        except binascii.Error:
+            raise E.BadRequest("'meta' is not valid base64") from None
+        if len(meta) > MAX_META_BYTES:
+            raise E.TooLarge(f"'meta' is larger than {MAX_META_BYTES} bytes")
+    inm = request.headers.get("If-None-Match")
+    if inm is not None and inm.strip() != "*":
+        raise E.BadRequest("only 'If-None-Match: *' is supported")
+    role = "full" if who.admin else who.role
+    obj = await svc.put_object(rec, key, digests, meta, role, inm is not None)
+    return _json({"key": key, "size": obj.size, "chunks": len(obj.chunks)}, status=201)
+
+
+def _object_doc(key: str, obj) -> dict:
+    from .service import iso
+    return {"key": key, "size": obj.size, "chunks": [c.hex() for c in obj.chunks],
+            "meta": base64.b64encode(obj.meta).decode(), "created": iso(obj.created)}
+
+
+async def get_object(request: web.Request) -> web.Response:
+    svc, _, rec, key = _object_target(request, "read")
+    return _json(_object_doc(key, svc.get_object(rec, key)))
+
+
+async def head_object(request: web.Request) -> web.Response:
+    svc, _, rec, key = _object_target(request, "read")
+    obj = svc.get_object(rec, key)
+    return web.Response(headers={"X-Object-Size": str(obj.size)})
+
+
+async def delete_object(request: web.Request) -> web.Response:
+    svc, _, rec, key = _object_target(request, "full")
+    await svc.delete_object(rec, key)
+    return web.Response(status=204)
+
+
+async def list_objects(request: web.Request) -> web.Response:
+    svc = request.app[SERVICE]
+    rec = svc.vault_for(principal(request), vault_param(request), "read")
+    q = request.query
+    prefix = q.get("prefix", "")
+    start_after = q.get("start_after", "")
+    for v in (prefix, start_after):
+        if len(v.encode()) > 1024:
+            raise E.BadName("prefix and start_after are at most 1024 bytes")
+    try:
+        limit = int(q.get("limit", "1000"))
+    except ValueError:
+        raise E.BadRequest("limit must be an integer") from None
+    if not 1 <= limit <= MAX_LIST:
+        raise E.BadRequest(f"limit must be between 1 and {MAX_LIST}")
+    objs, nxt = svc.list_objects(rec, prefix, start_after, limit)
+    return _json({"objects": objs, "next": nxt})
+
+
+def add_routes(app: web.Application) -> None:
+    r = app.router
+    r.add_get("/healthz", healthz)
+    r.add_get("/readyz", readyz)
+    r.add_get("/metrics", metrics_handler)
+    r.add_get("/v1/openapi.json", openapi_handler)
+    r.add_post("/v1/vaults", create_vault)
+    r.add_get("/v1/vaults", list_vaults)
+    r.add_get("/v1/vaults/{vault}", get_vault)
+    r.add_patch("/v1/vaults/{vault}", patch_vault)
+    r.add_delete("/v1/vaults/{vault}", delete_vault)
+    r.add_post("/v1/vaults/{vault}/keys", create_key)
+    r.add_get("/v1/vaults/{vault}/keys", list_keys)
+    r.add_delete("/v1/vaults/{vault}/keys/{key_id}", revoke_key)
+    r.add_post("/v1/vaults/{vault}/chunks/missing", missing_chunks)
+    r.add_put("/v1/vaults/{vault}/chunks/{chunk}", put_chunk)
+    r.add_get("/v1/vaults/{vault}/chunks/{chunk}", get_chunk, allow_head=False)
+    r.add_head("/v1/vaults/{vault}/chunks/{chunk}", head_chunk)
+    r.add_get("/v1/vaults/{vault}/objects", list_objects)
+    r.add_put("/v1/vaults/{vault}/objects/{key:.+}", put_object)
+    r.add_get("/v1/vaults/{vault}/objects/{key:.+}", get_object, allow_head=False)
+    r.add_head("/v1/vaults/{vault}/objects/{key:.+}", head_object)
+    r.add_delete("/v1/vaults/{vault}/objects/{key:.+}", delete_object)

@@ -1,0 +1,367 @@
+"""The index: RocksDB column families and the single committer.
+
+Every mutation of the index is a function ``op(txn) -> result`` submitted
+to :class:`Index`. One committer thread runs the ops in arrival order,
+each against a :class:`Txn` that sees the committed database plus the
+writes of the ops before it in the same batch, and writes the whole batch
+as one ``WriteBatch`` with a synced WAL: many requests, one fsync. Because
+there is exactly one committer, read-modify-write of refcounts and usage
+counters needs no locks, and a dedup hit and a GC sweep can never
+interleave. An op that raises leaves no trace in the batch.
+
+Column families (keys are big-endian so iteration follows id order):
+
+``vaults``   name → JSON vault config (includes the internal ``vid``)
+``keys``     key id → JSON key record (vault, role, label, sha256 of secret)
+``chunks``   vid(8) + sha256(32) → :class:`ChunkMeta` (bloom filter: most lookups miss)
+``objects``  vid(8) + key utf-8 → encoded :class:`ObjectMeta`
+``usage``    vid(8) → :class:`Usage`; ``usage_hist`` date + vid → Usage (billing history)
+``segments`` seg id(4) → :class:`SegMeta`
+``outbox``   replication queue (owned by :mod:`replication`)
+``meta``     counters and bookkeeping
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import json
+import os
+import queue
+import struct
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator, NamedTuple
+
+import zstandard
+from rocksdict import (BlockBasedOptions, Cache, Options, Rdict, ReadOptions, WriteBatch,
+                       WriteOptions)
+
+from .errors import StorageFailure, VaultError
+
+CFS = ("vaults", "keys", "chunks", "objects", "usage", "usage_hist", "segments", "outbox", "meta")
+
+# Chunk states (ARCHITECTURE.md, "Lifecycle of a chunk").
+PENDING, REFERENCED, DELETABLE = 0, 1, 2
+STATE_NAMES = {PENDING: "pending", REFERENCED: "referenced", DELETABLE: "deletable"}
+
+
+class ChunkMeta(NamedTuple):
+    seg_id: int
+    offset: int
+    length: int
+    refcount: int
+    state: int
+    created_at: float
+    zero_since: float
+
+    _S = struct.Struct("<IQQQBdd")
+
+    def pack(self) -> bytes:
+        return self._S.pack(*self)
+
+    @classmethod
+    def unpack(cls, b: bytes) -> "ChunkMeta":
+        return cls(*cls._S.unpack(b))
+
+
+class Usage(NamedTuple):
+    stored_bytes: int = 0
+    logical_bytes: int = 0
+    chunks: int = 0
+    objects: int = 0
+
+    _S = struct.Struct("<qqqq")
+
+    def pack(self) -> bytes:
+        return self._S.pack(*self)
+
+    @classmethod
+    def unpack(cls, b: bytes | None) -> "Usage":
+        return cls(*cls._S.unpack(b)) if b else cls()
+
+    def add(self, stored=0, logical=0, chunks=0, objects=0) -> "Usage":
+        return Usage(self.stored_bytes + stored, self.logical_bytes + logical,
+                     self.chunks + chunks, self.objects + objects)
+
+    def as_dict(self) -> dict:
+        return self._asdict()
+
+
+class SegMeta(NamedTuple):
+    dir_idx: int
+    sealed: int
+    end: int          # end of the last indexed record (committed end)
+    live_bytes: int   # bytes of records the index still points to
+    created: float
+
+    _S = struct.Struct("<HBQQd")
+
+    def pack(self) -> bytes:
+        return self._S.pack(*self)
+
+    @classmethod
+    def unpack(cls, b: bytes) -> "SegMeta":
+        return cls(*cls._S.unpack(b))
+
+
+class ObjectMeta(NamedTuple):
+    created: float
+    size: int
+    chunks: list[bytes]
+    meta: bytes
+
+    _H = struct.Struct("<BdQII")
+    _Z = zstandard.ZstdCompressor(level=3)
+
+    def pack(self) -> bytes:
+        body = b"".join(self.chunks) + self.meta
+        flag = 0
+        # Chunk ids are random bytes and rarely compress; only keep zstd's
+        # output when it is smaller (repeated ids in a big manifest).
+        if len(body) > 512:
+            z = self._Z.compress(body)
+            if len(z) < len(body) * 0.9:
+                body, flag = z, 1
+        return self._H.pack(flag, self.created, self.size, len(self.chunks), len(self.meta)) + body
+
+    @classmethod
+    def unpack(cls, b: bytes) -> "ObjectMeta":
+        flag, created, size, n, mlen = cls._H.unpack_from(b)
+        body = b[cls._H.size:]
+        if flag == 1:
+            body = zstandard.ZstdDecompressor().decompress(body, max_output_size=32 * n + mlen)
+        chunks = [body[i * 32:(i + 1) * 32] for i in range(n)]
+        return cls(created, size, chunks, body[32 * n:32 * n + mlen])
+
+    @classmethod
+    def header(cls, b: bytes) -> tuple[float, int, int]:
+        """``(created, size, nchunks)`` without decoding the chunk list."""
+        _, created, size, n, _ = cls._H.unpack_from(b)
+        return created, size, n
+
+
+def vid_bytes(vid: int) -> bytes:
+    return vid.to_bytes(8, "big")
+
+
+def seg_key(seg_id: int) -> bytes:
+    return seg_id.to_bytes(4, "big")
+
+
+def jdump(obj: Any) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), sort_keys=True).encode()
+
+
+_MISSING = object()
+
+
+class Txn:
+    """One op's view: the database plus earlier writes of the same batch."""
+
+    __slots__ = ("index", "batch", "writes", "now", "after", "events")
+
+    def __init__(self, index: "Index", batch: dict, now: float) -> None:
+        self.index = index
+        self.batch = batch
+        self.writes: dict[tuple[str, bytes], bytes | None] = {}
+        self.now = now
+        self.after: list[Callable[[], None]] = []
+        self.events: list[tuple] = []
+
+    def get(self, cf: str, key: bytes) -> bytes | None:
+        k = (cf, key)
+        v = self.writes.get(k, _MISSING)
+        if v is _MISSING:
+            v = self.batch.get(k, _MISSING)
+            if v is _MISSING:
+                return self.index.cf[cf].get(key)
+        return v
+
+    def put(self, cf: str, key: bytes, value: bytes) -> None:
+        self.writes[(cf, key)] = value
+
+    def delete(self, cf: str, key: bytes) -> None:
+        self.writes[(cf, key)] = None
+
+    def emit(self, *event: Any) -> None:
+        """Announce a change; hooks (replication outbox) add writes to this txn."""
+        self.events.append(event)
+
+    def items(self, cf: str, prefix: bytes, start: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
+        """Committed items with ``prefix`` (not including this batch's writes)."""
+        yield from self.index.iter_prefix(cf, prefix, start)
+
+    def counter(self, name: str) -> int:
+        """Increment and return a persistent counter in ``meta``."""
+        key = b"counter:" + name.encode()
+        cur = int.from_bytes(self.get("meta", key) or b"\0", "big") + 1
+        self.put("meta", key, cur.to_bytes(8, "big"))
+        return cur
+
+
+class _Op:
+    __slots__ = ("fn", "future")
+
+    def __init__(self, fn, future):
+        self.fn, self.future = fn, future
+
+
+class IndexRecorder:
+    def batch(self, ops: int, seconds: float) -> None:
+        pass
+
+
+class Index:
+    """RocksDB with one committer thread; see the module docstring."""
+
+    MAX_BATCH_OPS = 2048
+
+    def __init__(self, path: str | os.PathLike, recorder: IndexRecorder | None = None) -> None:
+        self.path = Path(path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.recorder = recorder or IndexRecorder()
+        opts = Options(raw_mode=True)
+        opts.create_if_missing(True)
+        opts.create_missing_column_families(True)
+        opts.set_max_background_jobs(2)
+        opts.set_keep_log_file_num(3)
+        cache = Cache(64 << 20)
+        cfs = {}
+        for name in CFS:
+            o = Options(raw_mode=True)
+            bo = BlockBasedOptions()
+            bo.set_block_cache(cache)
+            if name in ("chunks", "objects"):
+                bo.set_bloom_filter(10, False)
+                bo.set_cache_index_and_filter_blocks(True)
+            o.set_block_based_table_factory(bo)
+            if name in ("chunks",):
+                o.optimize_for_point_lookup(64)
+                o.set_block_based_table_factory(bo)
+            cfs[name] = o
+        self.db = Rdict(str(self.path), opts, column_families=cfs)
+        self.cf = {name: self.db.get_column_family(name) for name in CFS}
+        self._handles = {name: self.db.get_column_family_handle(name) for name in CFS}
+        self._wopts = WriteOptions()
+        self._wopts.sync = True
+        self._q: queue.SimpleQueue[_Op | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="committer", daemon=True)
+        self.failed: Exception | None = None
+        self.event_hooks: list[Callable[[Txn, tuple], None]] = []
+        self._closed = False
+        self._thread.start()
+
+    # -- reads (any thread) ------------------------------------------------------
+
+    def get(self, cf: str, key: bytes) -> bytes | None:
+        return self.cf[cf].get(key)
+
+    def iter_prefix(self, cf: str, prefix: bytes, start: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
+        it = self.cf[cf].iter()
+        it.seek(start if start is not None and start > prefix else prefix)
+        while it.valid():
+            k = it.key()
+            if not k.startswith(prefix):
+                break
+            yield k, it.value()
+            it.next()
+        del it
+
+    # -- writes (through the committer) ---------------------------------------
+
+    def submit(self, fn: Callable[[Txn], Any]) -> concurrent.futures.Future:
+        fut: concurrent.futures.Future = concurrent.futures.Future()
+        if self.failed is not None:
+            fut.set_exception(StorageFailure(f"index is read-only after a failed write: {self.failed}"))
+        elif self._closed:
+            fut.set_exception(StorageFailure("index is closed"))
+        else:
+            self._q.put(_Op(fn, fut))
+        return fut
+
+    async def run(self, fn: Callable[[Txn], Any]) -> Any:
+        return await asyncio.wrap_future(self.submit(fn))
+
+    def run_sync(self, fn: Callable[[Txn], Any]) -> Any:
+        return self.submit(fn).result()
+
+    def _run(self) -> None:
+        while True:
+            first = self._q.get()
+            if first is None:
+                return
+            ops = [first]
+            stop = False
+            while len(ops) < self.MAX_BATCH_OPS:
+                try:
+                    nxt = self._q.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    stop = True
+                    break
+                ops.append(nxt)
+            self._commit(ops)
+            if stop:
+                return
+
+    def _commit(self, ops: list[_Op]) -> None:
+        now = time.time()
+        batch: dict[tuple[str, bytes], bytes | None] = {}
+        done: list[tuple[_Op, Any, BaseException | None, Txn | None]] = []
+        for op in ops:
+            txn = Txn(self, batch, now)
+            try:
+                result = op.fn(txn)
+                for ev in txn.events:
+                    for hook in self.event_hooks:
+                        hook(txn, ev)
+            except VaultError as e:
+                done.append((op, None, e, None))
+                continue
+            except BaseException as e:  # a bug in an op must not kill the committer
+                done.append((op, None, e, None))
+                continue
+            batch.update(txn.writes)
+            done.append((op, result, None, txn))
+        if batch:
+            wb = WriteBatch(raw_mode=True)
+            for (cf, key), value in batch.items():
+                if value is None:
+                    wb.delete(key, self._handles[cf])
+                else:
+                    wb.put(key, value, self._handles[cf])
+            t0 = time.perf_counter()
+            try:
+                self.db.write(wb, self._wopts)
+            except Exception as e:
+                # Never retry a failed sync: RocksDB's state is unknown. Every
+                # op of this batch fails, and so does every later one.
+                self.failed = e
+                err = StorageFailure(f"index write failed: {e}")
+                for op, _, _, _ in done:
+                    op.future.set_exception(err)
+                return
+            self.recorder.batch(len(ops), time.perf_counter() - t0)
+        for op, result, exc, txn in done:
+            if exc is not None:
+                op.future.set_exception(exc)
+            else:
+                for cb in txn.after:
+                    try:
+                        cb()
+                    except Exception:
+                        pass
+                op.future.set_result(result)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._q.put(None)
+        self._thread.join()
+        self.cf.clear()
+        self._handles.clear()
+        self.db.close()

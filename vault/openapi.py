@@ -1,0 +1,89 @@
+"""The HTTP API as OpenAPI 3.1, served at ``/v1/openapi.json``.
+
+Built from one table so that it stays in step with :func:`vault.http.add_routes`
+(a test checks that every route is described).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+# (method, path, summary, auth, success statuses, error codes)
+ROUTES = [
+    ("get", "/healthz", "Liveness", None, {200: "serving"}, []),
+    ("get", "/readyz", "Readiness: index and data directories open and writable", None,
+     {200: "ready", 503: "not ready"}, []),
+    ("get", "/metrics", "Prometheus metrics (objvault_*)", None, {200: "text exposition"}, []),
+    ("get", "/v1/openapi.json", "This document", None, {200: "OpenAPI 3.1"}, []),
+    ("post", "/v1/vaults", "Create a vault", "admin", {201: "vault"}, ["bad_name", "bad_json", "vault_exists"]),
+    ("get", "/v1/vaults", "List vaults", "admin", {200: "vaults"}, []),
+    ("get", "/v1/vaults/{vault}", "Show a vault", "admin or key", {200: "vault"}, ["no_such_vault"]),
+    ("patch", "/v1/vaults/{vault}", "Update quota and locks", "admin", {200: "vault"}, ["no_such_vault"]),
+    ("delete", "/v1/vaults/{vault}", "Delete a vault", "admin", {204: "deleted"}, ["vault_locked"]),
+    ("post", "/v1/vaults/{vault}/keys", "Create a key; the secret is shown once", "admin", {201: "key"},
+     ["bad_request", "no_such_vault"]),
+    ("get", "/v1/vaults/{vault}/keys", "List keys (no secrets)", "admin", {200: "keys"}, ["no_such_vault"]),
+    ("delete", "/v1/vaults/{vault}/keys/{key_id}", "Revoke a key", "admin", {204: "revoked"}, ["no_such_key"]),
+    ("put", "/v1/vaults/{vault}/chunks/{id}", "Upload a chunk (body = bytes, id = sha256)", "append",
+     {201: "stored", 200: "already stored"},
+     ["digest_mismatch", "truncated", "length_required", "too_large", "unsupported_encoding", "quota_exceeded"]),
+    ("get", "/v1/vaults/{vault}/chunks/{id}", "Download a chunk (Range supported)", "read",
+     {200: "bytes", 206: "partial"}, ["no_such_chunk", "chunk_corrupt", "range_not_satisfiable"]),
+    ("head", "/v1/vaults/{vault}/chunks/{id}", "Chunk exists? (Content-Length)", "read", {200: "exists"},
+     ["no_such_chunk"]),
+    ("post", "/v1/vaults/{vault}/chunks/missing", "Which of these ids (<= 100000) are missing", "read",
+     {200: "missing ids"}, ["bad_name", "too_large"]),
+    ("get", "/v1/vaults/{vault}/objects", "List objects (prefix, start_after, limit)", "read",
+     {200: "objects"}, []),
+    ("put", "/v1/vaults/{vault}/objects/{key}", "Create or overwrite an object", "append (new) / full",
+     {201: "object"}, ["missing_chunks", "precondition_failed", "append_only", "forbidden", "bad_name"]),
+    ("get", "/v1/vaults/{vault}/objects/{key}", "Get an object's manifest", "read", {200: "object"},
+     ["no_such_object"]),
+    ("head", "/v1/vaults/{vault}/objects/{key}", "Object exists?", "read", {200: "exists"}, ["no_such_object"]),
+    ("delete", "/v1/vaults/{vault}/objects/{key}", "Delete an object", "full", {204: "deleted"},
+     ["append_only", "retention", "no_such_object"]),
+    ("get", "/v1/admin/usage", "Per-vault usage for billing (?format=csv, ?date=YYYY-MM-DD)", "admin",
+     {200: "usage"}, []),
+    ("post", "/v1/admin/gc", "Run one GC pass ({dry_run})", "admin", {200: "stats"}, []),
+    ("post", "/v1/admin/scrub", "Start a scrub pass", "admin", {202: "started"}, []),
+    ("get", "/v1/admin/scrub", "Scrub progress and damaged chunks", "admin", {200: "progress"}, []),
+    ("get", "/v1/admin/replication", "Replication lag per target", "admin", {200: "targets"}, []),
+    ("post", "/v1/admin/restore", "Rebuild a vault from a target ({vault, from})", "admin", {202: "started"},
+     []),
+    ("get", "/v1/admin/restore", "Restore progress", "admin", {200: "progress"}, []),
+]
+
+PROBLEM_SCHEMA = {
+    "type": "object",
+    "required": ["type", "title", "status", "code"],
+    "properties": {"type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"},
+                   "detail": {"type": "string"}, "code": {"type": "string"},
+                   "missing": {"type": "array", "items": {"type": "string"}}},
+}
+
+
+@lru_cache(maxsize=1)
+def spec() -> dict:
+    paths: dict = {}
+    for method, path, summary, auth, ok, codes in ROUTES:
+        params = [{"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
+                  for p in ("vault", "id", "key", "key_id") if "{" + p + "}" in path]
+        responses = {str(s): {"description": d} for s, d in ok.items()}
+        responses["default"] = {
+            "description": "Problem details; `code` is one of: " + (", ".join(codes) or "(generic)"),
+            "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}}
+        op = {"summary": summary, "parameters": params, "responses": responses}
+        if auth:
+            op["security"] = [{"bearer": []}, {"basic": []}]
+            op["description"] = f"Needs: {auth}."
+        paths.setdefault(path, {})[method] = op
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "objvault API", "version": "1"},
+        "paths": paths,
+        "components": {
+            "schemas": {"Problem": PROBLEM_SCHEMA},
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"},
+                                "basic": {"type": "http", "scheme": "basic"}},
+        },
+    }

@@ -1,0 +1,588 @@
+"""The vault service: what handlers call. Tenants, keys, chunks, objects.
+
+Handlers parse and authenticate; everything that touches the disk or the
+index happens here, through :class:`vault.store.Store` and the single
+committer of :class:`vault.index.Index`. Errors are :mod:`vault.errors`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import json
+import logging
+import secrets
+import time
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterable
+
+from . import errors as E
+from .config import Config
+from .index import (DELETABLE, PENDING, REFERENCED, ChunkMeta, Index, ObjectMeta, SegMeta, Txn,
+                    Usage, jdump, seg_key, vid_bytes)
+from .names import vault_name
+from .store import Location, Store, block_sums, record_size
+
+log = logging.getLogger("objvault")
+audit = logging.getLogger("objvault.audit")
+
+ROLES = ("read", "append", "full")
+_RANK = {r: i for i, r in enumerate(ROLES)}
+KEY_PREFIX = "ovk_"
+MAX_OBJECT_CHUNKS = 1_000_000
+MAX_META_BYTES = 64 * 1024
+# Bodies up to this size are hashed on the event loop: a thread hop costs
+# more than hashing 64 KiB with SHA-NI.
+INLINE_HASH_BYTES = 64 * 1024
+
+
+def iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _sha(secret: str) -> bytes:
+    return hashlib.sha256(secret.encode("utf-8", "surrogatepass")).digest()
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: the operator (admin) or one key of one vault."""
+
+    admin: bool
+    vault: str = ""
+    vid: int = 0
+    role: str = ""
+    key_id: str = ""
+
+    @property
+    def who(self) -> str:
+        return "admin" if self.admin else f"key:{self.key_id}"
+
+
+@dataclass
+class VaultRec:
+    name: str
+    vid: int
+    created: float
+    quota_bytes: int | None = None
+    append_only: bool = False
+    retention_days: int = 0
+
+    @classmethod
+    def load(cls, raw: bytes) -> "VaultRec":
+        d = json.loads(raw)
+        return cls(d["name"], d["vid"], d["created"], d.get("quota_bytes"), d.get("append_only", False),
+                   d.get("retention_days", 0))
+
+    def dump(self) -> bytes:
+        return jdump({"name": self.name, "vid": self.vid, "created": self.created, "quota_bytes": self.quota_bytes,
+                      "append_only": self.append_only, "retention_days": self.retention_days})
+
+    def public(self, usage: Usage) -> dict:
+        return {"name": self.name, "created": iso(self.created), "quota_bytes": self.quota_bytes,
+                "append_only": self.append_only, "retention_days": self.retention_days,
+                "usage": usage.as_dict()}
+
+
+class Recorder:
+    """Measurements from the service; :mod:`vault.metrics` subclasses it."""
+
+    def chunk_written(self, nbytes: int) -> None: ...
+    def chunk_deduplicated(self, nbytes: int) -> None: ...
+    def bytes_out(self, nbytes: int) -> None: ...
+    def corrupt_chunk(self) -> None: ...
+
+
+def _validate_vault_fields(body: dict, creating: bool) -> dict:
+    allowed = {"name", "quota_bytes", "append_only", "retention_days"} if creating else \
+        {"quota_bytes", "append_only", "retention_days"}
+    unknown = set(body) - allowed
+    if unknown:
+        raise E.BadRequest(f"unknown field(s): {', '.join(sorted(unknown))}")
+    out = {}
+    if "quota_bytes" in body:
+        q = body["quota_bytes"]
+        if q is not None and (not isinstance(q, int) or isinstance(q, bool) or q < 0 or q >= 1 << 62):
+            raise E.BadRequest("quota_bytes must be null or a non-negative integer")
+        out["quota_bytes"] = q
+    if "append_only" in body:
+        if not isinstance(body["append_only"], bool):
+            raise E.BadRequest("append_only must be true or false")
+        out["append_only"] = body["append_only"]
+    if "retention_days" in body:
+        r = body["retention_days"]
+        if not isinstance(r, int) or isinstance(r, bool) or not 0 <= r <= 36500:
+            raise E.BadRequest("retention_days must be an integer from 0 to 36500")
+        out["retention_days"] = r
+    return out
+
+
+class VaultService:
+    def __init__(self, config: Config, index: Index, store: Store, recorder: Recorder | None = None) -> None:
+        self.config = config
+        self.index = index
+        self.store = store
+        self.recorder = recorder or Recorder()
+        self.admin_hash = _sha(config.admin_token) if config.admin_token else None
+        self.corruption_handler: Callable[[VaultRec, bytes, ChunkMeta], Awaitable[bool]] | None = None
+
+    # -- auth ------------------------------------------------------------------
+
+    def authenticate(self, secret: str | None) -> Principal:
+        """Map a presented secret to a principal; raise Unauthorized otherwise."""
+        if not secret:
+            raise E.Unauthorized("credentials required")
+        digest = _sha(secret)
+        if self.admin_hash is not None and hmac.compare_digest(digest, self.admin_hash):
+            return Principal(admin=True)
+        if secret.startswith(KEY_PREFIX):
+            key_id = secret[len(KEY_PREFIX):].split("_", 1)[0]
+            raw = self.index.get("keys", key_id.encode()) if key_id.isalnum() else None
+            if raw is not None:
+                rec = json.loads(raw)
+                if hmac.compare_digest(digest, bytes.fromhex(rec["hash"])):
+                    return Principal(False, rec["vault"], rec["vid"], rec["role"], key_id)
+        raise E.Unauthorized("invalid credentials")
+
+    def vault_for(self, who: Principal, name: str, role: str = "read") -> VaultRec:
+        """The vault ``name`` if ``who`` may act on it with ``role``.
+
+        A key of another vault gets exactly what a missing vault gets (404),
+        so keys cannot probe for other tenants.
+        """
+        rec = self.get_vault(name)
+        if who.admin:
+            return rec
+        if who.vault != name or who.vid != rec.vid:
+            raise E.NoSuchVault(f"no such vault {name!r}")
+        if _RANK[who.role] < _RANK[role]:
+            raise E.Forbidden(f"vault {name!r}: key {who.key_id} has role {who.role!r}, this needs {role!r}")
+        return rec
+
+    # -- vaults ----------------------------------------------------------------
+
+    def get_vault(self, name: str) -> VaultRec:
+        raw = self.index.get("vaults", name.encode())
+        if raw is None:
+            raise E.NoSuchVault(f"no such vault {name!r}")
+        return VaultRec.load(raw)
+
+    def usage(self, vid: int) -> Usage:
+        return Usage.unpack(self.index.get("usage", vid_bytes(vid)))
+
+    def vault_json(self, rec: VaultRec) -> dict:
+        return rec.public(self.usage(rec.vid))
+
+    def list_vaults(self) -> list[VaultRec]:
+        return [VaultRec.load(v) for _, v in self.index.iter_prefix("vaults", b"")]
+
+    async def create_vault(self, body: dict, who: Principal) -> VaultRec:
+        name = body.get("name")
+        if not isinstance(name, str):
+            raise E.BadName("vault name is required")
+        vault_name(name)
+        fields = _validate_vault_fields(body, creating=True)
+
+        def op(txn: Txn) -> VaultRec:
+            if txn.get("vaults", name.encode()) is not None:
+                raise E.VaultExists(f"vault {name!r} already exists")
+            rec = VaultRec(name, txn.counter("vid"), txn.now, **fields)
+            txn.put("vaults", name.encode(), rec.dump())
+            txn.emit("vault_put", rec)
+            return rec
+
+        rec = await self.index.run(op)
+        audit.info("vault created", extra={"who": who.who, "vault": name, "fields": fields})
+        return rec
+
+    async def update_vault(self, name: str, body: dict, who: Principal) -> VaultRec:
+        fields = _validate_vault_fields(body, creating=False)
+
+        def op(txn: Txn) -> tuple[VaultRec, dict]:
+            raw = txn.get("vaults", name.encode())
+            if raw is None:
+                raise E.NoSuchVault(f"no such vault {name!r}")
+            rec = VaultRec.load(raw)
+            before = {k: getattr(rec, k) for k in fields}
+            for k, v in fields.items():
+                setattr(rec, k, v)
+            txn.put("vaults", name.encode(), rec.dump())
+            txn.emit("vault_put", rec)
+            return rec, before
+
+        rec, before = await self.index.run(op)
+        weakened = (before.get("append_only") is True and rec.append_only is False) or \
+            ("retention_days" in before and rec.retention_days < before["retention_days"])
+        audit.warning("vault lock weakened" if weakened else "vault updated",
+                      extra={"who": who.who, "vault": name, "before": before,
+                             "after": {k: getattr(rec, k) for k in fields}})
+        return rec
+
+    async def delete_vault(self, name: str, who: Principal) -> None:
+        """Remove the vault, its keys and objects; its chunks go to GC (no longer indexed by name)."""
+
+        def op(txn: Txn) -> VaultRec:
+            raw = txn.get("vaults", name.encode())
+            if raw is None:
+                raise E.NoSuchVault(f"no such vault {name!r}")
+            rec = VaultRec.load(raw)
+            if rec.append_only or rec.retention_days > 0:
+                raise E.VaultLocked(f"vault {name!r} is append-only or under retention")
+            txn.delete("vaults", name.encode())
+            for k, v in txn.items("keys", b""):
+                if json.loads(v)["vid"] == rec.vid:
+                    txn.delete("keys", k)
+            # The vault's objects, chunks and usage are keyed by its internal id,
+            # which is never reused: GC removes them in bounded passes.
+            txn.put("meta", b"dead_vault:" + vid_bytes(rec.vid), jdump({"name": name, "at": txn.now}))
+            txn.emit("vault_delete", rec)
+            return rec
+
+        await self.index.run(op)
+        audit.warning("vault deleted", extra={"who": who.who, "vault": name})
+
+    # -- keys ------------------------------------------------------------------
+
+    async def create_key(self, name: str, role: Any, label: Any, who: Principal) -> dict:
+        if role not in ROLES:
+            raise E.BadRequest(f"role must be one of {', '.join(ROLES)}", )
+        if label is not None and (not isinstance(label, str) or len(label) > 256):
+            raise E.BadRequest("label must be a string of at most 256 characters")
+        key_id = secrets.token_hex(8)
+        secret = f"{KEY_PREFIX}{key_id}_{secrets.token_urlsafe(32)}"
+
+        def op(txn: Txn) -> dict:
+            raw = txn.get("vaults", name.encode())
+            if raw is None:
+                raise E.NoSuchVault(f"no such vault {name!r}")
+            rec = VaultRec.load(raw)
+            doc = {"id": key_id, "vault": name, "vid": rec.vid, "role": role, "label": label or "",
+                   "created": iso(txn.now), "hash": _sha(secret).hex()}
+            txn.put("keys", key_id.encode(), jdump(doc))
+            return doc
+
+        doc = await self.index.run(op)
+        audit.info("key created", extra={"who": who.who, "vault": name, "key": key_id, "role": role})
+        return {"id": key_id, "secret": secret, "role": role, "label": doc["label"], "created": doc["created"]}
+
+    def list_keys(self, rec: VaultRec) -> list[dict]:
+        out = []
+        for _, v in self.index.iter_prefix("keys", b""):
+            d = json.loads(v)
+            if d["vid"] == rec.vid:
+                out.append({"id": d["id"], "role": d["role"], "label": d["label"], "created": d["created"]})
+        return sorted(out, key=lambda d: (d["created"], d["id"]))
+
+    async def revoke_key(self, name: str, key_id: str, who: Principal) -> None:
+        def op(txn: Txn) -> None:
+            raw = txn.get("keys", key_id.encode()) if key_id.isalnum() else None
+            if raw is None or json.loads(raw)["vault"] != name:
+                raise E.NoSuchKey(f"vault {name!r}: no such key {key_id!r}")
+            txn.delete("keys", key_id.encode())
+
+        await self.index.run(op)
+        audit.info("key revoked", extra={"who": who.who, "vault": name, "key": key_id})
+
+    # -- chunks ----------------------------------------------------------------
+
+    def chunk_meta(self, rec: VaultRec, digest: bytes) -> ChunkMeta | None:
+        raw = self.index.get("chunks", vid_bytes(rec.vid) + digest)
+        return ChunkMeta.unpack(raw) if raw is not None else None
+
+    def _quota_check(self, rec: VaultRec, usage: Usage, length: int) -> None:
+        if rec.quota_bytes is not None and usage.stored_bytes + length > rec.quota_bytes:
+            raise E.QuotaExceeded(
+                f"vault {rec.name!r}: storing {length} bytes would exceed the quota of {rec.quota_bytes} bytes "
+                f"({usage.stored_bytes} used)")
+
+    async def put_chunk(self, rec: VaultRec, digest: bytes, length: int,
+                        read: Callable[[int], Awaitable[bytes]],
+                        pieces: Callable[[], AsyncIterator[bytes]]) -> bool:
+        """Store a chunk whose body is ``length`` bytes; return True if it already existed.
+
+        ``read(n)`` returns exactly n body bytes (raises Truncated); ``pieces()``
+        yields the body incrementally (for large chunks). Nothing is indexed
+        unless the SHA-256 of the body equals ``digest``; 201/200 happen only
+        after the bytes and the index entry are durable.
+        """
+        hexid = digest.hex()
+        if length > self.config.max_chunk_bytes:
+            raise E.TooLarge(f"vault {rec.name!r}: chunk {hexid} is {length} bytes, the limit is "
+                             f"{self.config.max_chunk_bytes}")
+        existing = self.chunk_meta(rec, digest)
+        if existing is None:
+            self._quota_check(rec, self.usage(rec.vid), length)
+        loop = asyncio.get_running_loop()
+        if existing is not None or length <= self.config.stream_threshold_bytes:
+            body = await read(length)
+            if length <= INLINE_HASH_BYTES:
+                ok = hashlib.sha256(body).digest() == digest
+            else:
+                ok = await loop.run_in_executor(None, _sha_eq, body, digest)
+            if not ok:
+                raise E.DigestMismatch(f"vault {rec.name!r}: body does not hash to chunk id {hexid}")
+            if existing is not None and existing.length == length:
+                if await self.index.run(lambda txn: _touch(txn, rec, digest)):
+                    self.recorder.chunk_deduplicated(length)
+                    return True
+            dir_idx = self.store.pick_dir()
+            sums = block_sums(body) if length <= INLINE_HASH_BYTES else \
+                await loop.run_in_executor(None, block_sums, body)
+            loc = await asyncio.wrap_future(self.store.append(dir_idx, rec.vid, digest, body, sums))
+        else:
+            loc = await self._stream_chunk(rec, digest, length, pieces)
+        existed = await self.index.run(lambda txn: _insert_chunk(txn, rec, digest, length, loc))
+        if existed:
+            self.recorder.chunk_deduplicated(length)
+        else:
+            self.recorder.chunk_written(length)
+        return existed
+
+    async def _stream_chunk(self, rec: VaultRec, digest: bytes, length: int,
+                            pieces: Callable[[], AsyncIterator[bytes]]) -> Location:
+        loop = asyncio.get_running_loop()
+        dir_idx = self.store.pick_dir()
+        w = await loop.run_in_executor(None, self.store.stream, dir_idx, rec.vid, digest, length)
+        h = hashlib.sha256()
+        got = 0
+        pending: list[bytes] = []
+        pending_len = 0
+
+        def write(parts: list[bytes]) -> None:
+            for p in parts:
+                h.update(p)
+            w.write(b"".join(parts))
+
+        try:
+            async for piece in pieces():
+                got += len(piece)
+                if got > length:
+                    raise E.BadRequest("body longer than Content-Length")
+                pending.append(piece)
+                pending_len += len(piece)
+                if pending_len >= 1 << 20:
+                    await loop.run_in_executor(None, write, pending)
+                    pending, pending_len = [], 0
+            if got != length:
+                raise E.Truncated(f"vault {rec.name!r}: chunk {digest.hex()}: got {got} of {length} bytes")
+            if pending:
+                await loop.run_in_executor(None, write, pending)
+            if h.digest() != digest:
+                raise E.DigestMismatch(f"vault {rec.name!r}: body does not hash to chunk id {digest.hex()}")
+            return await loop.run_in_executor(None, w.commit)
+        except BaseException:
+            await loop.run_in_executor(None, w.abort)
+            raise
+
+    async def get_chunk(self, rec: VaultRec, digest: bytes, start: int = 0, end: int | None = None) -> bytes:
+        meta = self.chunk_meta(rec, digest)
+        if meta is None:
+            raise E.NoSuchChunk(f"vault {rec.name!r}: no such chunk {digest.hex()}")
+        end = meta.length if end is None else end
+        loop = asyncio.get_running_loop()
+        what = f"vault {rec.name!r} chunk {digest.hex()}"
+        try:
+            if end - start <= INLINE_HASH_BYTES:
+                data = self.store.read(meta.seg_id, meta.offset, meta.length, start, end, what)
+            else:
+                data = await loop.run_in_executor(None, self.store.read, meta.seg_id, meta.offset,
+                                                  meta.length, start, end, what)
+        except E.ChunkCorrupt:
+            self.recorder.corrupt_chunk()
+            log.error("corrupt chunk", extra={"vault": rec.name, "chunk": digest.hex()})
+            if self.corruption_handler is not None and await self.corruption_handler(rec, digest, meta):
+                return await self.get_chunk(rec, digest, start, end)
+            raise
+        self.recorder.bytes_out(len(data))
+        return data
+
+    async def missing(self, rec: VaultRec, digests: list[bytes]) -> list[bytes]:
+        prefix = vid_bytes(rec.vid)
+        cf = self.index.cf["chunks"]
+
+        def check() -> list[bytes]:
+            found = cf.get([prefix + d for d in digests])
+            return [d for d, v in zip(digests, found) if v is None]
+
+        if len(digests) <= 64:
+            return check()
+        return await asyncio.get_running_loop().run_in_executor(None, check)
+
+    # -- objects ---------------------------------------------------------------
+
+    async def put_object(self, rec: VaultRec, key: str, chunks: list[bytes], meta: bytes,
+                         role: str, if_none_match: bool) -> ObjectMeta:
+        okey = vid_bytes(rec.vid) + key.encode()
+
+        def op(txn: Txn) -> ObjectMeta:
+            vrec = _live_vault(txn, rec)
+            old_raw = txn.get("objects", okey)
+            if old_raw is not None:
+                if if_none_match:
+                    raise E.PreconditionFailed(f"vault {rec.name!r}: object {key!r} exists")
+                if vrec.append_only:
+                    raise E.AppendOnly(f"vault {rec.name!r} is append-only: object {key!r} cannot be overwritten")
+                if _RANK[role] < _RANK["full"]:
+                    raise E.Forbidden(f"vault {rec.name!r}: overwriting object {key!r} needs role 'full'")
+                if vrec.retention_days:
+                    created = ObjectMeta.header(old_raw)[0]
+                    if txn.now < created + vrec.retention_days * 86400:
+                        raise E.RetentionLocked(f"vault {rec.name!r}: object {key!r} is under retention")
+            new_counts = Counter(chunks)
+            prefix = vid_bytes(rec.vid)
+            metas: dict[bytes, ChunkMeta] = {}
+            missing = []
+            for d in new_counts:
+                raw = txn.get("chunks", prefix + d)
+                if raw is None:
+                    missing.append(d.hex())
+                else:
+                    metas[d] = ChunkMeta.unpack(raw)
+            if missing:
+                raise E.MissingChunks(f"vault {rec.name!r}: object {key!r} references {len(missing)} "
+                                      "chunk(s) the vault does not hold", missing=missing)
+            size = sum(metas[d].length * n for d, n in new_counts.items())
+            delta = Counter(new_counts)
+            old_size = 0
+            if old_raw is not None:
+                old = ObjectMeta.unpack(old_raw)
+                old_size = old.size
+                delta.subtract(Counter(old.chunks))
+            _apply_refs(txn, rec.vid, delta, metas)
+            obj = ObjectMeta(txn.now, size, chunks, meta)
+            txn.put("objects", okey, obj.pack())
+            _add_usage(txn, rec.vid, logical=size - old_size, objects=0 if old_raw is not None else 1)
+            txn.emit("object_put", rec, key, obj)
+            return obj
+
+        return await self.index.run(op)
+
+    def get_object(self, rec: VaultRec, key: str) -> ObjectMeta:
+        raw = self.index.get("objects", vid_bytes(rec.vid) + key.encode())
+        if raw is None:
+            raise E.NoSuchObject(f"vault {rec.name!r}: no such object {key!r}")
+        return ObjectMeta.unpack(raw)
+
+    async def delete_object(self, rec: VaultRec, key: str) -> None:
+        okey = vid_bytes(rec.vid) + key.encode()
+
+        def op(txn: Txn) -> None:
+            vrec = _live_vault(txn, rec)
+            raw = txn.get("objects", okey)
+            if raw is None:
+                raise E.NoSuchObject(f"vault {rec.name!r}: no such object {key!r}")
+            if vrec.append_only:
+                raise E.AppendOnly(f"vault {rec.name!r} is append-only: object {key!r} cannot be deleted")
+            old = ObjectMeta.unpack(raw)
+            if vrec.retention_days and txn.now < old.created + vrec.retention_days * 86400:
+                raise E.RetentionLocked(f"vault {rec.name!r}: object {key!r} is under retention until "
+                                        f"{iso(old.created + vrec.retention_days * 86400)}")
+            delta = Counter()
+            delta.subtract(Counter(old.chunks))
+            _apply_refs(txn, rec.vid, delta, {})
+            txn.delete("objects", okey)
+            _add_usage(txn, rec.vid, logical=-old.size, objects=-1)
+            txn.emit("object_delete", rec, key)
+
+        await self.index.run(op)
+
+    def list_objects(self, rec: VaultRec, prefix: str, start_after: str, limit: int) -> tuple[list[dict], str | None]:
+        vp = vid_bytes(rec.vid)
+        start = vp + start_after.encode() + b"\0" if start_after else None
+        out: list[dict] = []
+        nxt = None
+        for k, v in self.index.iter_prefix("objects", vp + prefix.encode(), start):
+            if len(out) == limit:
+                nxt = out[-1]["key"]
+                break
+            created, size, _ = ObjectMeta.header(v)
+            out.append({"key": k[8:].decode(), "size": size, "created": iso(created)})
+        return out, nxt
+
+
+def _sha_eq(body: bytes, digest: bytes) -> bool:
+    return hashlib.sha256(body).digest() == digest
+
+
+def _live_vault(txn: Txn, rec: VaultRec) -> VaultRec:
+    raw = txn.get("vaults", rec.name.encode())
+    cur = VaultRec.load(raw) if raw is not None else None
+    if cur is None or cur.vid != rec.vid:
+        raise E.NoSuchVault(f"no such vault {rec.name!r}")
+    return cur
+
+
+def _add_usage(txn: Txn, vid: int, **delta: int) -> None:
+    key = vid_bytes(vid)
+    txn.put("usage", key, Usage.unpack(txn.get("usage", key)).add(**delta).pack())
+
+
+def _seg_update(txn: Txn, seg_id: int, dir_idx: int, end: int | None, live_delta: int) -> None:
+    key = seg_key(seg_id)
+    raw = txn.get("segments", key)
+    seg = SegMeta.unpack(raw) if raw else SegMeta(dir_idx, 0, 0, 0, txn.now)
+    seg = seg._replace(live_bytes=seg.live_bytes + live_delta,
+                       end=max(seg.end, end) if end is not None else seg.end)
+    txn.put("segments", key, seg.pack())
+
+
+def _touch(txn: Txn, rec: VaultRec, digest: bytes) -> bool:
+    """Dedup hit: revive the chunk for a new grace period. False if it is gone."""
+    _live_vault(txn, rec)
+    key = vid_bytes(rec.vid) + digest
+    raw = txn.get("chunks", key)
+    if raw is None:
+        return False
+    meta = ChunkMeta.unpack(raw)
+    # A re-upload restarts the grace period (ARCHITECTURE.md lifecycle, step 4).
+    txn.put("chunks", key, meta._replace(created_at=txn.now).pack())
+    return True
+
+
+def _insert_chunk(txn: Txn, rec: VaultRec, digest: bytes, length: int, loc: Location) -> bool:
+    """Index a durable record. True if the chunk was already indexed (its new bytes are dead)."""
+    vrec = _live_vault(txn, rec)
+    key = vid_bytes(rec.vid) + digest
+    raw = txn.get("chunks", key)
+    if raw is not None:
+        _seg_update(txn, loc.seg_id, loc.dir_idx, loc.offset + loc.size, 0)
+        txn.put("chunks", key, ChunkMeta.unpack(raw)._replace(created_at=txn.now).pack())
+        return True
+    usage = Usage.unpack(txn.get("usage", vid_bytes(rec.vid)))
+    if vrec.quota_bytes is not None and usage.stored_bytes + length > vrec.quota_bytes:
+        _seg_update(txn, loc.seg_id, loc.dir_idx, loc.offset + loc.size, 0)
+        raise E.QuotaExceeded(
+            f"vault {rec.name!r}: storing chunk {digest.hex()} ({length} bytes) would exceed the quota of "
+            f"{vrec.quota_bytes} bytes ({usage.stored_bytes} used)")
+    txn.put("chunks", key, ChunkMeta(loc.seg_id, loc.offset, length, 0, PENDING, txn.now, 0.0).pack())
+    _seg_update(txn, loc.seg_id, loc.dir_idx, loc.offset + loc.size, loc.size)
+    txn.put("usage", vid_bytes(rec.vid), usage.add(stored=length, chunks=1).pack())
+    txn.emit("chunk_put", rec, digest, length)
+    return False
+
+
+def _apply_refs(txn: Txn, vid: int, delta: Counter, metas: dict[bytes, ChunkMeta]) -> None:
+    prefix = vid_bytes(vid)
+    for d, n in delta.items():
+        if n == 0:
+            continue
+        meta = metas.get(d)
+        if meta is None:
+            raw = txn.get("chunks", prefix + d)
+            if raw is None:  # cannot happen while refcounts are exact; never go negative
+                log.error("refcount of a missing chunk", extra={"chunk": d.hex()})
+                continue
+            meta = ChunkMeta.unpack(raw)
+        rc = meta.refcount + n
+        if rc < 0:
+            log.error("refcount below zero", extra={"chunk": d.hex(), "refcount": rc})
+            rc = 0
+        if rc == 0:
+            meta = meta._replace(refcount=0, state=DELETABLE, zero_since=txn.now)
+        else:
+            meta = meta._replace(refcount=rc, state=REFERENCED, zero_since=0.0)
+        txn.put("chunks", prefix + d, meta.pack())

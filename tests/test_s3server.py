@@ -120,6 +120,58 @@ def test_two_servers_run_side_by_side(s3server: SeaweedS3, tmp_path):
     assert s3server.running
 
 
+def test_kill_and_restart_keeps_the_data(tmp_path):
+    s = SeaweedS3(tmp_path)
+    try:
+        s.start()
+        b = s.bucket(hint="survivor")
+        blob = os.urandom(300_000)
+        obstore.put(b.store, "k", blob)
+        s.kill()  # SIGKILL, no graceful shutdown
+        assert not s.running
+        with pytest.raises(obstore.exceptions.BaseError):
+            obstore.put(b.new_store(retry_config={"max_retries": 0}), "k2", b"v")
+        s.start()  # same data dir, new ports
+        assert b.name in s.list_buckets()
+        assert bytes(obstore.get(s.store(b.name), "k").bytes()) == blob
+    finally:
+        s.stop()
+
+
+def test_start_retries_when_a_port_is_taken(tmp_path, monkeypatch):
+    import socket
+
+    import tests.s3server as s3mod
+
+    squatter = socket.socket()
+    squatter.bind(("127.0.0.1", 0))
+    squatter.listen()
+    taken = squatter.getsockname()[1]
+    real_free_ports = s3mod.free_ports
+    handed_out = []
+
+    def racy_free_ports(n, host="127.0.0.1"):
+        ports = real_free_ports(n, host)
+        if not handed_out:  # as if another process grabbed the S3 port meanwhile
+            ports[SeaweedS3.PORT_FLAGS.index("s3.port")] = taken
+        handed_out.append(ports)
+        return ports
+
+    monkeypatch.setattr(s3mod, "free_ports", racy_free_ports)
+    s = SeaweedS3(tmp_path)
+    try:
+        s.start(timeout=60)
+        assert len(handed_out) == 2
+        assert s.s3_port != taken
+        assert "address already in use" in s.log_path.read_text()
+        b = s.bucket(hint="after-retry")
+        obstore.put(b.store, "k", b"v")
+        assert bytes(obstore.get(b.store, "k").bytes()) == b"v"
+    finally:
+        s.stop()
+        squatter.close()
+
+
 def test_failed_start_reports_the_log(tmp_path):
     s = SeaweedS3(tmp_path, weed="/bin/false")
     with pytest.raises(SeaweedS3Error) as ei:
@@ -192,6 +244,13 @@ def test_obstore_put_get_list_delete_roundtrip(s3bucket: S3Bucket):
     with pytest.raises(FileNotFoundError):
         obstore.head(store, "chunks/ab/abcd")
     assert sorted(m["path"] for m in obstore.list(store).collect()) == ["chunks/cd/cdef", "meta/x"]
+
+
+def test_store_ignores_aws_session_token_in_environment(s3bucket: S3Bucket, monkeypatch):
+    monkeypatch.setenv("AWS_SESSION_TOKEN", "token-of-some-real-aws-account")
+    store = s3bucket.new_store(retry_config={"max_retries": 0})
+    obstore.put(store, "k", b"v")
+    assert bytes(obstore.get(store, "k").bytes()) == b"v"
 
 
 def test_store_prefix(s3bucket: S3Bucket):

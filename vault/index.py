@@ -202,10 +202,24 @@ class Txn:
 
 
 class _Op:
-    __slots__ = ("fn", "future")
+    """An op and where its result goes: an asyncio future on ``loop``, or a
+    ``concurrent.futures.Future`` when ``loop`` is None."""
 
-    def __init__(self, fn, future):
-        self.fn, self.future = fn, future
+    __slots__ = ("fn", "future", "loop")
+
+    def __init__(self, fn, future, loop=None):
+        self.fn, self.future, self.loop = fn, future, loop
+
+
+def _deliver(results: list) -> None:
+    """Runs on an event loop: settle the asyncio futures of one batch."""
+    for fut, result, exc in results:
+        if fut.done():  # the request was cancelled (client went away)
+            continue
+        if exc is not None:
+            fut.set_exception(exc)
+        else:
+            fut.set_result(result)
 
 
 class IndexRecorder:
@@ -282,7 +296,22 @@ class Index:
         return fut
 
     async def run(self, fn: Callable[[Txn], Any]) -> Any:
-        return await asyncio.wrap_future(self.submit(fn))
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        self.enqueue(fn, fut, loop)
+        return await fut
+
+    def enqueue(self, fn: Callable[[Txn], Any], fut: asyncio.Future, loop: asyncio.AbstractEventLoop) -> None:
+        """Queue ``fn`` from any thread; its result settles ``fut`` on ``loop``.
+
+        Results of one batch reach a loop in a single wake-up, not one per op.
+        """
+        if self.failed is not None or self._closed:
+            err = StorageFailure(f"index is read-only after a failed write: {self.failed}") \
+                if self.failed is not None else StorageFailure("index is closed")
+            loop.call_soon_threadsafe(_deliver, [(fut, None, err)])
+        else:
+            self._q.put(_Op(fn, fut, loop))
 
     def run_sync(self, fn: Callable[[Txn], Any]) -> Any:
         return self.submit(fn).result()
@@ -341,20 +370,28 @@ class Index:
                 # op of this batch fails, and so does every later one.
                 self.failed = e
                 err = StorageFailure(f"index write failed: {e}")
-                for op, _, _, _ in done:
-                    op.future.set_exception(err)
-                return
-            self.recorder.batch(len(ops), time.perf_counter() - t0)
-        for op, result, exc, txn in done:
-            if exc is not None:
-                op.future.set_exception(exc)
+                done = [(op, None, err, None) for op, _, _, _ in done]
             else:
+                self.recorder.batch(len(ops), time.perf_counter() - t0)
+        by_loop: dict[Any, list] = {}
+        for op, result, exc, txn in done:
+            if exc is None:
                 for cb in txn.after:
                     try:
                         cb()
                     except Exception:
                         pass
+            if op.loop is not None:
+                by_loop.setdefault(op.loop, []).append((op.future, result, exc))
+            elif exc is not None:
+                op.future.set_exception(exc)
+            else:
                 op.future.set_result(result)
+        for loop, results in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_deliver, results)
+            except RuntimeError:  # loop closed during shutdown
+                pass
 
     def close(self) -> None:
         if self._closed:

@@ -332,10 +332,21 @@ class VaultService:
             dir_idx = self.store.pick_dir()
             sums = block_sums(body) if length <= INLINE_HASH_BYTES else \
                 await loop.run_in_executor(None, block_sums, body)
-            loc = await asyncio.wrap_future(self.store.append(dir_idx, rec.vid, digest, body, sums))
+            fut = loop.create_future()
+
+            def durable(loc: Location | None, exc: Exception | None) -> None:
+                # Runs on the segment syncer thread: hand the index entry
+                # straight to the committer, without a trip through the loop.
+                if exc is not None:
+                    loop.call_soon_threadsafe(_fail_future, fut, exc)
+                else:
+                    self.index.enqueue(lambda txn: _insert_chunk(txn, rec, digest, length, loc), fut, loop)
+
+            self.store.append(dir_idx, rec.vid, digest, body, sums, durable)
+            existed = await fut
         else:
             loc = await self._stream_chunk(rec, digest, length, pieces)
-        existed = await self.index.run(lambda txn: _insert_chunk(txn, rec, digest, length, loc))
+            existed = await self.index.run(lambda txn: _insert_chunk(txn, rec, digest, length, loc))
         if existed:
             self.recorder.chunk_deduplicated(length)
         else:
@@ -502,6 +513,11 @@ class VaultService:
             created, size, _ = ObjectMeta.header(v)
             out.append({"key": k[8:].decode(), "size": size, "created": iso(created)})
         return out, nxt
+
+
+def _fail_future(fut: asyncio.Future, exc: Exception) -> None:
+    if not fut.done():
+        fut.set_exception(exc)
 
 
 def _sha_eq(body: bytes, digest: bytes) -> bool:

@@ -12,11 +12,10 @@ A segment starts with a 4 KiB file header, then self-describing records::
     data         : the chunk bytes
 
 Small chunks (up to ``stream_threshold_bytes``) are appended to the data
-directory's *active* segment by one writer thread per directory, which
-gathers every record that arrived while the previous write was in flight
-into one aligned O_DIRECT write followed by one ``fdatasync`` (group
-commit). The last partial 4 KiB block is kept in memory and rewritten by
-the next group, so records are packed without padding. Larger chunks are
+directory's *active* segment by :class:`SegmentWriter`, which gathers
+every record that arrived while earlier writes were in flight into one
+aligned O_DIRECT group followed by one ``fdatasync`` (group commit).
+Groups start on 4 KiB boundaries (zero padding between them). Larger chunks are
 streamed into a segment of their own (temp file, fdatasync, rename,
 directory fsync), so a 128 MiB body is never held in memory.
 
@@ -31,10 +30,12 @@ committed end, which :meth:`Store.recover` truncates at start-up.
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import errno
 import mmap
 import os
+import queue
 import shutil
 import struct
 import threading
@@ -121,168 +122,255 @@ class Location:
     dir_idx: int
 
 
-class _Pending:
-    __slots__ = ("header", "sums", "data", "future")
+Done = Callable[["Location | None", "Exception | None"], None]
 
-    def __init__(self, header: bytes, sums: bytes, data: bytes | memoryview, future: concurrent.futures.Future):
-        self.header, self.sums, self.data, self.future = header, sums, data, future
+
+class _Pending:
+    __slots__ = ("header", "sums", "data", "done")
+
+    def __init__(self, header: bytes, sums: bytes, data: bytes | memoryview, done: Done):
+        self.header, self.sums, self.data, self.done = header, sums, data, done
 
     @property
     def size(self) -> int:
         return len(self.header) + len(self.sums) + len(self.data)
 
 
+class _Group:
+    """Records written together: one aligned region, its pwrites, one fdatasync."""
+
+    __slots__ = ("fd", "seg_id", "items", "locs", "writes", "buf", "end")
+
+    def __init__(self, fd, seg_id, items, locs, writes, buf, end):
+        self.fd, self.seg_id, self.items, self.locs, self.writes, self.buf, self.end = \
+            fd, seg_id, items, locs, writes, buf, end
+
+
 class SegmentWriter:
-    """The single writer of one data directory's active segment (own thread)."""
+    """The single writer of one data directory's active segment.
+
+    Two threads and a small I/O pool make a pipeline:
+
+    * the *assembler* takes every queued record (up to ``GROUP_MAX`` bytes),
+      copies them into an aligned buffer, pads the group to 4 KiB and issues
+      its O_DIRECT writes in 1 MiB pieces on the I/O pool (several writes in
+      flight: this virtual disk does ~330 MB/s at queue depth 1, ~475 at 4);
+    * the *syncer* takes every group whose writes were issued, waits for
+      them, calls ``fdatasync`` once for all of them, then acknowledges.
+
+    Each group starts on a fresh 4 KiB boundary, so a block that holds
+    acknowledged bytes is never written again (a torn rewrite could not
+    damage them). The padding costs < 4 KiB per group.
+    """
+
+    BUFFERS = 4
+    PIECE = 1 << 20
+    IO_THREADS = 4
 
     def __init__(self, store: "Store", dir_idx: int) -> None:
         self.store = store
         self.dir_idx = dir_idx
         self._cv = threading.Condition()
-        self._queue: list[_Pending] = []
+        self._queue: collections.deque[_Pending] = collections.deque()
         self._stopping = False
         self._failed: OSError | None = None
-        self._buf = mmap.mmap(-1, GROUP_MAX + 2 * ALIGN)
+        self._free: queue.SimpleQueue[mmap.mmap] = queue.SimpleQueue()
+        for _ in range(self.BUFFERS):
+            self._free.put(mmap.mmap(-1, GROUP_MAX + ALIGN))
+        self._syncq: queue.SimpleQueue = queue.SimpleQueue()
+        self._io = concurrent.futures.ThreadPoolExecutor(self.IO_THREADS, thread_name_prefix=f"segio-{dir_idx}")
         self._fd = -1
         self.seg_id = -1
-        self.end = 0           # logical end of the active segment
-        self._buf_base = 0     # file offset that _buf[0] corresponds to
-        self._buf_len = 0      # bytes of _buf in use
+        self.end = 0
         self.queued_bytes = 0
-        self._thread = threading.Thread(target=self._run, name=f"segwriter-{dir_idx}", daemon=True)
+        self._assembler = threading.Thread(target=self._run, name=f"segwriter-{dir_idx}", daemon=True)
+        self._syncer = threading.Thread(target=self._sync_loop, name=f"segsync-{dir_idx}", daemon=True)
 
     def start(self) -> None:
         self._open_new()
-        self._thread.start()
+        self._assembler.start()
+        self._syncer.start()
 
-    def append(self, header: bytes, sums: bytes, data: bytes | memoryview) -> concurrent.futures.Future:
-        fut: concurrent.futures.Future = concurrent.futures.Future()
-        item = _Pending(header, sums, data, fut)
+    def append(self, header: bytes, sums: bytes, data: bytes | memoryview, done: Done) -> None:
+        """Queue a record; ``done(location, None)`` or ``done(None, error)`` is
+        called from the syncer thread once it is durable or has failed."""
+        item = _Pending(header, sums, data, done)
         with self._cv:
             if self._failed is not None:
-                fut.set_exception(self._wrap(self._failed))
-                return fut
-            if self._stopping:
-                fut.set_exception(StorageFailure("server is shutting down"))
-                return fut
-            self._queue.append(item)
-            self.queued_bytes += item.size
-            self._cv.notify()
-        return fut
+                err: Exception | None = self._wrap(self._failed)
+            elif self._stopping:
+                err = StorageFailure("server is shutting down")
+            else:
+                err = None
+                self._queue.append(item)
+                self.queued_bytes += item.size
+                self._cv.notify()
+        if err is not None:
+            done(None, err)
 
     def stop(self) -> None:
         with self._cv:
             self._stopping = True
             self._cv.notify()
-        if self._thread.is_alive():
-            self._thread.join()
+        if self._assembler.is_alive():
+            self._assembler.join()
+        self._syncq.put(None)
+        if self._syncer.is_alive():
+            self._syncer.join()
+        self._io.shutdown()
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
 
-    # -- writer thread -------------------------------------------------------
+    # -- assembler -------------------------------------------------------------
 
     def _open_new(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self.store.on_sealed(self.seg_id, self.end)
+        old_fd, old_seg, old_end = self._fd, self.seg_id, self.end
         seg_id = self.store.allocate_segment_id()
         path = self.store.segment_path(self.dir_idx, seg_id)
         fd = self.store.open_for_write(path)
-        self._buf[:FILE_HEADER_SIZE] = file_header(seg_id)
-        os.pwrite(fd, memoryview(self._buf)[:FILE_HEADER_SIZE], 0)
+        buf = self._free.get()
+        try:
+            buf[:FILE_HEADER_SIZE] = file_header(seg_id)
+            os.pwrite(fd, memoryview(buf)[:FILE_HEADER_SIZE], 0)
+        finally:
+            self._free.put(buf)
         os.fdatasync(fd)
         _fsync_dir(path.parent)
-        self._fd, self.seg_id = fd, seg_id
         self.store.register_segment(seg_id, self.dir_idx, path)
-        self.end = FILE_HEADER_SIZE
-        self._buf_base = FILE_HEADER_SIZE
-        self._buf_len = 0
+        self._fd, self.seg_id, self.end = fd, seg_id, FILE_HEADER_SIZE
+        if old_fd >= 0:
+            # The syncer closes the old file after its last group is durable.
+            self._syncq.put(("seal", old_fd, old_seg, old_end))
 
     def _wrap(self, e: OSError) -> Exception:
-        if _is_enospc(e):
-            return NoSpace(f"data dir {self.store.dirs[self.dir_idx]}: no space left")
-        return StorageFailure(f"data dir {self.store.dirs[self.dir_idx]}: {e.strerror or e}")
+        return self.store.wrap_error(self.dir_idx, e)
+
+    def _take(self) -> list[_Pending] | None:
+        with self._cv:
+            while not self._queue and not self._stopping:
+                self._cv.wait()
+            if not self._queue:
+                return None
+            group: list[_Pending] = []
+            size = 0
+            while self._queue and (not group or size + self._queue[0].size <= GROUP_MAX):
+                item = self._queue.popleft()
+                group.append(item)
+                size += item.size
+            self.queued_bytes -= size
+            return group
 
     def _run(self) -> None:
         while True:
-            with self._cv:
-                while not self._queue and not self._stopping:
-                    self._cv.wait()
-                if not self._queue and self._stopping:
-                    return
-                group: list[_Pending] = []
-                size = 0
-                while self._queue and (not group or size + self._queue[0].size <= GROUP_MAX):
-                    item = self._queue.pop(0)
-                    group.append(item)
-                    size += item.size
-                self.queued_bytes -= size
+            items = self._take()
+            if items is None:
+                return
+            if self._failed is not None:
+                self._fail(items, self._failed)
+                continue
             try:
-                if self._failed is not None:
-                    raise self._failed
+                size = sum(i.size for i in items)
                 if self.end + size > self.store.segment_bytes and self.end > FILE_HEADER_SIZE:
                     self._open_new()
-                locs = self._write_group(group)
+                self._issue(items, size)
             except OSError as e:
-                # A failed write or fdatasync is never retried: the page cache
-                # state is unknown. Fail this group and every later request.
-                self._failed = e
-                err = self._wrap(e)
-                for item in group:
-                    item.future.set_exception(err)
-                with self._cv:
-                    rest, self._queue = self._queue, []
-                    self.queued_bytes = 0
-                for item in rest:
-                    item.future.set_exception(err)
-                self.store.on_failure(self.dir_idx, e)
-                continue
-            for item, loc in zip(group, locs):
-                item.future.set_result(loc)
+                self._fail(items, e)
 
-    def _write_group(self, group: list[_Pending]) -> list[Location]:
+    def _issue(self, items: list[_Pending], size: int) -> None:
+        buf = self._free.get()  # back-pressure: at most BUFFERS groups in flight
+        pos = 0
         locs = []
-        t0 = time.perf_counter()
-        for item in group:
-            locs.append(Location(self.seg_id, self.end, item.size, self.dir_idx))
+        for item in items:
+            locs.append(Location(self.seg_id, self.end + pos, item.size, self.dir_idx))
             for part in (item.header, item.sums, item.data):
-                self._put(part)
-        self._flush(final=True)
-        os.fdatasync(self._fd)
-        self.store.recorder.fsync(time.perf_counter() - t0, len(group))
-        return locs
+                n = len(part)
+                buf[pos:pos + n] = part
+                pos += n
+        padded = -(-pos // ALIGN) * ALIGN
+        if padded > pos:
+            buf[pos:padded] = bytes(padded - pos)
+        start = self.end
+        self.end = start + padded
+        view = memoryview(buf)
+        writes = [self._io.submit(_pwrite_all, self._fd, view[off:min(off + self.PIECE, padded)], start + off)
+                  for off in range(0, padded, self.PIECE)]
+        self._syncq.put(_Group(self._fd, self.seg_id, items, locs, writes, buf, start + pos))
 
-    def _put(self, part: bytes | memoryview) -> None:
-        mv = memoryview(part)
-        while mv:
-            room = len(self._buf) - self._buf_len
-            n = min(room, len(mv))
-            self._buf[self._buf_len:self._buf_len + n] = mv[:n]
-            self._buf_len += n
-            self.end += n
-            mv = mv[n:]
-            if self._buf_len == len(self._buf):
-                self._flush(final=False)
+    def _fail(self, items: list[_Pending], e: OSError) -> None:
+        # A failed write or fdatasync is never retried: what reached the disk
+        # is unknown. Fail these records and every later one.
+        self._failed = e
+        err = self._wrap(e)
+        with self._cv:
+            rest = list(self._queue)
+            self._queue.clear()
+            self.queued_bytes = 0
+        for item in items + rest:
+            item.done(None, err)
+        self.store.on_failure(self.dir_idx, e)
 
-    def _flush(self, final: bool) -> None:
-        """Write the buffer (aligned); keep the trailing partial block in memory."""
-        if self._buf_len == 0:
-            return
-        padded = -(-self._buf_len // ALIGN) * ALIGN
-        if padded > self._buf_len:
-            self._buf[self._buf_len:padded] = bytes(padded - self._buf_len)
-        view = memoryview(self._buf)
-        written = 0
-        while written < padded:
-            written += os.pwrite(self._fd, view[written:padded], self._buf_base + written)
-        full = (self._buf_len // ALIGN) * ALIGN
-        tail = self._buf_len - full
-        if tail:
-            self._buf[:tail] = self._buf[full:self._buf_len]
-        self._buf_base += full
-        self._buf_len = tail
-        del view
+    # -- syncer ----------------------------------------------------------------
+
+    def _sync_loop(self) -> None:
+        while True:
+            first = self._syncq.get()
+            if first is None:
+                return
+            batch = [first]
+            while True:
+                try:
+                    nxt = self._syncq.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    self._syncq.put(None)
+                    break
+                batch.append(nxt)
+            self._sync(batch)
+
+    def _sync(self, batch: list) -> None:
+        groups = [g for g in batch if isinstance(g, _Group)]
+        t0 = time.perf_counter()
+        error: OSError | None = self._failed
+        for g in groups:
+            for w in g.writes:
+                exc = w.exception()
+                if exc is not None and error is None:
+                    error = exc
+        if error is None:
+            try:
+                for fd in dict.fromkeys(g.fd for g in groups):
+                    os.fdatasync(fd)
+            except OSError as e:
+                error = e
+        for g in groups:
+            self._free.put(g.buf)
+        if error is not None:
+            for g in groups:
+                self._fail(g.items, error)
+        else:
+            self.store.recorder.fsync(time.perf_counter() - t0, sum(len(g.items) for g in groups))
+            for g in groups:
+                for item, loc in zip(g.items, g.locs):
+                    item.done(loc, None)
+        for marker in batch:
+            if isinstance(marker, tuple):
+                _, fd, seg_id, end = marker
+                if error is None:
+                    try:
+                        os.fdatasync(fd)
+                    except OSError as e:
+                        self._failed = e
+                os.close(fd)
+                self.store.on_sealed(seg_id, end)
+
+
+def _pwrite_all(fd: int, view: memoryview, offset: int) -> None:
+    while view:
+        n = os.pwrite(fd, view, offset)
+        offset += n
+        view = view[n:]
 
 
 class StreamWriter:
@@ -505,10 +593,10 @@ class Store:
 
     # -- data path -----------------------------------------------------------
 
-    def append(self, dir_idx: int, vid: int, digest: bytes, data: bytes | memoryview,
-               sums: bytes) -> concurrent.futures.Future:
-        """Queue one small record; the future resolves to a durable :class:`Location`."""
-        return self.writers[dir_idx].append(record_header(vid, digest, len(data)), sums, data)
+    def append(self, dir_idx: int, vid: int, digest: bytes, data: bytes | memoryview, sums: bytes,
+               done: Done) -> None:
+        """Queue one small record; ``done`` gets its durable :class:`Location` (or the error)."""
+        self.writers[dir_idx].append(record_header(vid, digest, len(data)), sums, data, done)
 
     def stream(self, dir_idx: int, vid: int, digest: bytes, length: int) -> StreamWriter:
         return StreamWriter(self, dir_idx, vid, digest, length)
@@ -578,7 +666,12 @@ class Store:
         while off + REC_HEADER_SIZE <= size:
             parsed = parse_record_header(os.pread(fd, REC_HEADER_SIZE, off))
             if parsed is None:
-                return
+                # Zero padding up to the next group's 4 KiB boundary.
+                nxt = -(-(off + 1) // ALIGN) * ALIGN
+                if off % ALIGN == 0 or nxt + REC_HEADER_SIZE > size:
+                    return
+                off = nxt
+                continue
             vid, digest, length = parsed
             yield off, vid, digest, length
             off += record_size(length)

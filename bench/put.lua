@@ -1,0 +1,49 @@
+-- wrk script: PUT distinct chunks to objvault, every one checked for 200/201.
+-- Chunk i is a 16-char hex counter followed by the bytes of BASE_FILE (minus 16);
+-- its id (SHA-256) is line i of IDS_FILE, computed by the Python driver.
+-- Each wrk thread takes every THREADS-th chunk. The driver sizes IDS_FILE so that
+-- the run (-d) ends before the list does; past the end ids repeat (dedup hits).
+local base_file = os.getenv("BASE_FILE")
+local ids_file = os.getenv("IDS_FILE")
+local prefix = os.getenv("URL_PREFIX")
+local token = os.getenv("TOKEN")
+local nthreads = tonumber(os.getenv("THREADS"))
+
+local counter = 0
+local threads = {}
+function setup(thread)
+  thread:set("tid", counter)
+  counter = counter + 1
+  table.insert(threads, thread)
+end
+
+function init(args)
+  local f = io.open(base_file, "rb"); rest = f:read("*a"):sub(17); f:close()
+  ids = {}
+  for line in io.lines(ids_file) do ids[#ids + 1] = line end
+  nexti = tid + 1
+  nresp, bad, sent = 0, 0, 0
+  headers = {["Authorization"] = "Bearer " .. token, ["Content-Type"] = "application/octet-stream"}
+end
+
+function request()
+  local i = nexti
+  if i > #ids then i = ((i - 1) % #ids) + 1 end
+  nexti = nexti + nthreads
+  sent = sent + 1
+  return wrk.format("PUT", prefix .. ids[i], headers, string.format("%016x", i - 1) .. rest)
+end
+
+function response(status, hdrs, body)
+  if status ~= 201 and status ~= 200 then bad = bad + 1 end
+  nresp = nresp + 1
+end
+
+function done(summary, latency, requests)
+  local ok, errs, total = 0, 0, 0
+  for _, t in ipairs(threads) do
+    errs = errs + t:get("bad")
+    total = total + t:get("nresp")
+  end
+  io.write(string.format("LUA responses=%d non2xx=%d\n", total, errs))
+end

@@ -99,9 +99,7 @@ async def error_middleware(request: web.Request, handler) -> web.StreamResponse:
         log.exception("unhandled error", extra={"route": route_of(request)})
         resp = problem(E.VaultError("internal error"), request.path)
     if metrics is not None:
-        route = route_of(request)
-        metrics.requests.labels(route, request.method, str(resp.status)).inc()
-        metrics.latency.labels(route, request.method).observe(time.perf_counter() - t0)
+        metrics.observe_request(route_of(request), request.method, resp.status, time.perf_counter() - t0)
     return resp
 
 

@@ -69,7 +69,16 @@ class Metrics:
                                       "Unix time of the last successful pass", ["job"], registry=r)
         self.job_stat = Gauge("objvault_job_last_stat", "Counters of the last pass of a job", ["job", "stat"],
                               registry=r)
-        self._dirs: list[str] = []
+        self._children: dict[tuple, tuple] = {}
+
+    def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
+        key = (route, method, status)
+        children = self._children.get(key)
+        if children is None:  # labels() is slow; keep the children per route/method/status
+            children = (self.requests.labels(route, method, str(status)), self.latency.labels(route, method))
+            self._children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     def add_callback(self, fn: Callable[[], Iterable[GaugeMetricFamily]]) -> None:
         self.registry.register(_Callback(fn))

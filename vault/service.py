@@ -44,8 +44,13 @@ def iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
+_SHA256 = hashlib.sha256()
+
+
 def _sha(secret: str) -> bytes:
-    return hashlib.sha256(secret.encode("utf-8", "surrogatepass")).digest()
+    h = _SHA256.copy()  # copying a template skips OpenSSL's per-call algorithm lookup
+    h.update(secret.encode("utf-8", "surrogatepass"))
+    return h.digest()
 
 
 @dataclass(frozen=True)
@@ -129,6 +134,21 @@ class VaultService:
         self.recorder = recorder or Recorder()
         self.admin_hash = _sha(config.admin_token) if config.admin_token else None
         self.corruption_handler: Callable[[VaultRec, bytes, ChunkMeta], Awaitable[bool]] | None = None
+        # Read-through caches of the vaults and keys column families. Every
+        # op that changes either clears them after its batch is durable and
+        # before its caller is answered, so a revoked key fails on the next
+        # request. Secrets are still compared (constant time) on every call.
+        self._vaults: dict[str, VaultRec] = {}
+        self._keys: dict[str, dict] = {}
+        index.event_hooks.append(self._invalidate_on)
+
+    def _invalidate_on(self, txn: Txn, event: tuple) -> None:
+        if event[0] in ("vault_put", "vault_delete", "key_change"):
+            txn.after.append(self._clear_caches)
+
+    def _clear_caches(self) -> None:
+        self._vaults.clear()
+        self._keys.clear()
 
     # -- auth ------------------------------------------------------------------
 
@@ -141,11 +161,16 @@ class VaultService:
             return Principal(admin=True)
         if secret.startswith(KEY_PREFIX):
             key_id = secret[len(KEY_PREFIX):].split("_", 1)[0]
-            raw = self.index.get("keys", key_id.encode()) if key_id.isalnum() else None
-            if raw is not None:
-                rec = json.loads(raw)
-                if hmac.compare_digest(digest, bytes.fromhex(rec["hash"])):
-                    return Principal(False, rec["vault"], rec["vid"], rec["role"], key_id)
+            rec = self._keys.get(key_id)
+            if rec is None and key_id.isalnum():
+                raw = self.index.get("keys", key_id.encode())
+                if raw is not None:
+                    rec = json.loads(raw)
+                    rec["hash"] = bytes.fromhex(rec["hash"])
+                    if len(self._keys) < 100_000:
+                        self._keys[key_id] = rec
+            if rec is not None and hmac.compare_digest(digest, rec["hash"]):
+                return Principal(False, rec["vault"], rec["vid"], rec["role"], key_id)
         raise E.Unauthorized("invalid credentials")
 
     def vault_for(self, who: Principal, name: str, role: str = "read") -> VaultRec:
@@ -166,10 +191,15 @@ class VaultService:
     # -- vaults ----------------------------------------------------------------
 
     def get_vault(self, name: str) -> VaultRec:
-        raw = self.index.get("vaults", name.encode())
-        if raw is None:
-            raise E.NoSuchVault(f"no such vault {name!r}")
-        return VaultRec.load(raw)
+        rec = self._vaults.get(name)
+        if rec is None:
+            raw = self.index.get("vaults", name.encode())
+            if raw is None:
+                raise E.NoSuchVault(f"no such vault {name!r}")
+            rec = VaultRec.load(raw)
+            if len(self._vaults) < 100_000:
+                self._vaults[name] = rec
+        return rec
 
     def usage(self, vid: int) -> Usage:
         return Usage.unpack(self.index.get("usage", vid_bytes(vid)))
@@ -263,6 +293,7 @@ class VaultService:
             doc = {"id": key_id, "vault": name, "vid": rec.vid, "role": role, "label": label or "",
                    "created": iso(txn.now), "hash": _sha(secret).hex()}
             txn.put("keys", key_id.encode(), jdump(doc))
+            txn.emit("key_change", name)
             return doc
 
         doc = await self.index.run(op)
@@ -283,6 +314,7 @@ class VaultService:
             if raw is None or json.loads(raw)["vault"] != name:
                 raise E.NoSuchKey(f"vault {name!r}: no such key {key_id!r}")
             txn.delete("keys", key_id.encode())
+            txn.emit("key_change", name)
 
         await self.index.run(op)
         audit.info("key revoked", extra={"who": who.who, "vault": name, "key": key_id})
@@ -314,15 +346,17 @@ class VaultService:
             raise E.TooLarge(f"vault {rec.name!r}: chunk {hexid} is {length} bytes, the limit is "
                              f"{self.config.max_chunk_bytes}")
         existing = self.chunk_meta(rec, digest)
-        if existing is None:
+        if existing is None and rec.quota_bytes is not None:
             self._quota_check(rec, self.usage(rec.vid), length)
         loop = asyncio.get_running_loop()
         if existing is not None or length <= self.config.stream_threshold_bytes:
             body = await read(length)
+            # One pass over the body: SHA-256 (the address) and the xxh3 block
+            # sums stored with the record; off the loop for large bodies.
             if length <= INLINE_HASH_BYTES:
-                ok = hashlib.sha256(body).digest() == digest
+                ok, sums = _digest_and_sums(body, digest)
             else:
-                ok = await loop.run_in_executor(None, _sha_eq, body, digest)
+                ok, sums = await loop.run_in_executor(None, _digest_and_sums, body, digest)
             if not ok:
                 raise E.DigestMismatch(f"vault {rec.name!r}: body does not hash to chunk id {hexid}")
             if existing is not None and existing.length == length:
@@ -330,8 +364,6 @@ class VaultService:
                     self.recorder.chunk_deduplicated(length)
                     return True
             dir_idx = self.store.pick_dir()
-            sums = block_sums(body) if length <= INLINE_HASH_BYTES else \
-                await loop.run_in_executor(None, block_sums, body)
             fut = loop.create_future()
 
             def durable(loc: Location | None, exc: Exception | None) -> None:
@@ -478,7 +510,13 @@ class VaultService:
             raise E.NoSuchObject(f"vault {rec.name!r}: no such object {key!r}")
         return ObjectMeta.unpack(raw)
 
-    async def delete_object(self, rec: VaultRec, key: str) -> None:
+    async def delete_object(self, rec: VaultRec, key: str, ephemeral: bool = False) -> None:
+        """Delete the object ``key``; raise NoSuchObject, AppendOnly or RetentionLocked.
+
+        ``ephemeral`` marks an object that is not backup data (a restic lock
+        file): neither append-only nor retention holds it, because a lock
+        that cannot be removed would block its repository for good.
+        """
         okey = vid_bytes(rec.vid) + key.encode()
 
         def op(txn: Txn) -> None:
@@ -486,10 +524,10 @@ class VaultService:
             raw = txn.get("objects", okey)
             if raw is None:
                 raise E.NoSuchObject(f"vault {rec.name!r}: no such object {key!r}")
-            if vrec.append_only:
+            if vrec.append_only and not ephemeral:
                 raise E.AppendOnly(f"vault {rec.name!r} is append-only: object {key!r} cannot be deleted")
             old = ObjectMeta.unpack(raw)
-            if vrec.retention_days and txn.now < old.created + vrec.retention_days * 86400:
+            if not ephemeral and vrec.retention_days and txn.now < old.created + vrec.retention_days * 86400:
                 raise E.RetentionLocked(f"vault {rec.name!r}: object {key!r} is under retention until "
                                         f"{iso(old.created + vrec.retention_days * 86400)}")
             delta = Counter()
@@ -520,8 +558,12 @@ def _fail_future(fut: asyncio.Future, exc: Exception) -> None:
         fut.set_exception(exc)
 
 
-def _sha_eq(body: bytes, digest: bytes) -> bool:
-    return hashlib.sha256(body).digest() == digest
+def _digest_and_sums(body: bytes, digest: bytes) -> tuple[bool, bytes]:
+    h = _SHA256.copy()  # copying a template skips OpenSSL's per-call algorithm lookup
+    h.update(body)
+    if h.digest() != digest:
+        return False, b""
+    return True, block_sums(body)
 
 
 def _live_vault(txn: Txn, rec: VaultRec) -> VaultRec:

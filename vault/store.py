@@ -229,6 +229,15 @@ class SegmentWriter:
         seg_id = self.store.allocate_segment_id()
         path = self.store.segment_path(self.dir_idx, seg_id)
         fd = self.store.open_for_write(path)
+        try:
+            # Allocate the whole segment up front: ext4 serialises O_DIRECT
+            # writes that extend a file, so without this the parallel writes
+            # of a group run one at a time (measured: ~270 vs ~450 MB/s).
+            os.posix_fallocate(fd, 0, self.store.segment_bytes)
+        except OSError as e:
+            if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+                os.close(fd)
+                raise
         buf = self._free.get()
         try:
             buf[:FILE_HEADER_SIZE] = file_header(seg_id)
@@ -359,6 +368,7 @@ class SegmentWriter:
                 _, fd, seg_id, end = marker
                 if error is None:
                     try:
+                        os.ftruncate(fd, end)  # give back the unused preallocation
                         os.fdatasync(fd)
                     except OSError as e:
                         self._failed = e

@@ -6,7 +6,7 @@
 local base_file = os.getenv("BASE_FILE")
 local ids_file = os.getenv("IDS_FILE")
 local prefix = os.getenv("URL_PREFIX")
-local token = os.getenv("TOKEN")
+local token = os.getenv("TOKEN") or ""
 local nthreads = tonumber(os.getenv("THREADS"))
 
 local counter = 0
@@ -23,7 +23,8 @@ function init(args)
   for line in io.lines(ids_file) do ids[#ids + 1] = line end
   nexti = tid + 1
   nresp, bad, sent = 0, 0, 0
-  headers = {["Authorization"] = "Bearer " .. token, ["Content-Type"] = "application/octet-stream"}
+  headers = {["Content-Type"] = "application/octet-stream"}
+  if token ~= "" then headers["Authorization"] = "Bearer " .. token end
 end
 
 function request()

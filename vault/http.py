@@ -395,6 +395,54 @@ async def missing_chunks(request: web.Request) -> web.Response:
     return _json({"missing": [d.hex() for d in missing]})
 
 
+BATCH_BODY_LIMIT = 64 << 20
+MAX_BATCH_CHUNKS = 10_000
+BATCH_TYPE = "application/vnd.objvault.chunks"
+
+
+def parse_batch(body: bytes) -> list[tuple[bytes, memoryview]]:
+    """Frames of ``sha256 (32 bytes) | length (u32, big-endian) | bytes``, back to back."""
+    mv = memoryview(body)
+    out = []
+    pos = 0
+    while pos < len(mv):
+        if len(out) == MAX_BATCH_CHUNKS:
+            raise E.TooLarge(f"at most {MAX_BATCH_CHUNKS} chunks per batch")
+        if pos + 36 > len(mv):
+            raise E.Truncated(f"batch frame {len(out)} is cut short")
+        digest = bytes(mv[pos:pos + 32])
+        n = int.from_bytes(mv[pos + 32:pos + 36], "big")
+        pos += 36
+        if pos + n > len(mv):
+            raise E.Truncated(f"batch frame {len(out)} ({digest.hex()}) is cut short")
+        out.append((digest, mv[pos:pos + n]))
+        pos += n
+    return out
+
+
+async def put_chunk_batch(request: web.Request) -> web.Response:
+    """Many small chunks in one request (an extension of the API; see docs/api.md)."""
+    svc = request.app[SERVICE]
+    rec = svc.vault_for(principal(request), vault_param(request), "append")
+    if request.headers.get("Content-Encoding"):
+        raise E.UnsupportedEncoding("Content-Encoding is not supported")
+    length = request.content_length
+    if length is None:
+        raise E.LengthRequired("batch uploads need a Content-Length")
+    if length > BATCH_BODY_LIMIT:
+        raise E.TooLarge(f"a batch is at most {BATCH_BODY_LIMIT} bytes")
+    read, _ = body_readers(request)
+    chunks = parse_batch(await read(length))
+    if not chunks:
+        raise E.BadRequest("empty batch")
+    for _, body in chunks:
+        if len(body) > svc.config.max_chunk_bytes:
+            raise E.TooLarge(f"a chunk is at most {svc.config.max_chunk_bytes} bytes")
+    existed = await svc.put_chunks(rec, chunks)
+    return _json({"stored": existed.count(False), "existed": existed.count(True),
+                  "chunks": [{"id": d.hex(), "status": 200 if ex else 201} for (d, _), ex in zip(chunks, existed)]})
+
+
 # -- objects -------------------------------------------------------------------------
 
 
@@ -498,6 +546,7 @@ def add_routes(app: web.Application) -> None:
     r.add_get("/v1/vaults/{vault}/keys", list_keys)
     r.add_delete("/v1/vaults/{vault}/keys/{key_id}", revoke_key)
     r.add_post("/v1/vaults/{vault}/chunks/missing", missing_chunks)
+    r.add_post("/v1/vaults/{vault}/chunks/batch", put_chunk_batch)
     r.add_put("/v1/vaults/{vault}/chunks/{chunk}", put_chunk)
     r.add_get("/v1/vaults/{vault}/chunks/{chunk}", get_chunk, allow_head=False)
     r.add_head("/v1/vaults/{vault}/chunks/{chunk}", head_chunk)

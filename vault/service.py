@@ -14,6 +14,7 @@ import hmac
 import json
 import logging
 import secrets
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -385,6 +386,80 @@ class VaultService:
             self.recorder.chunk_written(length)
         return existed
 
+    async def put_chunks(self, rec: VaultRec, chunks: list[tuple[bytes, memoryview]]) -> list[bool]:
+        """Store many small chunks at once; returns, per chunk, whether it already existed.
+
+        All or nothing: every body is verified before anything is written, and
+        all new chunks are indexed in one committer op (which also enforces
+        the quota for the batch as a whole). Answers only once all of them are
+        durable. Duplicate ids within the batch are stored once.
+        """
+        loop = asyncio.get_running_loop()
+        total = sum(len(b) for _, b in chunks)
+
+        def verify() -> list[bytes] | int:
+            sums = []
+            for i, (digest, body) in enumerate(chunks):
+                ok, s = _digest_and_sums(body, digest)
+                if not ok:
+                    return i
+                sums.append(s)
+            return sums
+
+        sums = verify() if total <= INLINE_HASH_BYTES else await loop.run_in_executor(None, verify)
+        if isinstance(sums, int):
+            raise E.DigestMismatch(f"vault {rec.name!r}: chunk {sums} of the batch does not hash to its id "
+                                   f"{chunks[sums][0].hex()}; nothing was stored")
+        prefix = vid_bytes(rec.vid)
+        found = self.index.cf["chunks"].get([prefix + d for d, _ in chunks])
+        new: dict[bytes, int] = {}
+        for i, ((digest, body), raw) in enumerate(zip(chunks, found)):
+            if raw is None and digest not in new:
+                new[digest] = i
+        if rec.quota_bytes is not None:
+            self._quota_check(rec, self.usage(rec.vid), sum(len(chunks[i][1]) for i in new.values()))
+        old = [d for (d, _), raw in zip(chunks, found) if raw is not None]
+        fut = loop.create_future()
+        if new:
+            dir_idx = self.store.pick_dir()
+            locs: dict[bytes, Location] = {}
+            lock = threading.Lock()
+            state = {"left": len(new), "error": None}
+
+            def durable(digest: bytes, loc: Location | None, exc: Exception | None) -> None:
+                with lock:
+                    if exc is not None and state["error"] is None:
+                        state["error"] = exc
+                    if loc is not None:
+                        locs[digest] = loc
+                    state["left"] -= 1
+                    last = state["left"] == 0
+                if not last:
+                    return
+                if state["error"] is not None:
+                    loop.call_soon_threadsafe(_fail_future, fut, state["error"])
+                else:
+                    entries = [(d, len(chunks[i][1]), locs[d]) for d, i in new.items()]
+                    self.index.enqueue(lambda txn: _insert_batch(txn, rec, entries, old), fut, loop)
+
+            for digest, i in new.items():
+                self.store.append(dir_idx, rec.vid, digest, chunks[i][1], sums[i],
+                                  lambda loc, exc, d=digest: durable(d, loc, exc))
+        else:
+            self.index.enqueue(lambda txn: _insert_batch(txn, rec, [], old), fut, loop)
+        existed_now = await fut
+        out = []
+        seen: set[bytes] = set()
+        for digest, body in chunks:
+            ex = digest in existed_now or digest in seen or digest not in new
+            seen.add(digest)
+            out.append(ex)
+            if ex:
+                self.recorder.chunk_deduplicated(len(body))
+            else:
+                self.recorder.chunk_written(len(body))
+        return out
+
     async def _stream_chunk(self, rec: VaultRec, digest: bytes, length: int,
                             pieces: Callable[[], AsyncIterator[bytes]]) -> Location:
         loop = asyncio.get_running_loop()
@@ -429,9 +504,10 @@ class VaultService:
         loop = asyncio.get_running_loop()
         what = f"vault {rec.name!r} chunk {digest.hex()}"
         try:
-            if end - start <= INLINE_HASH_BYTES:
-                data = self.store.read(meta.seg_id, meta.offset, meta.length, start, end, what)
-            else:
+            # Served from the page cache without leaving the loop when it can be
+            # (RWF_NOWAIT); only a read that would wait for the disk takes a thread.
+            data = self.store.read(meta.seg_id, meta.offset, meta.length, start, end, what, nowait=True)
+            if data is None:
                 data = await loop.run_in_executor(None, self.store.read, meta.seg_id, meta.offset,
                                                   meta.length, start, end, what)
         except E.ChunkCorrupt:
@@ -621,6 +697,41 @@ def _insert_chunk(txn: Txn, rec: VaultRec, digest: bytes, length: int, loc: Loca
     txn.put("usage", vid_bytes(rec.vid), usage.add(stored=length, chunks=1).pack())
     txn.emit("chunk_put", rec, digest, length)
     return False
+
+
+def _insert_batch(txn: Txn, rec: VaultRec, entries: list[tuple[bytes, int, Location]],
+                  touched: list[bytes]) -> set[bytes]:
+    """Index a batch of durable records atomically; returns the ids that were already indexed."""
+    vrec = _live_vault(txn, rec)
+    prefix = vid_bytes(rec.vid)
+    existed: set[bytes] = set()
+    added = 0
+    for d in touched:
+        raw = txn.get("chunks", prefix + d)
+        if raw is not None:
+            txn.put("chunks", prefix + d, ChunkMeta.unpack(raw)._replace(created_at=txn.now).pack())
+    fresh = []
+    for d, length, loc in entries:
+        raw = txn.get("chunks", prefix + d)
+        if raw is not None:
+            existed.add(d)
+            txn.put("chunks", prefix + d, ChunkMeta.unpack(raw)._replace(created_at=txn.now).pack())
+        else:
+            fresh.append((d, length, loc))
+            added += length
+    for _, _, loc in entries:  # every record counts for the segment's end; only fresh ones are live
+        _seg_update(txn, loc.seg_id, loc.dir_idx, loc.offset + loc.size, 0)
+    usage = Usage.unpack(txn.get("usage", prefix))
+    if vrec.quota_bytes is not None and usage.stored_bytes + added > vrec.quota_bytes:
+        raise E.QuotaExceeded(
+            f"vault {rec.name!r}: storing {added} bytes would exceed the quota of {vrec.quota_bytes} bytes "
+            f"({usage.stored_bytes} used); nothing of the batch was stored")
+    for d, length, loc in fresh:
+        txn.put("chunks", prefix + d, ChunkMeta(loc.seg_id, loc.offset, length, 0, PENDING, txn.now, 0.0).pack())
+        _seg_update(txn, loc.seg_id, loc.dir_idx, None, loc.size)
+        txn.emit("chunk_put", rec, d, length)
+    txn.put("usage", prefix, usage.add(stored=added, chunks=len(fresh)).pack())
+    return existed
 
 
 def _apply_refs(txn: Txn, vid: int, delta: Counter, metas: dict[bytes, ChunkMeta]) -> None:

@@ -58,6 +58,7 @@ REC_VERSION = 1
 _REC = struct.Struct("<4sHHQ32sQ")  # 56 bytes, then crc32 + 4 pad
 REC_HEADER_SIZE = 64
 GROUP_MAX = 16 << 20  # bytes gathered into one write + fdatasync at most
+_RWF_NOWAIT = getattr(os, "RWF_NOWAIT", 0)
 
 
 def nblocks(length: int) -> int:
@@ -636,10 +637,12 @@ class Store:
             _fsync_dir(path.parent)
 
     def read(self, seg_id: int, offset: int, length: int, start: int = 0, end: int | None = None,
-             what: str = "") -> bytes:
+             what: str = "", nowait: bool = False) -> bytes | None:
         """Read data bytes ``[start, end)`` of a record, verifying every block it touches.
 
-        Raises :class:`ChunkCorrupt` if a block's checksum does not match.
+        With ``nowait`` the read is served only from the page cache and
+        returns None instead of waiting for the disk. Raises
+        :class:`ChunkCorrupt` if a block's checksum does not match.
         """
         end = length if end is None else end
         if start >= end:
@@ -648,14 +651,24 @@ class Store:
         first, last = start // BLOCK, (end - 1) // BLOCK
         sums_off = offset + REC_HEADER_SIZE
         dstart = sums_off + 8 * nblocks(length)
+        bstart = first * BLOCK
+        bend = min(length, (last + 1) * BLOCK)
+        nsums = 8 * (last - first + 1)
+        sums = bytearray(nsums)
+        buf = bytearray(bend - bstart)
+        flags = _RWF_NOWAIT if nowait else 0
         try:
-            sums = os.pread(fd, 8 * (last - first + 1), sums_off + 8 * first)
-            bstart = first * BLOCK
-            bend = min(length, (last + 1) * BLOCK)
-            buf = os.pread(fd, bend - bstart, dstart + bstart)
+            got_sums = os.preadv(fd, [sums], sums_off + 8 * first, flags)
+            got = os.preadv(fd, [buf], dstart + bstart, flags) if got_sums == nsums or not nowait else 0
+        except BlockingIOError:
+            return None
         except OSError as e:
+            if nowait and e.errno in (errno.EOPNOTSUPP, errno.EINVAL):
+                return None
             raise ChunkCorrupt(f"{what}: read error in segment {seg_id}: {e.strerror}") from None
-        if len(buf) != bend - bstart or len(sums) != 8 * (last - first + 1):
+        if got_sums != nsums or got != len(buf):
+            if nowait:
+                return None  # partly cached: let a thread wait for the rest
             raise ChunkCorrupt(f"{what}: segment {seg_id} is short")
         mv = memoryview(buf)
         for i in range(last - first + 1):
@@ -663,7 +676,7 @@ class Store:
                 raise ChunkCorrupt(f"{what}: checksum mismatch in segment {seg_id} block {first + i}")
         if start == bstart and end == bend:
             return buf
-        return bytes(mv[start - bstart:end - bstart])
+        return mv[start - bstart:end - bstart]
 
     def read_record_header(self, seg_id: int, offset: int) -> tuple[int, bytes, int] | None:
         return parse_record_header(os.pread(self._fd(seg_id), REC_HEADER_SIZE, offset))

@@ -1,0 +1,290 @@
+"""Background jobs and the one runner that schedules them.
+
+A job (GC now; scrub and replication later) is a class with a ``name`` and
+a bounded ``run_once()`` that does one pass and returns a dict of stats; it
+may be a coroutine function or a plain function (run in a worker thread).
+Tests call ``run_once()`` directly; the server hands jobs to a
+:class:`Runner`, which
+
+* runs each job every ``interval`` seconds, spread by ``jitter`` so that
+  jobs started together do not stay in lock step;
+* after a failed pass logs the error, counts it and retries after
+  ``1.5 ** consecutive_errors`` seconds (capped), never giving up;
+* never runs two passes of one job at once (a pass asked for through the
+  admin API waits for a scheduled one to finish, and the reverse);
+* reports every pass to a :class:`JobRecorder` (``vault.metrics.Metrics``)
+  and keeps the last stats in memory for ``GET /v1/admin/jobs``;
+* stops cleanly: cancellation is how a pass ends at shutdown, never an
+  error, and is neither logged nor counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import random
+import time
+from typing import Any, Awaitable, Callable
+
+from aiohttp import web
+
+log = logging.getLogger("objvault.workers")
+
+
+class JobRecorder:
+    """Where passes are reported; :class:`vault.metrics.Metrics` implements it."""
+
+    def job_pass(self, job: str, ok: bool, seconds: float, stats: dict | None, now: float) -> None:
+        pass
+
+
+class Job:
+    """One kind of background work. Subclasses set ``name`` and implement ``run_once``.
+
+    ``progress`` is a dict the pass may update as it goes (shown while it runs).
+    """
+
+    name = "job"
+
+    def __init__(self) -> None:
+        self.progress: dict[str, Any] = {}
+
+    def run_once(self) -> dict | Awaitable[dict]:
+        """Do one bounded pass; return its stats. Raise to report a failed pass."""
+        raise NotImplementedError
+
+
+class _State:
+    """What the runner knows about one job."""
+
+    def __init__(self, job: Job, interval: float, first_delay: float) -> None:
+        self.job = job
+        self.interval = interval
+        self.first_delay = first_delay
+        self.lock = asyncio.Lock()
+        self.task: asyncio.Task | None = None
+        self.running = False
+        self.runs = 0
+        self.failures = 0
+        self.consecutive_errors = 0
+        self.last_start: float | None = None
+        self.last_end: float | None = None
+        self.last_duration: float | None = None
+        self.last_ok: bool | None = None
+        self.last_error: str | None = None
+        self.last_stats: dict | None = None
+        self.last_success: float | None = None
+        self.next_run: float | None = None
+
+    def public(self) -> dict:
+        return {"name": self.job.name, "interval_seconds": self.interval, "running": self.running,
+                "progress": dict(self.job.progress) if self.running else {},
+                "runs": self.runs, "failures": self.failures, "consecutive_errors": self.consecutive_errors,
+                "last_start": self.last_start, "last_end": self.last_end,
+                "last_duration_seconds": self.last_duration, "last_ok": self.last_ok,
+                "last_error": self.last_error, "last_success": self.last_success,
+                "last_stats": self.last_stats, "next_run": self.next_run}
+
+
+class Runner:
+    """Schedules jobs on the running event loop; see the module docstring.
+
+    ``interval <= 0`` means the job only runs when asked (:meth:`run_now`).
+    """
+
+    def __init__(self, recorder: JobRecorder | None = None, *, jitter: float = 0.1,
+                 backoff_cap: float = 600.0, stop_timeout: float = 30.0) -> None:
+        self.recorder = recorder or JobRecorder()
+        self.jitter = jitter
+        self.backoff_cap = backoff_cap
+        self.stop_timeout = stop_timeout
+        self._jobs: dict[str, _State] = {}
+        self._threads: set[asyncio.Future] = set()
+        self._adhoc: set[asyncio.Task] = set()
+        self._started = False
+        self._stopping = False
+        self._rng = random.Random()
+
+    # -- registration ------------------------------------------------------------
+
+    def add(self, job: Job, interval: float, first_delay: float | None = None) -> None:
+        """Schedule ``job`` every ``interval`` seconds, the first pass after ``first_delay``
+        (default: one jittered interval). Starts at once if the runner is running."""
+        if job.name in self._jobs:
+            raise ValueError(f"job {job.name!r} is already registered")
+        st = _State(job, float(interval), float(interval if first_delay is None else first_delay))
+        self._jobs[job.name] = st
+        if self._started:
+            self._launch(st)
+
+    def job(self, name: str) -> Job | None:
+        st = self._jobs.get(name)
+        return st.job if st else None
+
+    def start(self) -> None:
+        self._started = True
+        for st in self._jobs.values():
+            if st.task is None:
+                self._launch(st)
+
+    def _launch(self, st: _State) -> None:
+        if st.interval > 0:
+            st.task = asyncio.get_running_loop().create_task(self._loop(st), name=f"job-{st.job.name}")
+
+    # -- scheduling ----------------------------------------------------------------
+
+    def _jittered(self, seconds: float) -> float:
+        return max(0.0, seconds * (1 + self.jitter * (2 * self._rng.random() - 1)))
+
+    def backoff(self, errors: int) -> float:
+        """Delay before retrying after ``errors`` consecutive failed passes."""
+        return min(self.backoff_cap, 1.5 ** errors)
+
+    async def _loop(self, st: _State) -> None:
+        delay = self._jittered(st.first_delay) if st.first_delay > 0 else 0.0
+        while True:
+            st.next_run = time.time() + delay
+            await asyncio.sleep(delay)
+            try:
+                await self._execute(st, st.job.run_once, record=True)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                pass  # logged and counted by _execute; carry on after the backoff
+            if st.consecutive_errors:
+                delay = self._jittered(self.backoff(st.consecutive_errors))
+            else:
+                delay = self._jittered(st.interval)
+
+    async def _execute(self, st: _State, fn: Callable[[], Any], record: bool) -> dict:
+        async with st.lock:
+            st.running = True
+            st.job.progress = {}
+            st.last_start = time.time()
+            t0 = time.monotonic()
+            try:
+                if inspect.iscoroutinefunction(fn):
+                    stats = await fn()
+                else:
+                    # A plain function may block: it runs in a thread, which
+                    # cannot be cancelled, so stop() waits for it instead.
+                    fut = asyncio.get_running_loop().run_in_executor(None, fn)
+                    self._threads.add(fut)
+                    fut.add_done_callback(self._threads.discard)
+                    stats = await asyncio.shield(fut)
+                    if inspect.isawaitable(stats):
+                        stats = await stats
+            except asyncio.CancelledError:
+                st.running = False
+                raise
+            except Exception as e:
+                seconds = time.monotonic() - t0
+                st.running = False
+                if record:
+                    st.runs += 1
+                    st.failures += 1
+                    st.consecutive_errors += 1
+                    st.last_end, st.last_duration, st.last_ok = time.time(), seconds, False
+                    st.last_error = f"{type(e).__name__}: {e}"
+                    self.recorder.job_pass(st.job.name, False, seconds, None, time.time())
+                log.error("job pass failed", exc_info=not isinstance(e, OSError),
+                          extra={"job": st.job.name, "error": f"{type(e).__name__}: {e}",
+                                 "consecutive_errors": st.consecutive_errors})
+                raise
+            seconds = time.monotonic() - t0
+            st.running = False
+            stats = dict(stats or {})
+            stats.setdefault("duration_seconds", round(seconds, 3))
+            if record:
+                st.runs += 1
+                st.consecutive_errors = 0
+                st.last_end, st.last_duration, st.last_ok = time.time(), seconds, True
+                st.last_error, st.last_stats, st.last_success = None, stats, st.last_end
+                self.recorder.job_pass(st.job.name, True, seconds, stats, st.last_end)
+            log.info("job pass", extra={"job": st.job.name, "stats": stats})
+            return stats
+
+    async def run_now(self, name: str, fn: Callable[[], Any] | None = None, record: bool = True) -> dict:
+        """Run one pass of job ``name`` now (after any pass in progress) and return its stats.
+
+        ``fn`` replaces ``run_once`` for this pass (e.g. a dry run); ``record=False``
+        keeps it out of the metrics and the last-run stats. Errors propagate.
+        """
+        st = self._jobs.get(name)
+        if st is None:
+            raise KeyError(name)
+        if self._stopping:
+            raise asyncio.CancelledError()
+        task = asyncio.get_running_loop().create_task(self._execute(st, fn or st.job.run_once, record))
+        self._adhoc.add(task)
+        task.add_done_callback(self._adhoc.discard)
+        return await task
+
+    def status(self) -> list[dict]:
+        return [st.public() for st in self._jobs.values()]
+
+    # -- shutdown --------------------------------------------------------------------
+
+    async def stop(self) -> None:
+        """Cancel every pass and loop; wait (bounded) for work that cannot be cancelled."""
+        self._stopping = True
+        tasks = [st.task for st in self._jobs.values() if st.task is not None] + list(self._adhoc)
+        for t in tasks:
+            t.cancel()
+        if tasks:
+            done, pending = await asyncio.wait(tasks, timeout=self.stop_timeout)
+            for t in done:
+                if not t.cancelled() and t.exception() is not None and \
+                        not isinstance(t.exception(), asyncio.CancelledError):
+                    log.error("job ended with an error at shutdown", extra={"error": str(t.exception())})
+            if pending:
+                log.error("jobs did not stop in time", extra={"jobs": [t.get_name() for t in pending]})
+        if self._threads:
+            # Passes running in a thread cannot be interrupted: let them finish
+            # before the index and store they use are closed.
+            await asyncio.wait(list(self._threads), timeout=self.stop_timeout)
+
+
+RUNNER_KEY = "runner"
+
+
+def runner_of(app: web.Application) -> Runner:
+    """The app's runner (created on first use; started and stopped with the vault)."""
+    from . import http
+    state = app[http.STATE]
+    runner = state.get(RUNNER_KEY)
+    if runner is None:
+        metrics = app.get(http.METRICS)
+        runner = Runner(metrics if metrics is not None else None)
+        state[RUNNER_KEY] = runner
+    return runner
+
+
+def _start(vault, app: web.Application) -> None:
+    runner = runner_of(app)
+    runner.start()
+    vault.stoppers.append(runner.stop)
+
+
+async def jobs_handler(request: web.Request) -> web.Response:
+    """``GET /v1/admin/jobs``: every job's schedule, progress and last pass."""
+    from . import http
+    http.require_admin(request)
+    runner = request.app[http.STATE].get(RUNNER_KEY)
+    return web.json_response({"jobs": runner.status() if runner else []})
+
+
+def _routes(app: web.Application) -> None:
+    app.router.add_get("/v1/admin/jobs", jobs_handler)
+
+
+def _register() -> None:
+    from . import app as vault_app
+    if _start not in vault_app.STARTUP:
+        vault_app.STARTUP.append(_start)
+    if _routes not in vault_app.ROUTES:
+        vault_app.ROUTES.append(_routes)
+
+
+_register()

@@ -140,21 +140,32 @@ def _coerce(key: str, value: Any, typ: Any) -> Any:
     raise ConfigError(f"config key {key!r}: unsupported type")
 
 
-def _apply(obj: Any, data: Mapping[str, Any], prefix: str) -> None:
+_SECTIONS = ("gc", "scrub", "replication_targets")
+
+
+def _apply(obj: Any, data: Mapping[str, Any], prefix: str, base: Path | None = None) -> None:
+    """Set fields of ``obj`` from ``data``; ``<secret>_file`` keys read the file
+    (relative paths from ``base``, the config file's folder)."""
     fields = {f.name: f for f in dataclasses.fields(obj)}
     for raw_key, value in data.items():
         key = raw_key
         full = f"{prefix}{raw_key}"
         if key.endswith("_file") and key[: -len("_file")] in _SECRET_KEYS:
             key = key[: -len("_file")]
-            if value:
-                try:
-                    value = Path(value).read_text().strip()
-                except OSError as e:
-                    raise ConfigError(f"config key {full!r}: cannot read {value!r}: {e.strerror}") from None
-            else:
+            if key not in fields:
+                raise ConfigError(f"unknown config key {full!r}")
+            if not isinstance(value, str):
+                raise ConfigError(f"config key {full!r}: expected a file path")
+            if not value:
                 continue
-        if key not in fields or isinstance(getattr(obj, key), (GCConfig, ScrubConfig)):
+            path = Path(value)
+            if base is not None and not path.is_absolute():
+                path = base / path
+            try:
+                value = path.read_text().strip()
+            except OSError as e:
+                raise ConfigError(f"config key {full!r}: cannot read {str(path)!r}: {e.strerror}") from None
+        if key not in fields or key in _SECTIONS:
             raise ConfigError(f"unknown config key {full!r}")
         setattr(obj, key, _coerce(full, value, fields[key].type))
 
@@ -162,7 +173,7 @@ def _apply(obj: Any, data: Mapping[str, Any], prefix: str) -> None:
 def _validate(cfg: Config) -> None:
     try:
         host, port = cfg.listen.rsplit(":", 1)
-        if not host or not (0 <= int(port) <= 65535):
+        if not host or not (1 <= int(port) <= 65535):
             raise ValueError
     except ValueError:
         raise ConfigError(f"config key 'listen': expected HOST:PORT, got {cfg.listen!r}") from None
@@ -178,6 +189,10 @@ def _validate(cfg: Config) -> None:
         raise ConfigError("config key 'log_level': one of debug, info, warning, error")
     if cfg.segment_bytes < 1 << 20:
         raise ConfigError("config key 'segment_bytes': at least 1 MiB")
+    if cfg.stream_threshold_bytes < 64 << 10:
+        raise ConfigError("config key 'stream_threshold_bytes': at least 65536")
+    if cfg.gc.compact_rate_bytes_per_second <= 0:
+        raise ConfigError("config key 'gc.compact_rate_bytes_per_second': must be positive")
     for name, val in (("gc.grace_seconds", cfg.gc.grace_seconds), ("gc.interval_seconds", cfg.gc.interval_seconds),
                       ("scrub.interval_seconds", cfg.scrub.interval_seconds),
                       ("scrub.rate_bytes_per_second", cfg.scrub.rate_bytes_per_second)):
@@ -197,6 +212,13 @@ def _validate(cfg: Config) -> None:
             raise ConfigError(f"config key '{where}.kind': one of s3, objvault, local")
         if not t.url:
             raise ConfigError(f"config key '{where}.url' is required")
+        schemes = {"s3": ("s3://", "gs://", "az://", "azure://", "abfs://"), "objvault": ("http://", "https://"),
+                   "local": ("file://", "/")}[t.kind]
+        if not t.url.startswith(schemes):
+            raise ConfigError(f"config key '{where}.url': kind {t.kind!r} expects a URL starting with "
+                              f"{' or '.join(schemes)}")
+        if t.checkpoint_interval_seconds < 0:
+            raise ConfigError(f"config key '{where}.checkpoint_interval_seconds': must not be negative")
         if t.concurrency < 1:
             raise ConfigError(f"config key '{where}.concurrency': at least 1")
         if t.delete_delay_seconds < 0:
@@ -225,7 +247,7 @@ def load_config(
             raise ConfigError(f"config file {str(path)!r}: {e.strerror}") from None
         except tomllib.TOMLDecodeError as e:
             raise ConfigError(f"config file {str(path)!r}: {e}") from None
-        apply_toml(cfg, data)
+        apply_toml(cfg, data, Path(path).resolve().parent)
 
     # Environment: every top-level key, plus section keys as OBJVAULT_GC_GRACE_SECONDS.
     top = {f.name for f in dataclasses.fields(Config)} - {"gc", "scrub", "replication_targets"}
@@ -249,15 +271,15 @@ def load_config(
     return cfg
 
 
-def apply_toml(cfg: Config, data: Mapping[str, Any]) -> None:
-    """Apply a parsed TOML document onto ``cfg``."""
+def apply_toml(cfg: Config, data: Mapping[str, Any], base: Path | None = None) -> None:
+    """Apply a parsed TOML document onto ``cfg`` (``base``: folder for relative ``*_file`` paths)."""
     data = dict(data)
     for section in ("gc", "scrub"):
         if section in data:
             sub = data.pop(section)
             if not isinstance(sub, dict):
                 raise ConfigError(f"config key {section!r}: expected a table")
-            _apply(getattr(cfg, section), sub, section + ".")
+            _apply(getattr(cfg, section), sub, section + ".", base)
     if "replication" in data:
         repl = data.pop("replication")
         if not isinstance(repl, dict) or set(repl) - {"targets"}:
@@ -270,6 +292,6 @@ def apply_toml(cfg: Config, data: Mapping[str, Any]) -> None:
             if not isinstance(t, dict):
                 raise ConfigError(f"config key 'replication.targets[{i}]': expected a table")
             tc = TargetConfig()
-            _apply(tc, t, f"replication.targets[{i}].")
+            _apply(tc, t, f"replication.targets[{i}].", base)
             cfg.replication_targets.append(tc)
-    _apply(cfg, data, "")
+    _apply(cfg, data, "", base)

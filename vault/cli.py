@@ -129,6 +129,21 @@ def cmd_key(args: argparse.Namespace) -> None:
         print(f"key {args.id} revoked")
 
 
+def cmd_fsck(args: argparse.Namespace) -> None:
+    from .fsck import main as fsck_main
+    try:
+        cfg = _config(args)
+    except ConfigError as e:
+        raise SystemExit(f"objvault: {e}") from None
+    try:
+        code = fsck_main(cfg, args.rebuild_index)
+    except Exception as e:
+        if "lock" in str(e).lower():
+            raise SystemExit("objvault fsck: the index is in use: stop the server first") from None
+        raise
+    raise SystemExit(code)
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="TOML config file (default: $OBJVAULT_CONFIG)")
     p.add_argument("--url", help="server URL (default: from the config's listen)")
@@ -186,6 +201,13 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("vault")
     a.add_argument("id")
     k.set_defaults(func=cmd_key)
+
+    f = sub.add_parser("fsck", help="check (or rebuild) the index against the segments; server stopped")
+    f.add_argument("--config", help="TOML config file (default: $OBJVAULT_CONFIG)")
+    f.add_argument("--data-dirs", dest="data_dirs", help="comma-separated data directories")
+    f.add_argument("--rebuild-index", action="store_true",
+                   help="rewrite chunk entries, refcounts, usage and segments from the segment files")
+    f.set_defaults(func=cmd_fsck)
 
     for name, register in COMMANDS.items():
         register(sub.add_parser(name))

@@ -1,0 +1,164 @@
+"""Offline consistency check and index rebuild (``objvault fsck``).
+
+Runs against the data directories of a stopped server (RocksDB's lock keeps
+it from running beside a live one). Without ``--rebuild-index`` it only
+reads and reports; with it, it scans every segment record, verifies each
+record's SHA-256, and rewrites the chunk entries, refcounts, usage counters
+and segment bookkeeping from what is on disk and in the objects.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections import Counter, defaultdict
+
+from .config import Config
+from .index import DELETABLE, PENDING, REFERENCED, ChunkMeta, Index, ObjectMeta, SegMeta, Txn, Usage, seg_key, vid_bytes
+from .errors import ChunkCorrupt
+from .store import FILE_HEADER_SIZE, Store, record_size
+
+
+def _open(cfg: Config) -> tuple[Index, Store]:
+    index = Index(cfg.first_data_dir / "index")
+    store = Store(cfg.data_dirs, cfg.segment_bytes)
+    for sid, (idx, path) in store.scan_files().items():
+        store.register_segment(sid, idx, path)
+    return index, store
+
+
+def check(cfg: Config, rebuild: bool = False, progress=None) -> dict:
+    """Compare the index with the segments and the objects; optionally rebuild it."""
+    index, store = _open(cfg)
+    try:
+        return _check(index, store, rebuild, progress or (lambda msg: None))
+    finally:
+        store.close()
+        index.close()
+
+
+def _check(index: Index, store: Store, rebuild: bool, progress) -> dict:
+    t0 = time.monotonic()
+    report: dict = {"segments": len(store.paths), "chunk_entries": 0, "bad_entries": [], "objects": 0,
+                    "missing_references": [], "refcount_mismatches": 0, "usage_mismatches": [],
+                    "rebuilt": rebuild}
+    # 1. every chunk entry points at a record whose header names that chunk
+    entries: dict[bytes, ChunkMeta] = {}
+    for key, raw in index.iter_prefix("chunks", b""):
+        meta = ChunkMeta.unpack(raw)
+        entries[key] = meta
+        report["chunk_entries"] += 1
+        ok = meta.seg_id in store.paths
+        if ok:
+            try:
+                hdr = store.read_record_header(meta.seg_id, meta.offset)
+            except OSError:
+                hdr = None
+            ok = hdr is not None and vid_bytes(hdr[0]) + hdr[1] == key and hdr[2] == meta.length
+        if not ok:
+            report["bad_entries"].append({"vid": int.from_bytes(key[:8], "big"), "chunk": key[8:].hex()})
+    progress(f"checked {len(entries)} chunk entries")
+    # 2. objects: references and recounts
+    refs: Counter = Counter()
+    usage: dict[int, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
+    for key, raw in index.iter_prefix("objects", b""):
+        obj = ObjectMeta.unpack(raw)
+        vid = int.from_bytes(key[:8], "big")
+        report["objects"] += 1
+        usage[vid][1] += obj.size
+        usage[vid][3] += 1
+        for c in obj.chunks:
+            refs[key[:8] + c] += 1
+            if key[:8] + c not in entries and len(report["missing_references"]) < 1000:
+                report["missing_references"].append({"vid": vid, "object": key[8:].decode(errors="replace"),
+                                                      "chunk": c.hex()})
+    for key, meta in entries.items():
+        if meta.refcount != refs.get(key, 0):
+            report["refcount_mismatches"] += 1
+        usage[int.from_bytes(key[:8], "big")][0] += meta.length
+        usage[int.from_bytes(key[:8], "big")][2] += 1
+    for vid, (stored, logical, chunks, objects) in usage.items():
+        have = Usage.unpack(index.get("usage", vid_bytes(vid)))
+        want = Usage(stored, logical, chunks, objects)
+        if have != want:
+            report["usage_mismatches"].append({"vid": vid, "index": have.as_dict(), "recount": want.as_dict()})
+    progress(f"checked {report['objects']} objects")
+    if rebuild:
+        report.update(_rebuild(index, store, entries, refs, progress))
+    report["seconds"] = round(time.monotonic() - t0, 3)
+    report["ok"] = not (report["bad_entries"] or report["missing_references"] or report["refcount_mismatches"]
+                        or report["usage_mismatches"]) or rebuild
+    return report
+
+
+def _rebuild(index: Index, store: Store, entries: dict, refs: Counter, progress) -> dict:
+    """Scan every record, verify it, and rewrite chunk entries, refcounts, usage and segments."""
+    found: dict[bytes, tuple[int, int, int]] = {}
+    seg_meta: dict[int, list] = {}
+    bad_records = 0
+    for sid in sorted(store.paths):
+        dir_idx = store.seg_dir[sid]
+        end = FILE_HEADER_SIZE
+        for off, vid, digest, length in store.scan_segment(sid):
+            end = off + record_size(length)
+            key = vid_bytes(vid) + digest
+            try:
+                data = store.read(sid, off, length, what=f"segment {sid} offset {off}") if length else b""
+            except ChunkCorrupt:
+                data = None
+            if data is None or hashlib.sha256(data).digest() != digest:
+                bad_records += 1
+                continue
+            cur = entries.get(key)
+            # Keep the location the index already uses when it is valid.
+            if cur is not None and cur.seg_id == sid and cur.offset == off:
+                found[key] = (sid, off, length)
+            elif key not in found or (cur is not None and found[key][:2] != (cur.seg_id, cur.offset)):
+                found.setdefault(key, (sid, off, length))
+        seg_meta[sid] = [dir_idx, 1, end, 0, time.time()]
+        progress(f"scanned segment {sid}")
+
+    now = time.time()
+
+    def op(txn: Txn) -> dict:
+        usage: dict[bytes, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
+        for key, _ in list(txn.items("chunks", b"")):
+            if key not in found:
+                txn.delete("chunks", key)
+        for key, (sid, off, length) in found.items():
+            old = entries.get(key)
+            rc = refs.get(key, 0)
+            state = REFERENCED if rc else (old.state if old is not None and old.state != REFERENCED else PENDING)
+            if rc == 0 and old is not None and old.refcount > 0:
+                state = DELETABLE
+            created = old.created_at if old is not None else now
+            zero_since = 0.0 if rc else (old.zero_since if old is not None and old.zero_since else now)
+            txn.put("chunks", key, ChunkMeta(sid, off, length, rc, state, created, zero_since).pack())
+            usage[key[:8]][0] += length
+            usage[key[:8]][2] += 1
+            seg_meta[sid][3] += record_size(length)
+        for key, raw in txn.items("objects", b""):
+            created, size, _ = ObjectMeta.header(raw)
+            usage[key[:8]][1] += size
+            usage[key[:8]][3] += 1
+        for key, _ in list(txn.items("usage", b"")):
+            if key not in usage:
+                txn.delete("usage", key)
+        for vid, vals in usage.items():
+            txn.put("usage", vid, Usage(*vals).pack())
+        for key, _ in list(txn.items("segments", b"")):
+            if int.from_bytes(key, "big") not in seg_meta:
+                txn.delete("segments", key)
+        for sid, vals in seg_meta.items():
+            txn.put("segments", seg_key(sid), SegMeta(*vals).pack())
+        return {"records_indexed": len(found), "bad_records": bad_records}
+
+    return index.run_sync(op)
+
+
+def main(cfg: Config, rebuild: bool) -> int:
+    import sys
+    report = check(cfg, rebuild, progress=lambda m: print(m, file=sys.stderr))
+    print(json.dumps(report, indent=2))
+    return 0 if report["ok"] else 1

@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Callable
 
 from aiohttp import web
+from aiohttp.http_exceptions import ContentLengthError
+from aiohttp.web_protocol import RequestHandler
 
 from . import http
 from .config import Config
@@ -180,9 +182,48 @@ def serve(cfg: Config) -> None:
         runner.run(_serve(cfg))
 
 
+class _HalfCloseHandler(RequestHandler):
+    """A client that half-closes its socket in the middle of a body still gets
+    an answer (400 ``truncated``) instead of a dropped connection."""
+
+    def eof_received(self) -> bool | None:
+        req = self._current_request
+        if req is not None and not req.content.is_eof():
+            req.content.set_exception(ContentLengthError("body ended before Content-Length"))
+            return True  # keep our side open to answer
+        return None
+
+
+class _Server(web.Server):
+    def __call__(self) -> RequestHandler:
+        return _HalfCloseHandler(self, loop=self._loop, **self._kwargs)
+
+
+class _Runner(web.AppRunner):
+    async def _make_server(self) -> web.Server:
+        server = await super()._make_server()
+        server.__class__ = _Server
+        return server
+
+
+async def drain(app: web.Application, runner: web.AppRunner, timeout: float) -> None:
+    """Stop accepting connections, then let requests in flight (bodies included)
+    finish before aiohttp's own shutdown, which drops unread request bodies."""
+    state = app[http.STATE]
+    state["draining"] = True
+    for site in list(runner.sites):
+        server = getattr(site, "_server", None)
+        if server is not None:
+            server.close()
+    deadline = time.monotonic() + timeout
+    while state.get("inflight", 0) > 0 and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+
+
 async def _serve(cfg: Config) -> None:
     app = build_app(cfg)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=30.0)
+    # auto_decompress off: a Content-Encoding on a chunk is refused (415), never decoded.
+    runner = _Runner(app, access_log=None, handle_signals=False, shutdown_timeout=30.0, auto_decompress=False)
     await runner.setup()
     ssl_ctx = None
     if cfg.tls_cert_file:
@@ -198,4 +239,5 @@ async def _serve(cfg: Config) -> None:
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("shutting down: draining requests")
+    await drain(app, runner, 30.0)
     await runner.cleanup()

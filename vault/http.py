@@ -69,6 +69,20 @@ def route_of(request: web.Request) -> str:
 async def error_middleware(request: web.Request, handler) -> web.StreamResponse:
     t0 = time.perf_counter()
     metrics = request.app.get(METRICS)
+    state = request.app[STATE]
+    state["inflight"] = state.get("inflight", 0) + 1
+    try:
+        resp = await _handle(request, handler)
+    finally:
+        state["inflight"] -= 1
+    if state.get("draining"):
+        resp.force_close()
+    if metrics is not None:
+        metrics.observe_request(route_of(request), request.method, resp.status, time.perf_counter() - t0)
+    return resp
+
+
+async def _handle(request: web.Request, handler) -> web.StreamResponse:
     try:
         resp = await handler(request)
     except E.VaultError as e:
@@ -98,8 +112,6 @@ async def error_middleware(request: web.Request, handler) -> web.StreamResponse:
     except Exception:
         log.exception("unhandled error", extra={"route": route_of(request)})
         resp = problem(E.VaultError("internal error"), request.path)
-    if metrics is not None:
-        metrics.observe_request(route_of(request), request.method, resp.status, time.perf_counter() - t0)
     return resp
 
 
@@ -207,6 +219,8 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
 
 def body_readers(request: web.Request):
     async def read(n: int) -> bytes:
+        if n == 0:
+            return b""
         try:
             data = await request.content.readexactly(n)
         except asyncio.IncompleteReadError as e:
@@ -551,7 +565,7 @@ def add_routes(app: web.Application) -> None:
     r.add_get("/v1/vaults/{vault}/chunks/{chunk}", get_chunk, allow_head=False)
     r.add_head("/v1/vaults/{vault}/chunks/{chunk}", head_chunk)
     r.add_get("/v1/vaults/{vault}/objects", list_objects)
-    r.add_put("/v1/vaults/{vault}/objects/{key:.+}", put_object)
-    r.add_get("/v1/vaults/{vault}/objects/{key:.+}", get_object, allow_head=False)
-    r.add_head("/v1/vaults/{vault}/objects/{key:.+}", head_object)
-    r.add_delete("/v1/vaults/{vault}/objects/{key:.+}", delete_object)
+    r.add_put("/v1/vaults/{vault}/objects/{key:[\s\S]+}", put_object)
+    r.add_get("/v1/vaults/{vault}/objects/{key:[\s\S]+}", get_object, allow_head=False)
+    r.add_head("/v1/vaults/{vault}/objects/{key:[\s\S]+}", head_object)
+    r.add_delete("/v1/vaults/{vault}/objects/{key:[\s\S]+}", delete_object)

@@ -12,13 +12,14 @@ from urllib.parse import unquote_to_bytes
 
 from .errors import BadName
 
-VAULT_RE = re.compile(r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
-CHUNK_RE = re.compile(r"^[0-9a-f]{64}$")
+# Matched with fullmatch: "$" would also accept a trailing newline.
+VAULT_RE = re.compile(r"[a-z0-9][a-z0-9-]{1,61}[a-z0-9]")
+CHUNK_RE = re.compile(r"[0-9a-f]{64}")
 MAX_KEY_BYTES = 1024
 
 
 def vault_name(name: str) -> str:
-    if not VAULT_RE.match(name):
+    if not VAULT_RE.fullmatch(name):
         raise BadName(f"invalid vault name {name!r}: 3-63 chars of a-z, 0-9 and '-', "
                       "starting and ending with a letter or digit")
     return name
@@ -26,7 +27,7 @@ def vault_name(name: str) -> str:
 
 def chunk_id(cid: str) -> bytes:
     """Validate a hex chunk id and return its 32 raw bytes."""
-    if not CHUNK_RE.match(cid):
+    if not CHUNK_RE.fullmatch(cid):
         raise BadName(f"invalid chunk id {cid[:80]!r}: expected 64 lowercase hex characters")
     return bytes.fromhex(cid)
 

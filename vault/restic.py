@@ -13,7 +13,7 @@ An ``append`` key or an append-only vault refuses every DELETE but that of a
 lock file (403): restic must remove its own locks, and lock files are small
 and are not backup data. The config is never overwritten (403), as in
 restic's rest-server; re-uploading a file with the bytes it already has is a
-no-op that succeeds, whatever the key (restic retries uploads).
+no-op that succeeds for any key that may upload (restic retries uploads).
 
 Handlers only parse, authorize and call :class:`vault.service.VaultService`;
 errors are :mod:`vault.errors` rendered by :func:`vault.http.error_middleware`

@@ -1,0 +1,193 @@
+"""restic into objvault vs into ``rclone serve restic`` (a Go server of the same protocol).
+
+    python bench/bench_restic.py [--mb 300] [--rounds 2] [--dir DIR]
+
+Generates one tree (random files, some duplicated, a few thousand small
+files), then per round and per server: a fresh repository, ``restic
+backup`` of the tree and ``restic restore`` of it, both with ``--no-cache``
+(every byte and every index file comes from the server). The servers take
+turns going first. Prints ``name: value`` lines; ``*_ratio`` is
+rclone's time / objvault's time (>= 1.0: objvault is no slower), from the
+best run of each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench.common import start_server  # noqa: E402
+from tests.server import free_port  # noqa: E402
+
+PASSWORD = "bench"
+
+
+def make_tree(root: Path, mb: int, seed: int = 7) -> int:
+    """About ``mb`` MiB: 2/3 distinct random files (64 KiB-24 MiB), 1/3 copies, plus small files."""
+    rnd = random.Random(seed)
+    root.mkdir(parents=True)
+    target = mb << 20
+    unique_target = target * 2 // 3
+    files: list[Path] = []
+    total = 0
+    i = 0
+    while total < unique_target:
+        size = min(rnd.choice((64 << 10, 512 << 10, 2 << 20, 8 << 20, 24 << 20)), unique_target - total)
+        d = root / f"dir{i % 8}"
+        d.mkdir(exist_ok=True)
+        p = d / f"file{i:04d}.bin"
+        p.write_bytes(os.urandom(size))
+        files.append(p)
+        total += size
+        i += 1
+    dup = root / "copies"
+    dup.mkdir()
+    j = 0
+    while total < target:
+        src = rnd.choice(files)
+        shutil.copyfile(src, dup / f"copy{j:04d}-{src.name}")
+        total += src.stat().st_size
+        j += 1
+    small = root / "small"
+    small.mkdir()
+    for k in range(2000):
+        data = os.urandom(rnd.randint(100, 4000))
+        (small / f"s{k:05d}.txt").write_bytes(data)
+        total += len(data)
+    return total
+
+
+def tree_digest(root: Path) -> str:
+    h = hashlib.sha256()
+    for p in sorted(root.rglob("*")):
+        if p.is_file():
+            h.update(str(p.relative_to(root)).encode())
+            with open(p, "rb") as f:
+                while b := f.read(1 << 20):
+                    h.update(b)
+    return h.hexdigest()
+
+
+def restic(repo: str, *args: str, cwd: Path) -> float:
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(cwd), "RESTIC_PASSWORD": PASSWORD,
+           "RESTIC_REPOSITORY": repo}
+    # Start every run with no dirty pages left by the one before: writeback
+    # of an earlier run's 300 MB would otherwise land in this one's time.
+    os.sync()
+    t0 = time.perf_counter()
+    r = subprocess.run(["restic", "--no-cache", "--quiet", *args], env=env, capture_output=True, text=True)
+    dt = time.perf_counter() - t0
+    if r.returncode != 0:
+        raise RuntimeError(f"restic {' '.join(args)} on {repo.split('@')[-1]}: {r.stderr[-2000:]}")
+    return dt
+
+
+class Rclone:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.port = free_port()
+        self.log = open(root / "rclone.log", "ab")
+        self.proc = subprocess.Popen(
+            ["rclone", "serve", "restic", "--config", str(root / "rclone.conf"), "--addr", f"127.0.0.1:{self.port}",
+             str(root / "repos")], stdout=self.log, stderr=self.log, start_new_session=True)
+        import httpx
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                httpx.get(f"http://127.0.0.1:{self.port}/", timeout=1)
+                return
+            except httpx.HTTPError:
+                if time.monotonic() > deadline or self.proc.poll() is not None:
+                    raise RuntimeError("rclone serve restic did not start")
+                time.sleep(0.1)
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()
+
+
+def version(cmd: list[str]) -> str:
+    return subprocess.run(cmd, capture_output=True, text=True).stdout.splitlines()[0]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--mb", type=int, default=300, help="size of the generated tree in MiB (default 300)")
+    ap.add_argument("--rounds", type=int, default=3, help="runs per server (default 3)")
+    ap.add_argument("--dir", default=None, help="parent of the servers' data (default $BENCH_DIR or the system temp)")
+    ap.add_argument("--client-dir", default="/dev/shm" if os.path.isdir("/dev/shm") else None,
+                    help="parent of the source tree and restore targets (default /dev/shm): the client's own "
+                         "disk I/O is the same for both servers and only adds noise")
+    a = ap.parse_args(argv)
+
+    work = Path(tempfile.mkdtemp(prefix="objvault-bench-restic-", dir=a.dir or os.environ.get("BENCH_DIR")))
+    client = Path(tempfile.mkdtemp(prefix="objvault-bench-restic-client-", dir=a.client_dir))
+    print(f"# {version(['restic', 'version'])}; {version(['rclone', 'version'])}; {os.cpu_count()} CPUs", flush=True)
+    src = client / "src"
+    nbytes = make_tree(src, a.mb)
+    want = tree_digest(src)
+    print(f"tree_mb: {nbytes / (1 << 20):.1f}", flush=True)
+
+    server = start_server(str(work / "objvault"))
+    (work / "rclone").mkdir()
+    rclone = Rclone(work / "rclone")
+    times: dict[tuple[str, str], list[float]] = {}
+    try:
+        for rnd in range(a.rounds):
+            order = ("objvault", "rclone") if rnd % 2 == 0 else ("rclone", "objvault")
+            for who in order:
+                if who == "objvault":
+                    vault = f"bench-{rnd}"
+                    server.create_vault(vault)
+                    key = server.create_key(vault, "full")
+                    repo = f"rest:http://{vault}:{key}@127.0.0.1:{server.port}/restic/{vault}/"
+                else:
+                    repo = f"rest:http://127.0.0.1:{rclone.port}/round{rnd}/"
+                restic(repo, "init", cwd=work)
+                # The same absolute path each time: restore targets differ only in their root.
+                tb = restic(repo, "backup", str(src), cwd=work)
+                out = client / f"restore-{who}-{rnd}"
+                tr = restic(repo, "restore", "latest", "--target", str(out), cwd=work)
+                got = tree_digest(out / src.relative_to("/"))
+                if got != want:
+                    raise RuntimeError(f"{who} round {rnd}: restored tree differs")
+                shutil.rmtree(out)
+                times.setdefault((who, "backup"), []).append(tb)
+                times.setdefault((who, "restore"), []).append(tr)
+                mb = nbytes / (1 << 20)
+                print(f"# round {rnd} {who}: backup {tb:.2f} s ({mb / tb:.0f} MiB/s), "
+                      f"restore {tr:.2f} s ({mb / tr:.0f} MiB/s)", flush=True)
+    finally:
+        rclone.stop()
+        server.stop()
+    for who in ("objvault", "rclone"):
+        for op in ("backup", "restore"):
+            print(f"{who}_{op}_seconds_best: {min(times[(who, op)]):.2f}")
+    for op in ("backup", "restore"):
+        ratio = min(times[("rclone", op)]) / min(times[("objvault", op)])
+        print(f"{op}_ratio_rclone_over_objvault: {ratio:.2f}")
+    shutil.rmtree(work, ignore_errors=True)
+    shutil.rmtree(client, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,241 @@
+"""Durability (API.md, "Chunks"): a 2xx means durable; corrupt bytes are never served;
+start-up does not read segment contents."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import mmap
+import os
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.server import Server, sha
+
+KiB, MiB = 1 << 10, 1 << 20
+
+
+def uniq(prefix: str = "dur") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def admin_of(srv: Server) -> httpx.Client:
+    """One admin client per server (re-made after a restart closed it)."""
+    c = getattr(srv, "_admin_client", None)
+    if c is None or c.is_closed:
+        c = srv._admin_client = srv.client(verify=False)
+    return c
+
+
+def create_vault(srv: Server, name: str, **fields) -> dict:
+    r = admin_of(srv).post("/v1/vaults", json={"name": name, **fields})
+    assert r.status_code == 201, r.text
+    return r.json()
+
+
+def create_key(srv: Server, vault: str, role: str = "full") -> str:
+    r = admin_of(srv).post(f"/v1/vaults/{vault}/keys", json={"role": role})
+    assert r.status_code == 201, r.text
+    return r.json()["secret"]
+
+
+def _uploader(srv: Server, vault: str, stop: threading.Event, acked: list, refused: list) -> None:
+    """Upload distinct chunks (3 of 16 KiB, then 1 of 1 MiB) until stopped or the server dies."""
+    with httpx.Client(base_url=srv.url, timeout=30, verify=False,
+                      headers={"Authorization": f"Bearer {srv.admin_token}"}) as c:
+        i = 0
+        while not stop.is_set():
+            data = os.urandom(MiB if i % 4 == 3 else 16 * KiB)
+            cid = sha(data)
+            try:
+                r = c.put(f"/v1/vaults/{vault}/chunks/{cid}", content=data)
+            except httpx.HTTPError:
+                return  # killed: this one was never acknowledged
+            if r.status_code in (200, 201):
+                acked.append((cid, len(data)))
+            else:
+                refused.append((r.status_code, r.text[:200]))
+            i += 1
+
+
+def _upload_then_kill(srv: Server, vault: str, seconds: float, clients: int = 16) -> list:
+    acked: list = []
+    refused: list = []
+    stop = threading.Event()
+    threads = [threading.Thread(target=_uploader, args=(srv, vault, stop, acked, refused), daemon=True)
+               for _ in range(clients)]
+    for t in threads:
+        t.start()
+    time.sleep(seconds)
+    srv.kill()  # SIGKILL while requests are in flight
+    stop.set()
+    for t in threads:
+        t.join(30)
+        assert not t.is_alive()
+    assert refused == [], refused[:5]
+    return acked
+
+
+def _verify(srv: Server, vault: str, acked: list) -> None:
+    """GET every acknowledged chunk (8 connections) and check length and SHA-256."""
+    def check_many(items):
+        out = []
+        with httpx.Client(base_url=srv.url, timeout=30, verify=False,
+                          headers={"Authorization": f"Bearer {srv.admin_token}"}) as c:
+            for cid, size in items:
+                r = c.get(f"/v1/vaults/{vault}/chunks/{cid}")
+                ok = r.status_code == 200 and len(r.content) == size and sha(r.content) == cid
+                if not ok:
+                    out.append((cid, size, r.status_code, len(r.content)))
+        return out
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        bad = [b for part in pool.map(check_many, [acked[i::8] for i in range(8)]) for b in part]
+    assert not bad, f"{len(bad)} of {len(acked)} acknowledged chunks lost or damaged after SIGKILL, e.g. {bad[:3]}"
+
+
+def test_acknowledged_chunks_survive_sigkill(make_server):
+    # 1 MiB chunks take the streamed path (own segment), 16 KiB ones the shared active segment.
+    s = make_server("kill", env={"OBJVAULT_STREAM_THRESHOLD_BYTES": str(512 * KiB)})
+    vault = uniq()
+    create_vault(s, vault)
+    all_acked: list = []
+    for seconds in (1.3, 2.1):  # two kills at different moments
+        acked = _upload_then_kill(s, vault, seconds)
+        assert len(acked) >= 16, f"too few uploads acknowledged before the kill: {len(acked)}"
+        assert any(size == MiB for _, size in acked) and any(size == 16 * KiB for _, size in acked)
+        all_acked += acked
+        s.start()
+        _verify(s, vault, all_acked)
+        u = admin_of(s).get(f"/v1/vaults/{vault}").json()["usage"]
+        assert u["chunks"] >= len(all_acked)
+        assert u["stored_bytes"] >= sum(size for _, size in all_acked)
+    # the recovered server writes and dedups normally
+    c = s.client(verify=False)
+    cid, size = all_acked[0]
+    data = c.get(f"/v1/vaults/{vault}/chunks/{cid}").content
+    assert c.put(f"/v1/vaults/{vault}/chunks/{cid}", content=data).status_code == 200
+    fresh = os.urandom(100 * KiB)
+    assert c.put(f"/v1/vaults/{vault}/chunks/{sha(fresh)}", content=fresh).status_code == 201
+    s.kill()
+    s.start()
+    assert s.client(verify=False).get(f"/v1/vaults/{vault}/chunks/{sha(fresh)}").content == fresh
+    assert not list((s.data_dirs[0] / "segments").glob("*.tmp"))
+
+
+# -- corruption ---------------------------------------------------------------------------------
+
+
+def _flip_in_segments(srv: Server, pattern: bytes, at: int) -> Path:
+    """Flip one byte ``at`` bytes after the (unique) place ``pattern`` is stored."""
+    hits = []
+    for seg in sorted((srv.data_dirs[0] / "segments").glob("*.seg")):
+        with open(seg, "r+b") as f:
+            if os.fstat(f.fileno()).st_size == 0:
+                continue
+            with mmap.mmap(f.fileno(), 0) as m:
+                pos = m.find(pattern)
+                if pos >= 0:
+                    assert m.find(pattern, pos + 1) < 0
+                    hits.append((seg, pos))
+    assert len(hits) == 1, hits
+    seg, pos = hits[0]
+    with open(seg, "r+b") as f:
+        f.seek(pos + at)
+        b = f.read(1)
+        f.seek(pos + at)
+        f.write(bytes([b[0] ^ 0x5A]))
+        f.flush()
+        os.fsync(f.fileno())
+    return seg
+
+
+def test_corrupt_bytes_are_never_served(make_server):
+    s = make_server("corrupt", env={"OBJVAULT_SEGMENT_BYTES": str(4 * MiB),
+                                    "OBJVAULT_STREAM_THRESHOLD_BYTES": str(MiB)})
+    vault = uniq()
+    create_vault(s, vault)
+    c = s.client(verify=False)
+    small = os.urandom(3000)                 # shared segment, one block
+    large = os.urandom(5 * 64 * KiB + 99)    # shared segment, six blocks
+    streamed = os.urandom(3 * MiB)           # its own segment
+    intact = os.urandom(2000)
+    ids = {name: s.put_chunk(c, vault, data) for name, data in
+           (("small", small), ("large", large), ("streamed", streamed), ("intact", intact))}
+    assert s.stop() == 0
+
+    _flip_in_segments(s, small[:256], 1500)
+    _flip_in_segments(s, large[:256], 100)                   # block 0 of 6
+    _flip_in_segments(s, streamed[:256], 2 * MiB + 12345)    # block 33 of 48
+    s.start()
+    c = s.client(verify=False)
+
+    for name, data in (("small", small), ("large", large), ("streamed", streamed)):
+        r = c.get(f"/v1/vaults/{vault}/chunks/{ids[name]}")
+        assert r.status_code == 500, (name, r.status_code)
+        assert r.headers["content-type"].startswith("application/problem+json")
+        assert r.json()["code"] == "chunk_corrupt"
+        assert data[:64] not in r.content and len(r.content) < 4096
+
+    # a range over the damaged block is refused too...
+    r = c.get(f"/v1/vaults/{vault}/chunks/{ids['large']}", headers={"Range": "bytes=0-9"})
+    assert r.status_code == 500 and r.json()["code"] == "chunk_corrupt"
+    r = c.get(f"/v1/vaults/{vault}/chunks/{ids['streamed']}", headers={"Range": f"bytes={2 * MiB}-{2 * MiB + 99999}"})
+    assert r.status_code == 500 and r.json()["code"] == "chunk_corrupt"
+    # ...while ranges over intact blocks of the same chunks are served
+    lo, hi = 3 * 64 * KiB + 10, 4 * 64 * KiB + 500
+    r = c.get(f"/v1/vaults/{vault}/chunks/{ids['large']}", headers={"Range": f"bytes={lo}-{hi - 1}"})
+    assert r.status_code == 206 and r.content == large[lo:hi]
+    r = c.get(f"/v1/vaults/{vault}/chunks/{ids['streamed']}", headers={"Range": "bytes=0-65535"})
+    assert r.status_code == 206 and r.content == streamed[:65536]
+    r = c.get(f"/v1/vaults/{vault}/chunks/{ids['streamed']}", headers={"Range": f"bytes={2 * MiB + 64 * KiB}-"})
+    assert r.status_code == 206 and r.content == streamed[2 * MiB + 64 * KiB:]
+    # other chunks are unaffected
+    assert c.get(f"/v1/vaults/{vault}/chunks/{ids['intact']}").content == intact
+
+
+# -- start-up cost -------------------------------------------------------------------------------
+
+
+def _rchar(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/io").read_text().splitlines():
+        if line.startswith("rchar:"):
+            return int(line.split()[1])
+    raise AssertionError("no rchar")
+
+
+def test_restart_does_not_read_segments(make_server):
+    s = make_server("big", env={"OBJVAULT_SEGMENT_BYTES": str(MiB)})
+    empty_rchar = _rchar(s.proc.pid)
+    vault = uniq()
+    create_vault(s, vault)
+    blobs = [os.urandom(256 * KiB) for _ in range(240)]   # 60 MiB
+
+    def put(part):
+        with httpx.Client(base_url=s.url, timeout=60, verify=False, headers={"Authorization": f"Bearer {s.admin_token}"}) as c:
+            for b in part:
+                assert c.put(f"/v1/vaults/{vault}/chunks/{sha(b)}", content=b).status_code == 201
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        list(pool.map(put, [blobs[i::8] for i in range(8)]))
+    assert s.stop() == 0
+    segs = list((s.data_dirs[0] / "segments").glob("*.seg"))
+    seg_bytes = sum(p.stat().st_size for p in segs)
+    assert len(segs) >= 40 and seg_bytes >= 60 * MiB, (len(segs), seg_bytes)
+
+    s.start()
+    big_rchar = _rchar(s.proc.pid)
+    extra = big_rchar - empty_rchar
+    assert extra < seg_bytes // 10, f"start-up read {extra} more bytes than on an empty store ({seg_bytes} in segments)"
+    opened = [json.loads(line) for line in s.log_path.read_text().splitlines()
+              if line.strip().startswith("{") and '"store open"' in line]
+    assert opened and opened[-1]["seconds"] < 5
+    # and the data is there
+    c = s.client(verify=False)
+    for b in blobs[::40]:
+        assert c.get(f"/v1/vaults/{vault}/chunks/{sha(b)}").content == b

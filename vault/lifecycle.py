@@ -272,9 +272,11 @@ class GarbageCollector(Job):
     # Larger records are copied to a segment of their own: the writer
     # gathers records into buffers of GROUP_MAX (16 MiB) bytes.
     stream_copy_bytes = 8 << 20
-    # A GET may have looked a chunk up just before it was repointed and
-    # read it a moment later; the old file stays this long after that.
-    reader_drain_seconds = 1.0
+    # A GET may have looked a chunk up just before it was repointed (or
+    # deleted) and read it from a worker thread a moment later: the old
+    # file stays this long after its index entry went. The window is one
+    # trip through the thread pool, normally well under 10 ms.
+    reader_drain_seconds = 0.5
     # An unsealed segment that is not active is either a large chunk's own
     # segment (never sealed until restart) or one the writer just left and
     # whose last records are on their way to the index; only the first kind
@@ -387,6 +389,7 @@ class GarbageCollector(Job):
             deleted, freed = await self.index.run(_delete_chunks(keys, grace, vaults))
             stats["chunks_deleted"] += deleted
             stats["bytes_freed"] += freed
+            self.progress["chunks_deleted"] = stats["chunks_deleted"]
 
         while True:
             t0 = time.monotonic()
@@ -402,7 +405,6 @@ class GarbageCollector(Job):
                     pending.append(key)
                     if len(pending) >= self.batch:
                         await flush()
-                self.progress["chunks_deleted"] = stats["chunks_deleted"]
             if after is None:
                 break
             if idle:
@@ -443,7 +445,9 @@ class GarbageCollector(Job):
                 out.append((seg.live_bytes / span, sid, seg))
         self._unsealed_since = unsealed
         out.sort(key=lambda t: (t[0], t[1]))
-        return out[:self.max_segments_per_pass]
+        # Empty segments cost one index op each: all of them; copying is capped.
+        empties = [t for t in out if t[0] == 0.0]
+        return empties + [t for t in out if t[0] > 0.0][:self.max_segments_per_pass]
 
     async def _compact(self, stats: dict, dry_run: bool) -> None:
         loop = asyncio.get_running_loop()
@@ -453,39 +457,61 @@ class GarbageCollector(Job):
             stats["would_reclaim_bytes"] = sum(max(0, self._file_size(sid) - seg.live_bytes) for _, sid, seg in work)
             return
         limiter = _RateLimiter(self.cfg.compact_rate_bytes_per_second)
-        done: list[int] = []
-        copied: dict[int, int] = {}
-        for i, (_, sid, seg) in enumerate(work):
-            self.progress.update(segment=sid, segments_done=i, segments_total=len(work))
-            if sid not in self.store.paths and seg.live_bytes != 0:
-                log.error("segment file missing", extra={"segment": sid, "live_bytes": seg.live_bytes})
-                stats["segments_kept"] += 1
-                continue
-            ok, nbytes = await self._evacuate(sid, limiter, stats) if sid in self.store.paths else (True, 0)
-            if ok:
-                done.append(sid)
-                copied[sid] = nbytes
-            else:
-                stats["segments_kept"] += 1
-        if not done:
-            return
-        dropped, kept = await self.index.run(_drop_segments(done, self.store.active_segments()))
+        # Segments whose index entry is gone, waiting out the reader drain
+        # before their file goes: (due, seg_id, bytes copied out of it).
+        doomed: collections.deque[tuple[float, int, int]] = collections.deque()
+        try:
+            empties = [sid for ratio, sid, _ in work if ratio == 0.0]
+            for i in range(0, len(empties), 256):
+                await self._drop(empties[i:i + 256], {}, doomed, stats)
+            rest = [(sid, seg) for ratio, sid, seg in work if ratio > 0.0]
+            for n, (sid, seg) in enumerate(rest):
+                self.progress.update(segment=sid, segments_done=n, segments_total=len(rest))
+                if sid not in self.store.paths:
+                    log.error("segment file missing", extra={"segment": sid, "live_bytes": seg.live_bytes})
+                    stats["segments_kept"] += 1
+                    continue
+                ok, nbytes = await self._evacuate(sid, limiter, stats)
+                if ok:
+                    await self._drop([sid], {sid: nbytes}, doomed, stats)
+                else:
+                    stats["segments_kept"] += 1
+                await self._forget_due(doomed, stats, time.monotonic())
+        finally:
+            if doomed:
+                # Also on cancellation: the entries are gone, the files must follow.
+                await asyncio.shield(self._forget_all(doomed, stats))
+
+    async def _drop(self, seg_ids: list[int], copied: dict[int, int], doomed: collections.deque,
+                    stats: dict) -> None:
+        dropped, kept = await self.index.run(_drop_segments(seg_ids, self.store.active_segments()))
         for sid, live in kept:
             # Every record the index used was repointed, yet the counter
             # disagrees: keep the file (losing nothing) and say so.
             log.error("segment kept: live bytes left after compaction", extra={"segment": sid, "live_bytes": live})
             stats["segments_kept"] += 1
-        if not dropped:
-            return
-        await asyncio.sleep(self.reader_drain_seconds)
-        sizes = await loop.run_in_executor(None, self._forget, dropped)
+        due = time.monotonic() + self.reader_drain_seconds
         for sid in dropped:
-            if copied.get(sid):
-                stats["segments_compacted"] += 1
-            else:
-                stats["segments_deleted"] += 1
-            stats["bytes_reclaimed"] += sizes.get(sid, 0) - copied.get(sid, 0)
-        log.info("segments removed", extra={"segments": dropped, "bytes": sum(sizes.values())})
+            doomed.append((due, sid, copied.get(sid, 0)))
+
+    async def _forget_due(self, doomed: collections.deque, stats: dict, now: float) -> None:
+        due = []
+        while doomed and doomed[0][0] <= now:
+            due.append(doomed.popleft())
+        if not due:
+            return
+        sizes = await asyncio.get_running_loop().run_in_executor(None, self._forget, [sid for _, sid, _ in due])
+        for _, sid, copied in due:
+            stats["segments_compacted" if copied else "segments_deleted"] += 1
+            stats["bytes_reclaimed"] += sizes.get(sid, 0) - copied
+        self.progress["bytes_reclaimed"] = stats["bytes_reclaimed"]
+        log.info("segments removed", extra={"segments": [sid for _, sid, _ in due], "bytes": sum(sizes.values())})
+
+    async def _forget_all(self, doomed: collections.deque, stats: dict) -> None:
+        wait = doomed[-1][0] - time.monotonic()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        await self._forget_due(doomed, stats, float("inf"))
 
     def _forget(self, seg_ids: list[int]) -> dict[int, int]:
         sizes = {}

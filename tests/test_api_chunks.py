@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import gzip
 import json
 import os
@@ -13,12 +14,15 @@ import pytest
 
 from tests.server import Server, sha
 
+
+# Segments are preallocated: 64 MiB instead of the default 1 GiB keeps each test server small on disk.
+SMALL_SEGMENTS = {"OBJVAULT_SEGMENT_BYTES": str(64 << 20)}
 MiB = 1 << 20
 
 
 @pytest.fixture(scope="module")
 def srv(tmp_path_factory):
-    s = Server(tmp_path_factory.mktemp("chunks")).start()
+    s = Server(tmp_path_factory.mktemp("chunks"), env=SMALL_SEGMENTS).start()
     yield s
     s.stop()
 
@@ -31,7 +35,7 @@ def admin(srv):
 @pytest.fixture(scope="module")
 def small_limit(tmp_path_factory):
     """A server whose chunks may be at most 64 KiB."""
-    s = Server(tmp_path_factory.mktemp("limit"), env={"OBJVAULT_MAX_CHUNK_BYTES": "65536"}).start()
+    s = Server(tmp_path_factory.mktemp("limit"), env={**SMALL_SEGMENTS, "OBJVAULT_MAX_CHUNK_BYTES": "65536"}).start()
     yield s
     s.stop()
 
@@ -39,7 +43,7 @@ def small_limit(tmp_path_factory):
 @pytest.fixture(scope="module")
 def streaming(tmp_path_factory):
     """A server that streams chunks above 1 MiB into segments of their own."""
-    s = Server(tmp_path_factory.mktemp("stream"), env={"OBJVAULT_STREAM_THRESHOLD_BYTES": str(MiB)}).start()
+    s = Server(tmp_path_factory.mktemp("stream"), env={**SMALL_SEGMENTS, "OBJVAULT_STREAM_THRESHOLD_BYTES": str(MiB)}).start()
     yield s
     s.stop()
 
@@ -359,6 +363,23 @@ def test_quota(srv, admin):
     # raising the quota lets it grow again
     assert admin.patch(f"/v1/vaults/{vault}", json={"quota_bytes": 2000}).status_code == 200
     assert admin.put(f"/v1/vaults/{vault}/chunks/{sha(b)}", content=b).status_code == 201
+
+
+def test_concurrent_identical_uploads_store_once(srv):
+    vault = new_vault(srv)
+    data = os.urandom(200_000)
+    cid = sha(data)
+
+    def put(_):
+        with httpx.Client(base_url=srv.url, timeout=30, verify=False,
+                          headers={"Authorization": f"Bearer {srv.admin_token}"}) as c:
+            return c.put(f"/v1/vaults/{vault}/chunks/{cid}", content=data).status_code
+
+    with concurrent.futures.ThreadPoolExecutor(12) as pool:
+        statuses = list(pool.map(put, range(12)))
+    assert sorted(statuses) == [200] * 11 + [201], statuses
+    assert usage(srv, vault) == {"stored_bytes": len(data), "logical_bytes": 0, "chunks": 1, "objects": 0}
+    assert admin_of(srv).get(f"/v1/vaults/{vault}/chunks/{cid}").content == data
 
 
 # -- GET / HEAD ---------------------------------------------------------------------------

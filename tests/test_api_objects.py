@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import concurrent.futures
 import http.client
 import json
 import os
@@ -17,9 +18,12 @@ import pytest
 from tests.server import Server, sha
 
 
+# Segments are preallocated: 64 MiB instead of the default 1 GiB keeps each test server small on disk.
+SMALL_SEGMENTS = {"OBJVAULT_SEGMENT_BYTES": str(64 << 20)}
+
 @pytest.fixture(scope="module")
 def srv(tmp_path_factory):
-    s = Server(tmp_path_factory.mktemp("objects")).start()
+    s = Server(tmp_path_factory.mktemp("objects"), env=SMALL_SEGMENTS).start()
     yield s
     s.stop()
 
@@ -305,6 +309,50 @@ def test_meta_round_trip(srv, admin, vault, meta):
     r = admin.put(f"/v1/vaults/{vault}/objects/m", json={"chunks": [a], "meta": base64.b64encode(meta).decode()})
     assert r.status_code == 201, r.text
     assert base64.b64decode(admin.get(f"/v1/vaults/{vault}/objects/m").json()["meta"]) == meta
+
+
+def _parallel(srv: Server, n: int, fn):
+    def run(i):
+        with httpx.Client(base_url=srv.url, timeout=30, verify=False,
+                          headers={"Authorization": f"Bearer {srv.admin_token}"}) as c:
+            return fn(c, i)
+
+    with concurrent.futures.ThreadPoolExecutor(n) as pool:
+        return list(pool.map(run, range(n)))
+
+
+def test_concurrent_if_none_match_has_one_winner(srv, admin, vault):
+    ids = chunks(srv, vault, *[100 + i for i in range(10)])
+    statuses = _parallel(srv, 10, lambda c, i: c.put(f"/v1/vaults/{vault}/objects/race", json={"chunks": [ids[i]]},
+                                                      headers={"If-None-Match": "*"}).status_code)
+    assert sorted(statuses) == [201] + [412] * 9, statuses
+    doc = admin.get(f"/v1/vaults/{vault}/objects/race").json()
+    assert doc["size"] == 100 + statuses.index(201)
+    assert usage(admin, vault)["objects"] == 1
+    assert usage(admin, vault)["logical_bytes"] == doc["size"]
+
+
+def test_concurrent_overwrites_keep_usage_exact(srv, admin, vault):
+    ids = chunks(srv, vault, *[1000 * (i + 1) for i in range(8)])
+
+    def work(c, i):
+        out = []
+        for j in range(6):
+            refs = [ids[(i + j) % 8]] * (1 + (i + j) % 3)
+            out.append(c.put(f"/v1/vaults/{vault}/objects/shared", json={"chunks": refs}).status_code)
+            out.append(c.put(f"/v1/vaults/{vault}/objects/own-{i}", json={"chunks": refs}).status_code)
+        return out
+
+    results = _parallel(srv, 8, work)
+    assert all(st == 201 for r in results for st in r), results
+    listed = admin.get(f"/v1/vaults/{vault}/objects").json()["objects"]
+    assert len(listed) == 9
+    u = usage(admin, vault)
+    assert u["objects"] == 9
+    assert u["logical_bytes"] == sum(o["size"] for o in listed)
+    for o in listed:
+        doc = admin.get(f"/v1/vaults/{vault}/objects/{o['key']}").json()
+        assert doc["size"] == o["size"] == len(doc["chunks"]) * (ids.index(doc["chunks"][0]) + 1) * 1000
 
 
 # -- object keys ---------------------------------------------------------------------------

@@ -16,12 +16,15 @@ import pytest
 
 from tests.server import Server, sha
 
+
+# Segments are preallocated: 64 MiB instead of the default 1 GiB keeps each test server small on disk.
+SMALL_SEGMENTS = {"OBJVAULT_SEGMENT_BYTES": str(64 << 20)}
 MiB = 1 << 20
 
 
 @pytest.fixture(scope="module")
 def srv(tmp_path_factory):
-    s = Server(tmp_path_factory.mktemp("ops")).start()
+    s = Server(tmp_path_factory.mktemp("ops"), env=SMALL_SEGMENTS).start()
     yield s
     s.stop()
 
@@ -71,6 +74,20 @@ def test_readyz(srv):
 def test_health_needs_no_credentials_but_accepts_them(srv, admin):
     assert admin.get("/healthz").status_code == 200
     assert httpx.get(srv.url + "/readyz", headers={"Authorization": "Bearer junk"}, verify=False).status_code == 200
+
+
+def test_readyz_503_while_a_data_dir_is_gone(make_server, tmp_path):
+    d1, d2 = tmp_path / "d1", tmp_path / "d2"
+    s = make_server("ready", data_dirs=[d1, d2], env=SMALL_SEGMENTS)
+    assert httpx.get(s.url + "/readyz", verify=False).status_code == 200
+    d2.rename(tmp_path / "d2-away")
+    try:
+        r = httpx.get(s.url + "/readyz", verify=False)
+        assert r.status_code == 503, r.text
+        assert httpx.get(s.url + "/healthz", verify=False).status_code == 200  # still serving
+    finally:
+        (tmp_path / "d2-away").rename(d2)
+    assert httpx.get(s.url + "/readyz", verify=False).status_code == 200
 
 
 # -- metrics --------------------------------------------------------------------------------
@@ -271,7 +288,7 @@ def test_logs_never_contain_secrets(srv, admin):
 
 
 def test_sigterm_drains_in_flight_uploads(make_server):
-    s = make_server("drain")
+    s = make_server("drain", env=SMALL_SEGMENTS)
     c = s.client(verify=False)
     vault = uniq("drain")
     create_vault(s, vault)
@@ -328,7 +345,7 @@ def test_sigterm_drains_in_flight_uploads(make_server):
 
 
 def test_sigterm_idle_exits_zero(make_server):
-    s = make_server("idle")
+    s = make_server("idle", env=SMALL_SEGMENTS)
     assert s.stop(signal.SIGTERM) == 0
     assert any(json.loads(l).get("msg") == "stopped" for l in s.log_path.read_text().splitlines() if l.strip())
 
@@ -337,7 +354,7 @@ def test_sigterm_idle_exits_zero(make_server):
 
 
 def test_admin_token_generated_when_not_configured(make_server):
-    s = make_server("gen", admin_token="")
+    s = make_server("gen", admin_token="", env=SMALL_SEGMENTS)
     path = s.data_dirs[0] / "admin.token"
     assert path.exists()
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
@@ -354,7 +371,7 @@ def test_admin_token_generated_when_not_configured(make_server):
 
 
 def test_configured_admin_token_is_used(make_server):
-    s = make_server("conf", admin_token="a-configured-token-123")
+    s = make_server("conf", admin_token="a-configured-token-123", env=SMALL_SEGMENTS)
     assert httpx.get(s.url + "/v1/vaults", headers={"Authorization": "Bearer a-configured-token-123"}, verify=False).status_code == 200
     r = httpx.get(s.url + "/v1/vaults", headers={"Authorization": "Bearer test-admin-token"}, verify=False)
     assert r.status_code == 401

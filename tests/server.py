@@ -45,6 +45,7 @@ class Server:
         self.proc: subprocess.Popen | None = None
         self.log_path = self.root / "server.log"
         self._clients: list[httpx.Client] = []
+        self._admin: httpx.Client | None = None
 
     def env(self) -> dict:
         env = {k: v for k, v in os.environ.items() if not k.startswith("OBJVAULT_")}
@@ -53,6 +54,8 @@ class Server:
             "OBJVAULT_DATA_DIRS": ",".join(str(d) for d in self.data_dirs),
             "OBJVAULT_ADMIN_TOKEN": self.admin_token,
             "OBJVAULT_LOG_LEVEL": "info",
+            # Segments are preallocated: keep them small so many test servers fit on one disk.
+            "OBJVAULT_SEGMENT_BYTES": str(64 << 20),
         })
         if self.config_path:
             env["OBJVAULT_CONFIG"] = str(self.config_path)
@@ -68,7 +71,7 @@ class Server:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log_tail()}")
             try:
-                if httpx.get(self.url + "/readyz", timeout=1).status_code == 200:
+                if httpx.get(self.url + "/readyz", timeout=1, verify=False).status_code == 200:
                     return self
             except httpx.HTTPError:
                 pass
@@ -104,13 +107,18 @@ class Server:
 
     def client(self, secret: str | None = None, **kw) -> httpx.Client:
         headers = {"Authorization": f"Bearer {secret or self.admin_token}"}
+        # verify=False: plain HTTP on loopback; building an SSL context costs ~0.1 s per client.
+        kw.setdefault("verify", False)
         c = httpx.Client(base_url=self.url, headers=headers, timeout=kw.pop("timeout", 60), **kw)
         self._clients.append(c)
         return c
 
     @property
     def admin(self) -> httpx.Client:
-        return self.client()
+        """One admin client per server (re-made after a restart)."""
+        if self._admin is None or self._admin.is_closed:
+            self._admin = self.client()
+        return self._admin
 
     def create_vault(self, name: str, **fields) -> dict:
         r = self.admin.post("/v1/vaults", json={"name": name, **fields})

@@ -184,12 +184,25 @@ def serve(cfg: Config) -> None:
 
 class _HalfCloseHandler(RequestHandler):
     """A client that half-closes its socket in the middle of a body still gets
-    an answer (400 ``truncated``) instead of a dropped connection."""
+    an answer (400 ``truncated``) instead of a dropped connection.
+
+    The payload of the newest parsed request is remembered as it is parsed:
+    the head, a short body and the FIN can arrive together, before the
+    handler task has even started.
+    """
+
+    _last_payload = None
+
+    def data_received(self, data: bytes) -> None:
+        n = len(self._messages)
+        super().data_received(data)
+        if len(self._messages) > n:
+            self._last_payload = self._messages[-1][1]
 
     def eof_received(self) -> bool | None:
-        req = self._current_request
-        if req is not None and not req.content.is_eof():
-            req.content.set_exception(ContentLengthError("body ended before Content-Length"))
+        payload = self._last_payload
+        if payload is not None and not payload.is_eof():
+            payload.set_exception(ContentLengthError("body ended before Content-Length"))
             return True  # keep our side open to answer
         return None
 

@@ -47,6 +47,8 @@ def problem(err: E.VaultError, instance: str = "") -> web.Response:
     headers = {}
     if err.status == 401:
         headers["WWW-Authenticate"] = AUTH_CHALLENGE
+    if err.status == 416 and "size" in err.extra:
+        headers["Content-Range"] = f"bytes */{err.extra['size']}"
     return web.Response(status=err.status, body=json.dumps(body).encode(), content_type=PROBLEM,
                         headers=headers)
 

@@ -350,6 +350,13 @@ class VaultService:
         if existing is None and rec.quota_bytes is not None:
             self._quota_check(rec, self.usage(rec.vid), length)
         loop = asyncio.get_running_loop()
+        if existing is not None and existing.length == length and length > self.config.stream_threshold_bytes:
+            # A large chunk we already hold: verify the body as it streams, store nothing.
+            await self._verify_stream(rec, digest, length, pieces)
+            if await self.index.run(lambda txn: _touch(txn, rec, digest)):
+                self.recorder.chunk_deduplicated(length)
+                return True
+            raise E.Conflict(f"vault {rec.name!r}: chunk {hexid} was collected during the upload; retry")
         if existing is not None or length <= self.config.stream_threshold_bytes:
             body = await read(length)
             # One pass over the body: SHA-256 (the address) and the xxh3 block
@@ -459,6 +466,34 @@ class VaultService:
             else:
                 self.recorder.chunk_written(len(body))
         return out
+
+    async def _verify_stream(self, rec: VaultRec, digest: bytes, length: int,
+                             pieces: Callable[[], AsyncIterator[bytes]]) -> None:
+        """Hash a streamed body without keeping it; DigestMismatch/Truncated if it is wrong."""
+        loop = asyncio.get_running_loop()
+        h = _SHA256.copy()
+        got = 0
+        pending: list[bytes] = []
+        pending_len = 0
+
+        def update(parts: list[bytes]) -> None:
+            for p in parts:
+                h.update(p)
+
+        async for piece in pieces():
+            got += len(piece)
+            if got > length:
+                raise E.BadRequest("body longer than Content-Length")
+            pending.append(piece)
+            pending_len += len(piece)
+            if pending_len >= 1 << 20:
+                await loop.run_in_executor(None, update, pending)
+                pending, pending_len = [], 0
+        if got != length:
+            raise E.Truncated(f"vault {rec.name!r}: chunk {digest.hex()}: got {got} of {length} bytes")
+        update(pending)
+        if h.digest() != digest:
+            raise E.DigestMismatch(f"vault {rec.name!r}: body does not hash to chunk id {digest.hex()}")
 
     async def _stream_chunk(self, rec: VaultRec, digest: bytes, length: int,
                             pieces: Callable[[], AsyncIterator[bytes]]) -> Location:

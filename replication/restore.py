@@ -1,0 +1,225 @@
+"""Rebuild a vault from a target: configuration, objects, chunks.
+
+``POST /v1/admin/restore {"vault", "from"}`` (or ``objvault restore VAULT
+--from TARGET``) starts one restore; ``GET /v1/admin/restore`` reports it.
+The vault must not exist here yet, unless an earlier restore of it was
+interrupted (then it resumes: chunks already here are not fetched again).
+
+Steps: read the vault's configuration from the target and create the vault
+(without quota, append-only or retention, so nothing the restore does can be
+refused); list its objects; for each object fetch the chunks this server
+lacks, check each one's SHA-256 against its id (the store checks it again),
+store them, and put the object with its original creation time; finally
+apply the configuration. Only chunks that some object references are
+restored: a chunk nobody references is garbage on the replica too.
+
+An object that cannot be restored (a chunk missing on the target, or bad
+there) is reported in ``error`` and the rest is restored; the state is then
+``failed``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import time
+from collections import Counter
+from typing import Any
+
+from vault import errors as E
+from vault.index import ChunkMeta, ObjectMeta, Txn, vid_bytes
+from vault.service import Principal, VaultRec, _add_usage, _apply_refs, _live_vault
+
+from .target import Manifest, Replica
+
+log = logging.getLogger("objvault.restore")
+
+ADMIN = Principal(admin=True)
+OBJECTS_AT_ONCE = 8
+MARK = b"restore:"
+
+
+def restore_object_op(rec: VaultRec, m: Manifest):
+    """Put an object as the replica recorded it (creation time included)."""
+    okey = vid_bytes(rec.vid) + m.key.encode()
+
+    def op(txn: Txn) -> ObjectMeta:
+        _live_vault(txn, rec)
+        old_raw = txn.get("objects", okey)
+        counts = Counter(m.chunks)
+        metas: dict[bytes, ChunkMeta] = {}
+        missing = []
+        for d in counts:
+            raw = txn.get("chunks", vid_bytes(rec.vid) + d)
+            if raw is None:
+                missing.append(d.hex())
+            else:
+                metas[d] = ChunkMeta.unpack(raw)
+        if missing:
+            raise E.MissingChunks(f"vault {rec.name!r}: object {m.key!r} references {len(missing)} chunk(s) "
+                                  "not restored", missing=missing)
+        size = sum(metas[d].length * n for d, n in counts.items())
+        delta = Counter(counts)
+        old_size = 0
+        if old_raw is not None:
+            old = ObjectMeta.unpack(old_raw)
+            old_size = old.size
+            delta.subtract(Counter(old.chunks))
+        _apply_refs(txn, rec.vid, delta, metas)
+        obj = ObjectMeta(m.created or txn.now, size, list(m.chunks), m.meta)
+        txn.put("objects", okey, obj.pack())
+        _add_usage(txn, rec.vid, logical=size - old_size, objects=0 if old_raw is not None else 1)
+        txn.emit("object_put", rec, m.key, obj)
+        return obj
+
+    return op
+
+
+class Restorer:
+    """One restore at a time per server; progress in :attr:`state`."""
+
+    def __init__(self, ctx: Any, replicas: dict[str, Replica]) -> None:
+        self.ctx = ctx
+        self.replicas = replicas
+        self.state: dict = {"state": "idle", "vault": None, "from": None, "chunks": 0, "objects": 0,
+                            "objects_total": None, "bytes": 0, "error": None}
+        self._task: asyncio.Task | None = None
+
+    def status(self) -> dict:
+        return dict(self.state)
+
+    def start(self, vault: str, target: str) -> dict:
+        """Validate and start; raises a :class:`vault.errors.VaultError` the API reports."""
+        from vault.names import vault_name
+        vault_name(vault)
+        replica = self.replicas.get(target)
+        if replica is None:
+            raise E.BadRequest(f"no replication target named {target!r} is configured here "
+                               f"(targets: {', '.join(sorted(self.replicas)) or 'none'})")
+        if self._task is not None and not self._task.done():
+            raise E.Conflict(f"a restore of vault {self.state['vault']!r} is running")
+        idx = self.ctx.index
+        if idx.get("vaults", vault.encode()) is not None and idx.get("meta", MARK + vault.encode()) is None:
+            raise E.VaultExists(f"vault {vault!r} already exists here: restore rebuilds a vault on a server "
+                                "that does not have it")
+        self.state = {"state": "running", "vault": vault, "from": target, "chunks": 0, "objects": 0,
+                      "objects_total": None, "bytes": 0, "error": None, "started": time.time(),
+                      "finished": None}
+        self._task = asyncio.ensure_future(self._run(vault, target, replica))
+        return self.status()
+
+    async def wait(self) -> dict:
+        if self._task is not None:
+            await asyncio.shield(self._task)
+        return self.status()
+
+    async def stop(self) -> None:
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, Exception):
+                pass
+
+    async def _run(self, vault: str, target: str, replica: Replica) -> None:
+        st = self.state
+        try:
+            problems = await self._restore(vault, target, replica)
+            if problems:
+                st["error"] = f"{len(problems)} object(s) could not be restored: " + "; ".join(problems[:5])
+                st["state"] = "failed"
+            else:
+                st["state"] = "done"
+        except asyncio.CancelledError:
+            st["state"], st["error"] = "failed", "cancelled (server shutting down)"
+            raise
+        except Exception as e:
+            log.exception("restore failed", extra={"vault": vault, "target": target})
+            st["state"], st["error"] = "failed", str(e) or type(e).__name__
+        finally:
+            st["finished"] = time.time()
+            log.info("restore finished", extra={k: v for k, v in st.items()})
+
+    async def _restore(self, vault: str, target: str, replica: Replica) -> list[str]:
+        svc, idx, st = self.ctx.service, self.ctx.index, self.state
+        await replica.open()
+        doc = await replica.get_vault(vault)
+        if doc is None:
+            raise E.NoSuchVault(f"target {target!r} holds no vault {vault!r}")
+        raw = idx.get("vaults", vault.encode())
+        if raw is None:
+            def create(txn: Txn) -> None:
+                txn.put("meta", MARK + vault.encode(), json.dumps({"from": target, "at": txn.now}).encode())
+            await idx.run(create)
+            rec = await svc.create_vault({"name": vault}, ADMIN)
+        else:
+            rec = VaultRec.load(raw)
+        handles = await replica.object_handles(vault)
+        st["objects_total"] = len(handles)
+        concurrency = max(1, getattr(replica, "concurrency", 8))
+        chunk_sem = asyncio.Semaphore(concurrency)
+        fetching: dict[bytes, asyncio.Future] = {}
+        problems: list[str] = []
+        loop = asyncio.get_running_loop()
+
+        async def fetch(d: bytes) -> None:
+            async with chunk_sem:
+                if svc.chunk_meta(rec, d) is not None:
+                    return
+                data = await replica.get_chunk(vault, d)
+                if data is None:
+                    raise E.NoSuchChunk(f"target {target!r} does not hold chunk {d.hex()}")
+                ok = hashlib.sha256(data).digest() == d if len(data) <= 65536 else \
+                    await loop.run_in_executor(None, lambda: hashlib.sha256(data).digest() == d)
+                if not ok:
+                    raise E.DigestMismatch(f"target {target!r}: chunk {d.hex()} does not match its id")
+
+                async def read(n: int) -> bytes:
+                    return data
+
+                async def pieces():
+                    for i in range(0, len(data), 1 << 20):
+                        yield data[i:i + (1 << 20)]
+
+                existed = await svc.put_chunk(rec, d, len(data), read, pieces)
+                if not existed:
+                    st["chunks"] += 1
+                    st["bytes"] += len(data)
+
+        def chunk(d: bytes) -> asyncio.Future:
+            fut = fetching.get(d)
+            if fut is None:
+                fut = fetching[d] = asyncio.ensure_future(fetch(d))
+            return fut
+
+        async def one(handle: str) -> None:
+            m = await replica.get_object(vault, handle)
+            if m is None:  # deleted on the target while we listed
+                return
+            try:
+                await asyncio.gather(*(chunk(d) for d in dict.fromkeys(m.chunks)))
+                await idx.run(restore_object_op(rec, m))
+                st["objects"] += 1
+            except (E.NoSuchChunk, E.DigestMismatch, E.MissingChunks) as e:
+                problems.append(f"{m.key!r}: {e}")
+                log.error("object not restored", extra={"vault": vault, "key": m.key, "error": str(e)})
+            finally:
+                for d in m.chunks:  # keep the map small: finished chunks are in the index now
+                    f = fetching.get(d)
+                    if f is not None and f.done() and f.exception() is None:
+                        fetching.pop(d, None)
+
+        queue = iter(handles)
+
+        async def worker() -> None:
+            for h in queue:
+                await one(h)
+
+        await asyncio.gather(*(worker() for _ in range(OBJECTS_AT_ONCE)))
+        fields = {k: doc[k] for k in ("quota_bytes", "append_only", "retention_days") if k in doc}
+        if fields:
+            await svc.update_vault(vault, fields, ADMIN)
+        await idx.run(lambda txn: txn.delete("meta", MARK + vault.encode()))
+        return problems

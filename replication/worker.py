@@ -1,0 +1,574 @@
+"""Drains one target's outbox: bounded concurrency, ordering, retries forever.
+
+One :class:`TargetWorker` per configured target. :meth:`TargetWorker.run_once`
+is one bounded pass: it loads entries (puts at once, deletes once due), sends
+every entry it may send with at most ``concurrency`` requests in flight, and
+returns when nothing more can be sent now (the queue is empty, the rest waits
+for its turn, its delay or a backoff). :meth:`run_forever` repeats it,
+sleeping until new entries arrive, a delete falls due or a backoff ends.
+
+Ordering rules (what keeps the replica consistent though entries run in
+parallel):
+
+* entries naming the same chunk or the same object key reach the target in
+  sequence order;
+* a vault's configuration change or deletion is a barrier for that vault:
+  everything before it first, everything after it afterwards;
+* a delete is sent only once every put committed before it has reached the
+  target (a lagging put can never resurrect what was deleted);
+* a chunk delete waits for every object delete committed before it, so no
+  replicated object ever points at a chunk the replica no longer holds.
+
+Nothing is dropped: a failed entry stays in the outbox and is retried with
+exponential backoff and jitter, forever; an entry leaves the outbox (through
+the committer) only once the target has confirmed it, or once it no longer
+applies because what it names is gone locally (:class:`Skip`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import heapq
+import logging
+import random
+import time
+from itertools import islice
+from typing import Any, Awaitable, Callable
+
+from vault import errors as E
+from vault.config import TargetConfig
+from vault.index import ChunkMeta, vid_bytes
+from vault.service import VaultRec, iso
+
+from .outbox import (CHUNK_DELETE, CHUNK_PUT, DELQ, OBJECT_DELETE, OBJECT_PUT, PUTQ, VAULT_DELETE, VAULT_PUT,
+                     Entry, Stats, TargetSlot, first_entry, iter_queue, remove_op, seed_chunks_op,
+                     seed_objects_op, seed_vault_op, seeded_key, stats_key, target_id)
+from .target import Manifest, Replica, Skip, TargetError
+
+log = logging.getLogger("objvault.replication")
+
+BACKOFF_BASE = 0.5
+BACKOFF_CAP = 30.0
+WINDOW = 2048
+WINDOW_MANIFEST_BYTES = 64 << 20
+REMOVE_BATCH = 256
+REMOVE_DELAY = 0.2
+IDLE_WAKE = 30.0
+
+
+def backoff(level: int) -> float:
+    """Exponential backoff with full jitter in [d/2, d], d = min(cap, base * 2^level)."""
+    d = min(BACKOFF_CAP, BACKOFF_BASE * (2 ** min(level, 20)))
+    return d * (0.5 + random.random() / 2)
+
+
+def _read_verified(store, meta: ChunkMeta, digest: bytes, what: str) -> bytes:
+    # Store.read checks every block's xxh3 checksum and raises ChunkCorrupt.
+    # That is enough here: the checksums were computed from the very bytes
+    # whose SHA-256 was verified at ingest, so bytes that pass them are the
+    # chunk. Hashing every chunk again before sending would cost a core's
+    # worth of SHA-256 at full replication speed; scrub does the full check.
+    return store.read(meta.seg_id, meta.offset, meta.length, 0, meta.length, what)
+
+
+class Context:
+    """What replication needs from the running vault: index, store, healing."""
+
+    def __init__(self, vault: Any) -> None:
+        self.vault = vault
+        self.cfg = vault.cfg
+        self.index = vault.index
+        self.store = vault.store
+        self.service = vault.service
+        self.heal: Callable[[VaultRec, bytes, ChunkMeta], Awaitable[bool]] | None = None
+
+    def live(self, name: str) -> VaultRec | None:
+        raw = self.index.get("vaults", name.encode())
+        return VaultRec.load(raw) if raw is not None else None
+
+    def live_vid(self, name: str) -> int | None:
+        rec = self.live(name)
+        return rec.vid if rec is not None else None
+
+    def chunk_meta(self, vid: int, digest: bytes) -> ChunkMeta | None:
+        raw = self.index.get("chunks", vid_bytes(vid) + digest)
+        return ChunkMeta.unpack(raw) if raw is not None else None
+
+    def has_object(self, vid: int, key: str) -> bool:
+        return self.index.get("objects", vid_bytes(vid) + key.encode()) is not None
+
+    def chunk_ids(self, vid: int):
+        for k, _ in self.index.iter_prefix("chunks", vid_bytes(vid)):
+            yield k[8:]
+
+    async def load_chunk(self, vault: str, vid: int, digest: bytes) -> bytes | None:
+        """The primary's bytes of a chunk, verified (block checksums); None if it no longer exists.
+
+        A corrupt local copy is healed first when a target has it; otherwise
+        this raises (the entry is retried later), never returns bad bytes.
+        """
+        what = f"vault {vault!r} chunk {digest.hex()}"
+        loop = asyncio.get_running_loop()
+        for _ in range(3):
+            meta = self.chunk_meta(vid, digest)
+            if meta is None:
+                return None
+            try:
+                return await loop.run_in_executor(None, _read_verified, self.store, meta, digest, what)
+            except E.ChunkCorrupt as e:
+                rec = self.live(vault)
+                if rec is None or rec.vid != vid:
+                    rec = VaultRec(vault, vid, 0.0)
+                if self.heal is not None and await self.heal(rec, digest, meta):
+                    continue
+                raise TargetError(f"{e} (no target could repair it)") from None
+            except (KeyError, FileNotFoundError):
+                # Compaction moved the record between the index read and the
+                # file read: read the index again.
+                await asyncio.sleep(0.01)
+        raise TargetError(f"{what}: could not be read from the store")
+
+
+class TargetWorker:
+    """Sends one target's outbox entries; see the module docstring."""
+
+    def __init__(self, ctx: Context, cfg: TargetConfig, replica: Replica) -> None:
+        self.ctx = ctx
+        self.cfg = cfg
+        self.replica = replica
+        self.tid = target_id(cfg.name)
+        self.slot = TargetSlot(cfg, self.tid)
+        self.concurrency = max(1, cfg.concurrency)
+        self.puts: dict[int, Entry] = {}
+        self.dels: dict[int, Entry] = {}
+        self.inflight: dict[asyncio.Task, Entry] = {}
+        self.put_cursor = -1
+        self.del_cursor = -1
+        self.put_exhausted = False
+        self.next_due: float | None = None
+        self.not_before: dict[int, float] = {}
+        self.attempts: dict[int, int] = {}
+        self.level = 0
+        self.consecutive_failures = 0
+        self.paused_until = 0.0
+        self.opened = False
+        self.last_error: str | None = None
+        self.last_error_at: float | None = None
+        self.last_success: float | None = None
+        self.sent_entries = 0
+        self.sent_bytes = 0
+        self.skipped = 0
+        self.failures = 0
+        self._finished: list[Entry] = []
+        self._remover: asyncio.Task | None = None
+        self._flush_timer: asyncio.TimerHandle | None = None
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._seeder: asyncio.Task | None = None
+
+    # -- wake-ups --------------------------------------------------------------------
+
+    def notify(self) -> None:
+        """New entries were committed (called on the event loop)."""
+        self.put_exhausted = False
+        self._wake.set()
+
+    # -- one pass ----------------------------------------------------------------------
+
+    async def run_once(self) -> dict:
+        """Send what can be sent now; return counters of this pass."""
+        stats = {"sent": 0, "skipped": 0, "failed": 0, "bytes": 0}
+        if not self.opened:
+            try:
+                await self.replica.open()
+                self.opened = True
+            except Exception as e:
+                self._failed_target(e)
+                stats["failed"] += 1
+                return stats
+        self.put_exhausted = False  # a pass always looks for new entries
+        waker: asyncio.Task | None = None
+        try:
+            while True:
+                self._wake.clear()
+                await self._load()
+                self._dispatch()
+                if not self.inflight:
+                    break
+                waker = waker if waker is not None and not waker.done() else \
+                    asyncio.ensure_future(self._wake.wait())
+                done, _ = await asyncio.wait(set(self.inflight) | {waker}, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    if task is waker:
+                        continue
+                    entry = self.inflight.pop(task)
+                    self._complete(entry, task, stats)
+                self._flush()
+        finally:
+            if waker is not None and not waker.done():
+                waker.cancel()
+        await self._drain_removals()
+        if not self.puts and not self.dels and self.put_exhausted and stats["failed"] == 0:
+            caught_up = first_entry(self.ctx.index, self.tid, PUTQ) is None
+            if caught_up:
+                self.last_error = None
+        return stats
+
+    async def run_forever(self) -> None:
+        """``run_once`` in a loop; a failed pass logs, backs off and carries on."""
+        self._seeder = asyncio.ensure_future(self._seed_loop())
+        while not self._stopping:
+            try:
+                await self.run_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("replication pass failed", extra={"target": self.cfg.name})
+                self.level += 1
+                self.paused_until = time.time() + backoff(self.level)
+            await self._sleep()
+
+    async def _sleep(self) -> None:
+        now = time.time()
+        wait = IDLE_WAKE
+        if self.next_due is not None:
+            wait = min(wait, max(0.0, self.next_due - now) + 0.01)
+        if self.paused_until > now:
+            wait = min(wait, self.paused_until - now)
+        if self.not_before:
+            wait = min(wait, max(0.0, min(self.not_before.values()) - now))
+        if not self.opened:
+            wait = min(wait, max(0.05, self.paused_until - now))
+        try:
+            await asyncio.wait_for(self._wake.wait(), timeout=max(0.01, wait))
+        except asyncio.TimeoutError:
+            pass
+
+    async def stop(self) -> None:
+        self._stopping = True
+        if self._seeder is not None:
+            self._seeder.cancel()
+        for t in list(self.inflight):
+            t.cancel()
+        if self.inflight:
+            await asyncio.gather(*self.inflight, return_exceptions=True)
+        self.inflight.clear()
+        try:
+            await asyncio.wait_for(self._drain_removals(), timeout=10)
+        except (asyncio.TimeoutError, Exception):
+            pass
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._flush_timer = None
+
+    # -- loading -------------------------------------------------------------------------
+
+    async def _load(self) -> None:
+        idx = self.ctx.index
+        new_chunks: dict[str, list[bytes]] = {}
+        room = WINDOW - len(self.puts)
+        if room > 0 and not self.put_exhausted:
+            # Manifests travel inside their entries: bound what a window holds.
+            held = sum(e.size for e in self.puts.values() if e.kind == OBJECT_PUT)
+            got = 0
+            for e in islice(iter_queue(idx, self.tid, PUTQ, self.put_cursor), room):
+                self.puts[e.seq] = e
+                self.put_cursor = e.seq
+                got += 1
+                if e.kind == CHUNK_PUT:
+                    new_chunks.setdefault(e.vault, []).append(e.digest)
+                elif e.kind == OBJECT_PUT:
+                    held += e.size
+                    if held > WINDOW_MANIFEST_BYTES:
+                        break
+            else:
+                if got < room:
+                    self.put_exhausted = True
+        room = WINDOW - len(self.dels)
+        now = time.time()
+        self.next_due = None
+        if room > 0:
+            for e in iter_queue(idx, self.tid, DELQ, self.del_cursor):
+                if e.due > now:
+                    self.next_due = e.due
+                    break
+                self.dels[e.seq] = e
+                self.del_cursor = e.seq
+                room -= 1
+                if room == 0:
+                    break
+        if new_chunks and self.replica.chunk_batch > 1:
+            for vault, digests in new_chunks.items():
+                for i in range(0, len(digests), self.replica.chunk_batch):
+                    try:
+                        await self.replica.prepare(vault, digests[i:i + self.replica.chunk_batch])
+                    except Exception as e:  # only an optimisation: the puts still happen
+                        log.debug("prepare failed", extra={"target": self.cfg.name, "error": str(e)})
+
+    # -- dispatch ------------------------------------------------------------------------
+
+    def _dispatch(self) -> None:
+        now = time.time()
+        if now < self.paused_until:
+            return
+        free = self.concurrency - len(self.inflight)
+        if free <= 0:
+            return
+        running = {e.seq for e in self.inflight.values()}
+        # Puts are loaded in sequence order and stay in ``self.puts`` until
+        # confirmed: the first one is the oldest put not yet on the target.
+        put_low = next(iter(self.puts)) if self.puts else (
+            float("inf") if self.put_exhausted else self.put_cursor + 1)
+        blocked_keys: set[tuple] = set()
+        vaults_seen: set[str] = set()
+        barriers: set[str] = set()
+        object_delete_before = False
+        merged = heapq.merge(self.puts.values(), self.dels.values(), key=lambda e: e.seq)
+        for e in merged:
+            ok = True
+            if e.vault in barriers or e.order_key in blocked_keys:
+                ok = False
+            elif e.kind in (VAULT_PUT, VAULT_DELETE) and e.vault in vaults_seen:
+                ok = False
+            elif e.is_delete and e.seq > put_low:
+                ok = False
+            elif e.kind == CHUNK_DELETE and object_delete_before:
+                ok = False
+            blocked_keys.add(e.order_key)
+            vaults_seen.add(e.vault)
+            if e.kind in (VAULT_PUT, VAULT_DELETE):
+                barriers.add(e.vault)
+            if e.kind in (OBJECT_DELETE, VAULT_DELETE):
+                object_delete_before = True
+            if not ok or e.seq in running:
+                continue
+            nb = self.not_before.get(e.seq)
+            if nb is not None and nb > now:
+                continue
+            task = asyncio.ensure_future(self._execute(e))
+            self.inflight[task] = e
+            running.add(e.seq)
+            free -= 1
+            if free == 0:
+                return
+
+    def _complete(self, e: Entry, task: asyncio.Task, stats: dict) -> None:
+        exc = task.exception() if not task.cancelled() else asyncio.CancelledError()
+        if exc is None or isinstance(exc, Skip):
+            if isinstance(exc, Skip):
+                stats["skipped"] += 1
+                self.skipped += 1
+                log.info("replication entry no longer applies",
+                         extra={"target": self.cfg.name, "entry": e.describe(), "reason": str(exc)})
+            else:
+                moved = task.result()
+                stats["sent"] += 1
+                stats["bytes"] += moved
+                self.sent_entries += 1
+                self.sent_bytes += moved
+            self.last_success = time.time()
+            self.level = 0
+            self.consecutive_failures = 0
+            (self.dels if e.is_delete else self.puts).pop(e.seq, None)
+            self.not_before.pop(e.seq, None)
+            self.attempts.pop(e.seq, None)
+            self._finished.append(e)
+            return
+        stats["failed"] += 1
+        self.failures += 1
+        n = self.attempts.get(e.seq, 0) + 1
+        self.attempts[e.seq] = n
+        self.not_before[e.seq] = time.time() + backoff(n)
+        msg = f"{e.describe()}: {exc}"
+        self._record_error(msg)
+        if isinstance(exc, asyncio.CancelledError):
+            return
+        log.warning("replication failed, will retry", extra={"target": self.cfg.name, "error": msg,
+                                                           "attempt": n})
+        # Several failures in a row and no success between them: the target
+        # itself is down (not one bad entry); back off as a whole.
+        self.consecutive_failures += 1
+        if self.consecutive_failures >= min(3, self.concurrency) and time.time() >= self.paused_until:
+            self.level += 1
+            self.paused_until = time.time() + backoff(self.level)
+
+    def _failed_target(self, e: Exception) -> None:
+        self._record_error(f"target {self.cfg.name!r}: {e}")
+        log.warning("replication target unavailable", extra={"target": self.cfg.name, "error": str(e)})
+        self.level += 1
+        self.paused_until = time.time() + backoff(self.level)
+
+    def _record_error(self, msg: str) -> None:
+        self.last_error = msg
+        self.last_error_at = time.time()
+
+    # -- sending -------------------------------------------------------------------------
+
+    async def _execute(self, e: Entry) -> int:
+        """Apply one entry to the target; returns the bytes that travelled."""
+        ctx, r = self.ctx, self.replica
+
+        def load(digest: bytes):
+            return ctx.load_chunk(e.vault, e.vid, digest)
+
+        if e.kind == CHUNK_PUT:
+            if ctx.live_vid(e.vault) != e.vid:
+                raise Skip("the vault was deleted")
+            return e.length if await r.put_chunk(e.vault, e.digest, None, load) else 0
+        elif e.kind == OBJECT_PUT:
+            if ctx.live_vid(e.vault) != e.vid:
+                raise Skip("the vault was deleted")
+            o = e.obj
+            await r.put_object(e.vault, Manifest(e.okey, o.created, o.size, o.chunks, o.meta), load)
+            return e.size
+        elif e.kind == VAULT_PUT:
+            if ctx.live_vid(e.vault) != e.vid:
+                raise Skip("the vault was deleted")
+            await r.put_vault(e.vault, e.doc)
+        elif e.kind == OBJECT_DELETE:
+            vid = ctx.live_vid(e.vault)
+            if vid is not None and ctx.has_object(vid, e.okey):
+                raise Skip("the object exists again")
+            await r.delete_object(e.vault, e.okey)
+        elif e.kind == CHUNK_DELETE:
+            vid = ctx.live_vid(e.vault)
+            if vid is not None and ctx.chunk_meta(vid, e.digest) is not None:
+                raise Skip("the chunk exists again")
+            await r.delete_chunk(e.vault, e.digest)
+        elif e.kind == VAULT_DELETE:
+            live = ctx.live(e.vault)
+            if live is None:
+                await r.purge_vault(e.vault, None, None)
+            else:
+                # A vault of the same name exists again: remove only what it does not hold.
+                await r.purge_vault(e.vault, lambda key: ctx.has_object(live.vid, key),
+                                    lambda: ctx.chunk_ids(live.vid))
+        return 0
+
+    # -- removing finished entries ------------------------------------------------------
+
+    def _flush(self, force: bool = False) -> None:
+        """Remove finished entries through the committer, in batches: a removal
+        costs a synced index write, and losing one (a crash) only means the
+        entries are sent again, which every target accepts."""
+        if not self._finished:
+            return
+        if not force and len(self._finished) < REMOVE_BATCH:
+            if self._flush_timer is None:
+                self._flush_timer = asyncio.get_running_loop().call_later(REMOVE_DELAY, self._timer_flush)
+            return
+        if self._remover is None or self._remover.done():
+            if self._flush_timer is not None:
+                self._flush_timer.cancel()
+                self._flush_timer = None
+            batch, self._finished = self._finished, []
+            self._remover = asyncio.ensure_future(self.ctx.index.run(remove_op(self.tid, batch)))
+            self._remover.add_done_callback(lambda t, b=batch: self._removed(t, b))
+
+    def _removed(self, task: asyncio.Task, batch: list[Entry]) -> None:
+        if task.cancelled() or task.exception() is not None:
+            # The entries stay in the outbox and are sent again after a restart
+            # (every send is idempotent); try removing them again now.
+            self._finished[:0] = batch
+            if not task.cancelled():
+                log.warning("could not remove finished outbox entries",
+                            extra={"target": self.cfg.name, "error": str(task.exception())})
+            return
+        if self._finished and not self._stopping:
+            self._flush()
+
+    def _timer_flush(self) -> None:
+        self._flush_timer = None
+        self._flush(force=True)
+
+    async def _drain_removals(self) -> None:
+        for _ in range(100):
+            if self._remover is not None and not self._remover.done():
+                try:
+                    await asyncio.shield(self._remover)
+                except Exception:
+                    pass
+                continue
+            if not self._finished:
+                return
+            self._flush(force=True)
+
+    # -- seeding ---------------------------------------------------------------------------
+
+    def fingerprint(self) -> bytes:
+        return hashlib.sha256(repr((self.cfg.kind, self.cfg.url, sorted(self.cfg.vaults))).encode()).digest()
+
+    async def seed(self) -> int:
+        """Enqueue everything the index already holds for this target (once per
+        target configuration): a target added to a running vault gets the
+        data written before it existed. Duplicates of live entries are harmless."""
+        idx = self.ctx.index
+        fp = self.fingerprint()
+        if idx.get("meta", seeded_key(self.tid)) == fp:
+            return 0
+        n = 0
+        names = [k.decode() for k, _ in idx.iter_prefix("vaults", b"")]
+        for name in names:
+            if not self.cfg.matches(name):
+                continue
+            vid = await idx.run(seed_vault_op(self.slot, name))
+            if vid is None:
+                continue
+            for cf, make in (("chunks", seed_chunks_op), ("objects", seed_objects_op)):
+                page: list[bytes] = []
+                for k, _ in idx.iter_prefix(cf, vid_bytes(vid)):
+                    page.append(k)
+                    if len(page) == 1000:
+                        n += await idx.run(make(self.slot, name, vid, page))
+                        page = []
+                        self.notify()
+                if page:
+                    n += await idx.run(make(self.slot, name, vid, page))
+        await idx.run(lambda txn: txn.put("meta", seeded_key(self.tid), fp))
+        if n:
+            log.info("replication seeded", extra={"target": self.cfg.name, "entries": n})
+        self.notify()
+        return n
+
+    async def _seed_loop(self) -> None:
+        level = 0
+        while True:
+            try:
+                await self.seed()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("seeding the replication target failed", extra={"target": self.cfg.name})
+                level += 1
+                await asyncio.sleep(backoff(level))
+
+    # -- lag ---------------------------------------------------------------------------
+
+    def status(self) -> dict:
+        idx = self.ctx.index
+        entries, nbytes, delayed = Stats.get(idx.get("meta", stats_key(self.tid)))
+        now = time.time()
+        oldest = 0.0
+        first = first_entry(idx, self.tid, PUTQ)
+        if first is not None:
+            oldest = max(oldest, now - first.t)
+        first = first_entry(idx, self.tid, DELQ)
+        if first is not None and first.due <= now:
+            oldest = max(oldest, now - first.due)
+        return {
+            "name": self.cfg.name,
+            "kind": self.cfg.kind,
+            "url": self.cfg.url,
+            "pending_entries": entries,
+            "pending_bytes": nbytes,
+            "delayed_entries": delayed,
+            "oldest_pending_seconds": round(oldest, 3),
+            "last_error": self.last_error,
+            "last_error_at": iso(self.last_error_at) if self.last_error_at else None,
+            "last_success": iso(self.last_success) if self.last_success else None,
+            "sent_entries": self.sent_entries,
+            "sent_bytes": self.sent_bytes,
+            "encrypted": bool(self.cfg.encryption_key_file),
+        }

@@ -174,6 +174,12 @@ class OutboxHook:
 
     ``wake(tid)`` is called (from the committer thread, after the batch is
     durable) for every target that got entries.
+
+    What a restore brings back from a target is not sent back to it: the
+    restore registers each chunk in :attr:`from_target` before storing it
+    (``(tid, vid, chunk id)``: that target holds that chunk, so a put of it,
+    by the restore or by anyone, needs no entry for it), and tags its object
+    puts with the target's name (a fifth event element ``("restored", name)``).
     """
 
     def __init__(self, targets: list[TargetConfig], index: Index,
@@ -181,6 +187,7 @@ class OutboxHook:
         self.slots = [TargetSlot(t, target_id(t.name)) for t in targets]
         self.index = index
         self.wake = wake
+        self.from_target: set[tuple[bytes, int, bytes]] = set()
         self._names: dict[int, str] = {}
 
     def vault_name(self, txn: Txn, vid: int) -> str | None:
@@ -213,6 +220,10 @@ class OutboxHook:
             vid, name = rec.vid, rec.name
             self._names[vid] = name
         slots = [s for s in self.slots if s.cfg.matches(name)]
+        if kind == "chunk_put" and self.from_target:
+            slots = [s for s in slots if (s.tid, vid, event[2]) not in self.from_target]
+        elif kind == "object_put" and len(event) > 4:
+            slots = [s for s in slots if event[4] != ("restored", s.cfg.name)]
         if not slots:
             return
         seq = txn.counter("outbox")

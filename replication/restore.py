@@ -32,6 +32,7 @@ from vault import errors as E
 from vault.index import ChunkMeta, ObjectMeta, Txn, vid_bytes
 from vault.service import Principal, VaultRec, _add_usage, _apply_refs, _live_vault
 
+from .outbox import target_id
 from .target import Manifest, Replica
 
 log = logging.getLogger("objvault.restore")
@@ -41,8 +42,9 @@ OBJECTS_AT_ONCE = 8
 MARK = b"restore:"
 
 
-def restore_object_op(rec: VaultRec, m: Manifest):
-    """Put an object as the replica recorded it (creation time included)."""
+def restore_object_op(rec: VaultRec, m: Manifest, source: str = ""):
+    """Put an object as the replica recorded it (creation time included);
+    its event is tagged with the ``source`` target, which already holds it."""
     okey = vid_bytes(rec.vid) + m.key.encode()
 
     def op(txn: Txn) -> ObjectMeta:
@@ -71,7 +73,10 @@ def restore_object_op(rec: VaultRec, m: Manifest):
         obj = ObjectMeta(m.created or txn.now, size, list(m.chunks), m.meta)
         txn.put("objects", okey, obj.pack())
         _add_usage(txn, rec.vid, logical=size - old_size, objects=0 if old_raw is not None else 1)
-        txn.emit("object_put", rec, m.key, obj)
+        if source:
+            txn.emit("object_put", rec, m.key, obj, ("restored", source))
+        else:
+            txn.emit("object_put", rec, m.key, obj)
         return obj
 
     return op
@@ -80,9 +85,10 @@ def restore_object_op(rec: VaultRec, m: Manifest):
 class Restorer:
     """One restore at a time per server; progress in :attr:`state`."""
 
-    def __init__(self, ctx: Any, replicas: dict[str, Replica]) -> None:
+    def __init__(self, ctx: Any, replicas: dict[str, Replica], hook: Any = None) -> None:
         self.ctx = ctx
         self.replicas = replicas
+        self.hook = hook  # the outbox hook: what came from a target is not sent back to it
         self.state: dict = {"state": "idle", "vault": None, "from": None, "chunks": 0, "objects": 0,
                             "objects_total": None, "bytes": 0, "error": None}
         self._task: asyncio.Task | None = None
@@ -183,7 +189,14 @@ class Restorer:
                     for i in range(0, len(data), 1 << 20):
                         yield data[i:i + (1 << 20)]
 
-                existed = await svc.put_chunk(rec, d, len(data), read, pieces)
+                mark = (target_id(target), rec.vid, d)
+                if self.hook is not None:
+                    self.hook.from_target.add(mark)
+                try:
+                    existed = await svc.put_chunk(rec, d, len(data), read, pieces)
+                finally:
+                    if self.hook is not None:
+                        self.hook.from_target.discard(mark)
                 if not existed:
                     st["chunks"] += 1
                     st["bytes"] += len(data)
@@ -200,7 +213,7 @@ class Restorer:
                 return
             try:
                 await asyncio.gather(*(chunk(d) for d in dict.fromkeys(m.chunks)))
-                await idx.run(restore_object_op(rec, m))
+                await idx.run(restore_object_op(rec, m, target))
                 st["objects"] += 1
             except (E.NoSuchChunk, E.DigestMismatch, E.MissingChunks) as e:
                 problems.append(f"{m.key!r}: {e}")

@@ -8,9 +8,10 @@
   obstore's usual AWS environment/instance credentials;
 * ``gs://bucket/prefix`` — Google Cloud Storage; ``secret_access_key`` may hold
   a service-account key (JSON), else application default credentials;
-* ``az://container/prefix`` — Azure Blob; ``access_key_id`` is the storage
-  account name, ``secret_access_key`` the account key; ``endpoint`` for
-  Azurite or sovereign clouds.
+* ``az://container/prefix`` (or ``azure://``, or
+  ``abfss://container@account.dfs.core.windows.net/prefix``) — Azure Blob;
+  ``access_key_id`` is the storage account name, ``secret_access_key`` the
+  account key; ``endpoint`` for Azurite or sovereign clouds.
 
 The HTTP client has generous timeouts (a 128 MiB chunk over a slow link) and
 few retries of its own: :mod:`replication.layout` retries each request, and the
@@ -35,17 +36,24 @@ RETRY = {"max_retries": 2, "retry_timeout": dt.timedelta(seconds=120),
                      "base": 2}}
 
 
-def split_url(url: str) -> tuple[str, str, str]:
-    """``(scheme, bucket, prefix)`` of ``s3://bucket/prefix`` (also gs://, az://)."""
+def split_url(url: str) -> tuple[str, str, str, str]:
+    """``(scheme, bucket, prefix, account)`` of ``s3://bucket/prefix``, ``gs://bucket/prefix``,
+    ``az://container/prefix`` (also ``azure://``) or ``abfs[s]://container@account.dfs.core.windows.net/prefix``
+    (scheme normalised to s3, gs or az; account only from abfs URLs)."""
     u = urlparse(url)
-    if u.scheme not in ("s3", "gs", "az") or not u.netloc:
+    scheme = {"s3": "s3", "s3a": "s3", "gs": "gs", "az": "az", "azure": "az", "abfs": "az", "abfss": "az"}.get(u.scheme)
+    if scheme is None or not u.netloc:
         raise TargetError(f"bucket URL {url!r}: expected s3://bucket/prefix, gs://bucket/prefix or "
                           "az://container/prefix")
-    return u.scheme, u.netloc, u.path.strip("/")
+    bucket, account = u.netloc, ""
+    if u.scheme in ("abfs", "abfss"):
+        bucket, _, host = u.netloc.partition("@")
+        account = host.split(".", 1)[0]
+    return scheme, bucket, u.path.strip("/"), account
 
 
 def object_store(cfg: TargetConfig) -> Any:
-    scheme, bucket, prefix = split_url(cfg.url)
+    scheme, bucket, prefix, account = split_url(cfg.url)
     opts: dict[str, Any] = dict(CLIENT_OPTIONS)
     if cfg.endpoint.startswith("http://"):
         opts["allow_http"] = True
@@ -75,8 +83,8 @@ def object_store(cfg: TargetConfig) -> Any:
             kw["base_url"] = cfg.endpoint
         return GCSStore(bucket, **common, **kw)
     kw = {}
-    if cfg.access_key_id:
-        kw["account_name"] = cfg.access_key_id
+    if cfg.access_key_id or account:
+        kw["account_name"] = cfg.access_key_id or account
     if cfg.secret_access_key:
         kw["account_key"] = cfg.secret_access_key
     if cfg.endpoint:

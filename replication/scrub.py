@@ -126,6 +126,15 @@ class Healer:
                 self.healed += 1
                 log.warning("chunk repaired", extra={"vault": rec.name, "chunk": hexid, "target": cfg.name})
                 return True
+            # The index entry changed under us: GC removed the chunk, or
+            # compaction moved it (compaction copies only records whose
+            # checksums pass). Either way there is nothing left to repair.
+            cur = ctx.chunk_meta(rec.vid, digest)
+            if cur is None or await asyncio.get_running_loop().run_in_executor(
+                    None, check_chunk, ctx.store, cur, digest, hexid) == "ok":
+                await ctx.index.run(lambda txn: _unmark(txn, rec.vid, digest))
+                return True
+            meta = cur
         self.failed += 1
         objects = await asyncio.get_running_loop().run_in_executor(None, self.referencing, rec.vid, digest)
         await ctx.index.run(lambda txn: _mark(txn, rec, digest, reason, damaged=True, objects=objects,
@@ -336,6 +345,14 @@ class Scrubber(Job):
                             return
                         meta = cur
                         verdict = await loop.run_in_executor(None, check_chunk, store, meta, digest, what)
+                    if verdict in ("corrupt", "mismatch"):
+                        # Compaction may have moved it while we read: judge the current copy.
+                        cur = self.ctx.chunk_meta(vid, digest)
+                        if cur is None:
+                            return
+                        if (cur.seg_id, cur.offset) != (meta.seg_id, meta.offset):
+                            meta = cur
+                            verdict = await loop.run_in_executor(None, check_chunk, store, meta, digest, what)
                 p["chunks"] += 1
                 p["bytes"] += meta.length
                 if verdict in ("corrupt", "mismatch"):

@@ -58,7 +58,7 @@ class Replication:
         self.healer = Healer(self.ctx, [(t, self.replicas[t.name]) for t in targets])
         self.ctx.heal = self.healer.heal
         self.scrubber = Scrubber(self.ctx, self.healer)
-        self.restorer = Restorer(self.ctx, self.replicas)
+        self.restorer = Restorer(self.ctx, self.replicas, self.hook)
         self.checkpointers = [Checkpointer(self.ctx, t, self.replicas[t.name]) for t in targets
                               if t.kind != "objvault" and t.checkpoint_interval_seconds > 0]
         self._tasks: list[asyncio.Task] = []

@@ -281,3 +281,24 @@ async def test_records_of_a_removed_target_are_dropped(vault, tmp_path):
     assert list(iter_queue(vault.index, target_id("removed"), PUTQ)) == []
     assert vault.index.get("meta", stats_key(target_id("removed"))) is None
     assert vault.index.get("meta", stats_key(target_id("kept"))) is not None
+
+
+def test_bucket_urls_map_to_obstore_stores(tmp_path):
+    from obstore.store import AzureStore, GCSStore, LocalStore, S3Store
+
+    from replication.s3 import object_store, split_url
+
+    def store(url, **kw):
+        return object_store(TargetConfig(name="t", kind="s3", url=url, **kw))
+    s3 = store("s3://bucket/some/prefix", endpoint="http://127.0.0.1:9", access_key_id="a", secret_access_key="b")
+    assert isinstance(s3, S3Store) and s3.prefix == "some/prefix" and s3.config["bucket"] == "bucket"
+    assert s3.config["virtual_hosted_style_request"] in (False, "false")
+    gcs = store("gs://bkt/p")
+    assert isinstance(gcs, GCSStore) and gcs.prefix == "p" and gcs.config["bucket"] == "bkt"
+    az = store("az://container/x/y", access_key_id="account", secret_access_key="a2V5")
+    assert isinstance(az, AzureStore) and az.prefix == "x/y"
+    assert split_url("abfss://c@acct.dfs.core.windows.net/p") == ("az", "c", "p", "acct")
+    with pytest.raises(TargetError, match="expected s3://"):
+        split_url("ftp://x/y")
+    local = open_target(TargetConfig(name="t", kind="local", url=f"file://{tmp_path}/dir"))
+    assert isinstance(local.store, LocalStore)

@@ -81,6 +81,9 @@ def test_restore_rebuilds_a_vault_on_an_empty_server(mkserver, s3bucket):
     assert st["bytes"] == sum(len(v) for v in before["chunks"].values())
     after = dump_vault(b, "acme")
     assert after == before  # config, usage, objects (creation times too), every chunk's bytes
+    # what came from the bucket is not sent back to it: only the vault's configuration
+    st = wait_drained(b)
+    assert st["sent_bytes"] == 0 and st["sent_entries"] <= 2, st
     assert c.get("/v1/vaults/other").status_code == 404  # only what was asked for
 
     r = c.post("/v1/admin/restore", json={"vault": "acme", "from": "offsite"})

@@ -177,7 +177,7 @@ def _list_all(svc: VaultService, rec: VaultRec, prefix: str) -> list[tuple[str, 
             name = o["key"][len(prefix):]
             # Objects put there through the native API under other names are
             # not restic files; restic would reject the whole listing.
-            if CHUNK_RE.match(name):
+            if CHUNK_RE.fullmatch(name):
                 out.append((name, o["size"]))
         if after is None:
             return out

@@ -367,10 +367,10 @@ async def get_chunk(request: web.Request) -> web.Response:
     rng = parse_range(request.headers.get("Range"), meta.length)
     headers = {"ETag": f'"{digest.hex()}"', "Accept-Ranges": "bytes"}
     if rng is None:
-        data = await svc.get_chunk(rec, digest)
+        data = await svc.get_chunk(rec, digest, meta=meta)
         return web.Response(body=data, headers=headers, content_type="application/octet-stream")
     start, end = rng
-    data = await svc.get_chunk(rec, digest, start, end)
+    data = await svc.get_chunk(rec, digest, start, end, meta=meta)
     headers["Content-Range"] = f"bytes {start}-{end - 1}/{meta.length}"
     return web.Response(status=206, body=data, headers=headers, content_type="application/octet-stream")
 
@@ -567,7 +567,7 @@ def add_routes(app: web.Application) -> None:
     r.add_get("/v1/vaults/{vault}/chunks/{chunk}", get_chunk, allow_head=False)
     r.add_head("/v1/vaults/{vault}/chunks/{chunk}", head_chunk)
     r.add_get("/v1/vaults/{vault}/objects", list_objects)
-    r.add_put("/v1/vaults/{vault}/objects/{key:[\s\S]+}", put_object)
-    r.add_get("/v1/vaults/{vault}/objects/{key:[\s\S]+}", get_object, allow_head=False)
-    r.add_head("/v1/vaults/{vault}/objects/{key:[\s\S]+}", head_object)
-    r.add_delete("/v1/vaults/{vault}/objects/{key:[\s\S]+}", delete_object)
+    r.add_put(r"/v1/vaults/{vault}/objects/{key:[\s\S]+}", put_object)
+    r.add_get(r"/v1/vaults/{vault}/objects/{key:[\s\S]+}", get_object, allow_head=False)
+    r.add_head(r"/v1/vaults/{vault}/objects/{key:[\s\S]+}", head_object)
+    r.add_delete(r"/v1/vaults/{vault}/objects/{key:[\s\S]+}", delete_object)

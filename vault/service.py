@@ -531,8 +531,10 @@ class VaultService:
             await loop.run_in_executor(None, w.abort)
             raise
 
-    async def get_chunk(self, rec: VaultRec, digest: bytes, start: int = 0, end: int | None = None) -> bytes:
-        meta = self.chunk_meta(rec, digest)
+    async def get_chunk(self, rec: VaultRec, digest: bytes, start: int = 0, end: int | None = None,
+                        meta: ChunkMeta | None = None) -> bytes:
+        """Bytes ``[start, end)`` of a chunk, every block verified (``meta``: a fresh lookup, if the caller has one)."""
+        meta = meta or self.chunk_meta(rec, digest)
         if meta is None:
             raise E.NoSuchChunk(f"vault {rec.name!r}: no such chunk {digest.hex()}")
         end = meta.length if end is None else end

@@ -24,17 +24,18 @@ Compaction gives disk space back. A segment that is neither the active one
 of its data directory nor still unsealed, and whose ``live_bytes`` fell
 below ``gc.compact_threshold`` of its size, has its live records (those the
 index still points to) read back with their block checksums verified and
-appended to the active segment. When a copy is durable, a committer op
-repoints the chunk to it, but only if the chunk still points at the old
-record (GC or a re-upload may have moved on meanwhile), and moves the
-record's size from the old segment's ``live_bytes`` to the new one's. The
-old segment's entry is deleted, and then its file, only once every live
-record was repointed in a durable batch and its ``live_bytes`` is 0. A
-crash at any point loses nothing: copies not yet indexed are dead bytes of
-the active segment, and the old segment stays referenced until the batch
-that repoints its last record. Copying is rate-limited
-(``gc.compact_rate_bytes_per_second``) and keeps at most a few MiB in
-flight so ingest keeps its speed.
+appended to a segment of compaction's own (:class:`_Output`, beside the
+ingest writer's active segment, so copies never wait in, or delay, ingest's
+group commits). Each batch of copies is made durable with one
+``fdatasync``; then one committer op repoints each chunk, but only if it
+still points at the old record (GC or a re-upload may have moved on
+meanwhile), and moves the record's size from the old segment's
+``live_bytes`` to the new one's. The old segment's entry is deleted, and
+then its file, only once every live record was repointed in a durable
+batch and its ``live_bytes`` is 0. A crash at any point loses nothing:
+copies not yet indexed are an unindexed tail that start-up cuts off, and
+the old segment stays referenced until the batch that repoints its last
+record. Copying is rate-limited (``gc.compact_rate_bytes_per_second``).
 """
 
 from __future__ import annotations
@@ -46,9 +47,9 @@ import functools
 import io
 import json
 import logging
+import os
 import re
 import struct
-import threading
 import time
 from datetime import date, datetime, timedelta, timezone
 from typing import Any, Callable, Iterable
@@ -61,7 +62,8 @@ from .config import GCConfig
 from .index import ChunkMeta, Index, SegMeta, Txn, Usage, jdump, seg_key, vid_bytes
 from .metrics import gauge
 from .service import VaultRec
-from .store import FILE_HEADER_SIZE, Location, Store, block_sums, record_size
+from .store import (ALIGN, FILE_HEADER_SIZE, Location, Store, block_sums, file_header, record_header,
+                    record_size)
 from .workers import Job, runner_of
 
 log = logging.getLogger("objvault.gc")
@@ -293,6 +295,93 @@ def _fail(fut: asyncio.Future, exc: BaseException) -> None:
         fut.set_exception(exc)
 
 
+class _Output:
+    """A segment written by compaction alone, beside the ingest writer's active one.
+
+    Copies do not queue behind (or in front of) ingest in the segment
+    writer's group commits: they are appended here in batches, each padded
+    to a 4 KiB boundary (a block holding acknowledged bytes is never
+    written again) and made durable by one ``fdatasync`` before the
+    committer op that repoints its chunks. The file exists under its final
+    name from the start; like an active segment, its index entry says how
+    far it is committed, so a crash leaves at worst an unindexed tail that
+    start-up cuts off, or a file the index never heard of, which start-up
+    deletes. All methods block: call them from a worker thread.
+    """
+
+    def __init__(self, store: Store, dir_idx: int) -> None:
+        self.store, self.dir_idx = store, dir_idx
+        self.seg_id = store.allocate_segment_id()
+        self.path = store.segment_path(dir_idx, self.seg_id)
+        self.fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_CLOEXEC, 0o640)
+        try:
+            _pwrite_all(self.fd, file_header(self.seg_id), 0)
+            os.fdatasync(self.fd)
+            _fsync_dir(self.path.parent)
+        except OSError as e:
+            os.close(self.fd)
+            raise store.wrap_error(dir_idx, e) from None
+        self.end = FILE_HEADER_SIZE
+        store.register_segment(self.seg_id, dir_idx, self.path)
+
+    @property
+    def full(self) -> bool:
+        return self.end >= self.store.segment_bytes
+
+    def write(self, items: list[tuple[tuple, bytes, bytes]]) -> list[tuple[tuple, Location]]:
+        """Append ``(record, data, block sums)`` items durably; their locations."""
+        parts, locs, pos = [], [], self.end
+        for rec, data, sums in items:
+            size = record_size(len(data))
+            parts += (record_header(rec[1], rec[2], len(data)), sums, data)
+            locs.append((rec, Location(self.seg_id, pos, size, self.dir_idx)))
+            pos += size
+        parts.append(bytes(-pos % ALIGN))
+        try:
+            _pwrite_all(self.fd, b"".join(parts), self.end)
+            os.fdatasync(self.fd)
+        except OSError as e:
+            # Never retry a failed sync; this file takes no more copies.
+            self.end = self.store.segment_bytes
+            raise self.store.wrap_error(self.dir_idx, e) from None
+        self.end = pos + (-pos % ALIGN)
+        return locs
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.pwrite(fd, view, offset)
+        offset += n
+        view = view[n:]
+
+
+def _fsync_dir(path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _seal(seg_id: int) -> Callable[[Txn], bool]:
+    """Op: mark a finished compaction output sealed; False if nothing was ever indexed in it."""
+
+    def op(txn: Txn) -> bool:
+        raw = txn.get("segments", seg_key(seg_id))
+        if raw is None:
+            return False
+        txn.put("segments", seg_key(seg_id), SegMeta.unpack(raw)._replace(sealed=1).pack())
+        return True
+
+    return op
+
+
 # -- the GC job ----------------------------------------------------------------------
 
 
@@ -304,13 +393,15 @@ class GarbageCollector(Job):
 
     name = "gc"
     batch = 1000                  # chunks (or objects) per committer op
-    scan_slice = 20_000           # chunks read per trip to a worker thread
+    scan_slice = 10_000           # chunks read per trip to a worker thread
     # Share of one core the sweep may use. The scan is pure Python and
     # holds the GIL; unpaced it would take it from the event loop serving
-    # ingest. 1M chunks scan in ~1.3 s of CPU, so a pass takes ~4 s.
-    sweep_duty = 0.35
-    read_batch_bytes = 4 << 20    # live records read per trip to a worker thread
-    inflight_bytes = 16 << 20     # copies queued to the writer and not yet indexed
+    # ingest. 1M chunks scan in ~1.3 s of CPU, so a pass takes ~5 s.
+    sweep_duty = 0.25
+    read_batch_bytes = 8 << 20    # live records copied per write + fdatasync + index op
+    # Share of the time compaction may spend reading and writing copies
+    # (see _evacuate): under ingest, ingest keeps >= 0.7 of its speed.
+    compact_duty = 0.5
     # Larger records are copied to a segment of their own: the writer
     # gathers records into buffers of GROUP_MAX (16 MiB) bytes.
     stream_copy_bytes = 8 << 20
@@ -511,6 +602,7 @@ class GarbageCollector(Job):
         # Segments whose index entry is gone, waiting out the reader drain
         # before their file goes: (due, seg_id, bytes copied out of it).
         doomed: collections.deque[tuple[float, int, int]] = collections.deque()
+        self._outputs: dict[int, _Output] = {}
         try:
             empties = [sid for ratio, sid, _ in work if ratio == 0.0]
             for i in range(0, len(empties), 256):
@@ -529,9 +621,37 @@ class GarbageCollector(Job):
                     stats["segments_kept"] += 1
                 await self._forget_due(doomed, stats, time.monotonic())
         finally:
-            if doomed:
-                # Also on cancellation: the entries are gone, the files must follow.
-                await asyncio.shield(self._forget_all(doomed, stats))
+            # Also on cancellation: outputs are sealed, and the files whose
+            # entries are gone must follow.
+            await asyncio.shield(self._finish(doomed, stats))
+
+    async def _finish(self, doomed: collections.deque, stats: dict) -> None:
+        for out in self._outputs.values():
+            await self._close_output(out)
+        self._outputs = {}
+        if doomed:
+            await self._forget_all(doomed, stats)
+
+    async def _close_output(self, out: _Output) -> None:
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, out.close)
+        try:
+            used = await self.index.run(_seal(out.seg_id))
+        except E.VaultError:
+            return  # left unsealed: start-up cuts it to its committed end and seals it
+        if not used:
+            await loop.run_in_executor(None, self.store.forget_segment, out.seg_id)
+
+    async def _output(self, dir_idx: int) -> _Output:
+        out = self._outputs.get(dir_idx)
+        if out is not None and out.full:
+            del self._outputs[dir_idx]
+            await self._close_output(out)
+            out = None
+        if out is None:
+            out = await asyncio.get_running_loop().run_in_executor(None, _Output, self.store, dir_idx)
+            self._outputs[dir_idx] = out
+        return out
 
     async def _drop(self, seg_ids: list[int], copied: dict[int, int], doomed: collections.deque,
                     stats: dict) -> None:
@@ -628,92 +748,52 @@ class GarbageCollector(Job):
             dir_idx = self.store.pick_dir()
         ok = True
         moved_bytes = 0
-        inflight: collections.deque[tuple[asyncio.Future, int]] = collections.deque()
-        queued = 0
-
-        async def settle(fut: asyncio.Future, size: int) -> None:
-            nonlocal ok, moved_bytes
-            try:
-                moved, nbytes = await fut
-                stats["records_copied"] += moved
-                moved_bytes += nbytes
-                stats["bytes_copied"] += size
-            except E.VaultError as e:
-                ok = False
-                log.error("compaction: copy failed", extra={"segment": seg_id, "detail": e.detail})
-
         big = self.stream_copy_bytes
+        idle = (1 - self.compact_duty) / self.compact_duty if self.compact_duty > 0 else 0.0
         i = 0
         while i < len(live):
-            if live[i][3] > big:
-                rec = live[i]
-                i += 1
-                fut = loop.create_future()
-                try:
+            t0 = time.monotonic()
+            try:
+                if live[i][3] > big:
+                    rec = live[i]
+                    i += 1
                     loc = await loop.run_in_executor(None, self._stream_copy, dir_idx, seg_id, rec)
-                    self.index.enqueue(functools.partial(_repoint_many, seg_id=seg_id, copies=[(rec, loc)]),
-                                       fut, loop)
-                except E.VaultError as e:
-                    fut.set_exception(e)
-                await settle(fut, record_size(rec[3]))
-                await limiter.take(rec[3])
-                continue
-            j, nbytes = i, 0
-            while j < len(live) and j - i < self.batch and live[j][3] <= big and \
-                    (j == i or nbytes + live[j][3] <= self.read_batch_bytes):
-                nbytes += live[j][3]
-                j += 1
-            batch, i = live[i:j], j
-            copies = []
-            for rec, data, sums in await loop.run_in_executor(None, self._read, seg_id, batch):
-                if data is None:
-                    ok = False
-                    stats["corrupt_records"] += 1
+                    copies, nbytes = [(rec, loc)], rec[3]
                 else:
-                    copies.append((rec, data, sums))
-            if copies:
-                fut = loop.create_future()
-                size = sum(record_size(rec[3]) for rec, _, _ in copies)
-                self._append_copies(dir_idx, seg_id, copies, fut, loop)
-                inflight.append((fut, size))
-                queued += size
+                    j, nbytes = i, 0
+                    while j < len(live) and j - i < self.batch and live[j][3] <= big and \
+                            (j == i or nbytes + live[j][3] <= self.read_batch_bytes):
+                        nbytes += live[j][3]
+                        j += 1
+                    batch, i = live[i:j], j
+                    items = []
+                    for rec, data, sums in await loop.run_in_executor(None, self._read, seg_id, batch):
+                        if data is None:
+                            ok = False
+                            stats["corrupt_records"] += 1
+                        else:
+                            items.append((rec, data, sums))
+                    if not items:
+                        continue
+                    out = await self._output(dir_idx)
+                    copies = await loop.run_in_executor(None, out.write, items)
+                busy = time.monotonic() - t0
+                moved, nmoved = await self.index.run(
+                    functools.partial(_repoint_many, seg_id=seg_id, copies=copies))
+            except E.VaultError as e:
+                log.error("compaction: copy failed", extra={"segment": seg_id, "detail": e.detail})
+                return False, moved_bytes
+            stats["records_copied"] += moved
+            stats["bytes_copied"] += sum(loc.size for _, loc in copies)
+            moved_bytes += nmoved
             self.progress["bytes_copied"] = stats["bytes_copied"]
+            # Two brakes: the configured rate, and a duty cycle on the time
+            # the copy itself took. A busy disk makes that time longer, so
+            # compaction backs off exactly when ingest needs the disk.
+            if idle:
+                await asyncio.sleep(busy * idle)
             await limiter.take(nbytes)
-            while queued > self.inflight_bytes and inflight:
-                fut, size = inflight.popleft()
-                queued -= size
-                await settle(fut, size)
-        while inflight:
-            fut, size = inflight.popleft()
-            await settle(fut, size)
         return ok, moved_bytes
-
-    def _append_copies(self, dir_idx: int, seg_id: int, copies: list, fut: asyncio.Future,
-                       loop: asyncio.AbstractEventLoop) -> None:
-        """Append ``copies`` to the writer; once all are durable, one committer op repoints them."""
-        lock = threading.Lock()
-        locs: list[tuple[tuple, Location]] = []
-        state = {"left": len(copies), "error": None}
-
-        def durable(rec: tuple, loc: Location | None, exc: Exception | None) -> None:
-            # On the segment syncer thread, like an ingest put: straight to the committer.
-            with lock:
-                if exc is not None:
-                    state["error"] = state["error"] or exc
-                else:
-                    locs.append((rec, loc))
-                state["left"] -= 1
-                if state["left"]:
-                    return
-            if state["error"] is not None:
-                # Copies that did land are dead bytes; the old records stay in use.
-                loop.call_soon_threadsafe(_fail, fut, state["error"])
-            else:
-                self.index.enqueue(functools.partial(_repoint_many, seg_id=seg_id, copies=locs), fut, loop)
-
-        for rec, data, sums in copies:
-            self.store.append(dir_idx, rec[1], rec[2], data, sums,
-                              lambda loc, exc, rec=rec: durable(rec, loc, exc))
 
 
 # -- usage and its history ------------------------------------------------------------

@@ -48,6 +48,7 @@ ROUTES = [
     ("get", "/v1/admin/usage", "Per-vault usage for billing (?format=csv, ?date=YYYY-MM-DD)", "admin",
      {200: "usage"}, []),
     ("post", "/v1/admin/gc", "Run one GC pass ({dry_run})", "admin", {200: "stats"}, []),
+    ("get", "/v1/admin/jobs", "Background jobs: schedule, progress, last pass", "admin", {200: "jobs"}, []),
     ("post", "/v1/admin/scrub", "Start a scrub pass", "admin", {202: "started"}, []),
     ("get", "/v1/admin/scrub", "Scrub progress and damaged chunks", "admin", {200: "progress"}, []),
     ("get", "/v1/admin/replication", "Replication lag per target", "admin", {200: "targets"}, []),

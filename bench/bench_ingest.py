@@ -121,13 +121,16 @@ def disk_baseline(path: Path, total: int = 2 << 30) -> float:
 
 
 NULL_SERVER = """
-import asyncio, sys, uvloop
+import asyncio, os, sys, uvloop
 from aiohttp import web
+BODY = os.urandom(1 << 20)
 async def h(req):
     await req.content.readexactly(req.content_length)
     return web.Response(status=201)
+async def g(req):
+    return web.Response(body=BODY)
 async def main():
-    app = web.Application(); app.router.add_put('/{tail:.*}', h)
+    app = web.Application(); app.router.add_put('/{tail:.*}', h); app.router.add_get('/{tail:.*}', g)
     r = web.AppRunner(app, access_log=None); await r.setup()
     await web.TCPSite(r, '127.0.0.1', int(sys.argv[1])).start()
     await asyncio.Event().wait()
@@ -284,6 +287,9 @@ def run(work: Path, secs: int, quick: bool) -> None:
         out("null_server_put_1mib_16conc_mb_s", f"{r['rps'] * big.size / 1e6:.0f}")
         r = wrk("put.lua", f"http://127.0.0.1:{port}", secs // 2, 64, env_s)
         out("null_server_put_16kib_64conc_req_s", f"{r['rps']:.0f}")
+        r = wrk("get.lua", f"http://127.0.0.1:{port}", secs // 2, 16, {**env, "IDS_FILE": str(stored_ids),
+                                                                      "COUNT": "1000"})
+        out("null_server_get_1mib_16conc_mb_s", f"{r['transfer'] / 1e6:.0f}")
     finally:
         null.kill()
         null.wait()

@@ -393,22 +393,34 @@ async def head_response(request: web.Request, length: int, headers: dict) -> web
     return resp
 
 
+_HEX_RUN = re.compile(r"[0-9a-f]*")
+
+
+def chunk_ids(ids: Any) -> list[bytes]:
+    """Validate a JSON list of chunk ids in bulk (one regex and one hex decode for all)."""
+    if not isinstance(ids, list):
+        raise E.BadRequest("'ids' must be a list of chunk ids")
+    if not all(type(i) is str and len(i) == 64 for i in ids):
+        bad = next(i for i in ids if type(i) is not str or len(i) != 64)
+        raise E.BadName(f"invalid chunk id {str(bad)[:80]!r}: expected 64 lowercase hex characters")
+    joined = "".join(ids)
+    if not _HEX_RUN.fullmatch(joined):
+        for i in ids:
+            chunk_id(i)  # names the offending id
+    raw = bytes.fromhex(joined)
+    return [raw[k:k + 32] for k in range(0, len(raw), 32)]
+
+
 async def missing_chunks(request: web.Request) -> web.Response:
     svc = request.app[SERVICE]
     rec = svc.vault_for(principal(request), vault_param(request), "read")
     body = await read_json_object(request)
     ids = body.get("ids")
-    if not isinstance(ids, list):
-        raise E.BadRequest("'ids' must be a list of chunk ids")
-    if len(ids) > MAX_MISSING_IDS:
+    if isinstance(ids, list) and len(ids) > MAX_MISSING_IDS:
         raise E.TooLarge(f"at most {MAX_MISSING_IDS} ids per request")
-    digests = []
-    for i in ids:
-        if not isinstance(i, str):
-            raise E.BadName("chunk ids must be strings")
-        digests.append(chunk_id(i))
-    missing = await svc.missing(rec, digests)
-    return _json({"missing": [d.hex() for d in missing]})
+    missing = await svc.missing(rec, chunk_ids(ids))
+    return web.Response(body=('{"missing":["' + '","'.join(d.hex() for d in missing) + '"]}'
+                              if missing else '{"missing":[]}').encode(), content_type="application/json")
 
 
 BATCH_BODY_LIMIT = 64 << 20

@@ -50,7 +50,7 @@ _SHA256 = hashlib.sha256()
 
 def _sha(secret: str) -> bytes:
     h = _SHA256.copy()  # copying a template skips OpenSSL's per-call algorithm lookup
-    h.update(secret.encode("utf-8", "surrogatepass"))
+    h.update(secret.encode("utf-8", "surrogatepass"))  # short: hashed without releasing the GIL
     return h.digest()
 
 
@@ -671,10 +671,31 @@ def _fail_future(fut: asyncio.Future, exc: Exception) -> None:
         fut.set_exception(exc)
 
 
+# hashlib releases the GIL for updates of 2048 bytes or more. On the event
+# loop that is a loss: after a few microseconds of hashing the loop waits up
+# to the switch interval to get the GIL back from the busy I/O threads
+# (profiled: ~80 us per 16 KiB PUT). Small bodies are fed in pieces below
+# that size, so the loop never lets go.
+_GIL_PIECE = 31 * 64
+
+
+def _sha256_on_loop(body) -> bytes:
+    h = _SHA256.copy()
+    mv = memoryview(body)
+    for i in range(0, len(mv), _GIL_PIECE):
+        h.update(mv[i:i + _GIL_PIECE])
+    return h.digest()
+
+
 def _digest_and_sums(body: bytes, digest: bytes) -> tuple[bool, bytes]:
-    h = _SHA256.copy()  # copying a template skips OpenSSL's per-call algorithm lookup
-    h.update(body)
-    if h.digest() != digest:
+    """SHA-256 check and xxh3 block sums in one call (on the loop for small bodies, else in a thread)."""
+    if len(body) <= INLINE_HASH_BYTES:
+        got = _sha256_on_loop(body)
+    else:
+        h = _SHA256.copy()  # copying a template skips OpenSSL's per-call algorithm lookup
+        h.update(body)
+        got = h.digest()
+    if got != digest:
         return False, b""
     return True, block_sums(body)
 

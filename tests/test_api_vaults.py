@@ -10,11 +10,10 @@ from datetime import datetime
 import httpx
 import pytest
 
+from tests.apihelpers import SMALL_SEGMENTS, admin_of, create_key, create_vault  # noqa: F401
 from tests.server import Server, sha
 
 
-# Segments are preallocated: 64 MiB instead of the default 1 GiB keeps each test server small on disk.
-SMALL_SEGMENTS = {"OBJVAULT_SEGMENT_BYTES": str(64 << 20)}
 VAULT_FIELDS = {"name", "created", "quota_bytes", "append_only", "retention_days", "usage"}
 USAGE_FIELDS = {"stored_bytes", "logical_bytes", "chunks", "objects"}
 ZERO_USAGE = {"stored_bytes": 0, "logical_bytes": 0, "chunks": 0, "objects": 0}
@@ -34,26 +33,6 @@ def admin(srv):
 
 def uniq(prefix: str = "v") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
-
-
-def admin_of(srv: Server) -> httpx.Client:
-    """One admin client per server (re-made after a restart closed it)."""
-    c = getattr(srv, "_admin_client", None)
-    if c is None or c.is_closed:
-        c = srv._admin_client = srv.client(verify=False)
-    return c
-
-
-def create_vault(srv: Server, name: str, **fields) -> dict:
-    r = admin_of(srv).post("/v1/vaults", json={"name": name, **fields})
-    assert r.status_code == 201, r.text
-    return r.json()
-
-
-def create_key(srv: Server, vault: str, role: str = "full") -> str:
-    r = admin_of(srv).post(f"/v1/vaults/{vault}/keys", json={"role": role})
-    assert r.status_code == 201, r.text
-    return r.json()["secret"]
 
 
 def assert_problem(r, status: int, code: str | None = None) -> dict:

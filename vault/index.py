@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, NamedTuple
 
 import zstandard
-from rocksdict import (BlockBasedOptions, Cache, Options, Rdict, ReadOptions, WriteBatch,
+from rocksdict import (BlockBasedOptions, Cache, Options, Rdict, WriteBatch,
                        WriteOptions)
 
 from .errors import StorageFailure, VaultError

@@ -8,25 +8,23 @@ committer of :class:`vault.index.Index`. Errors are :mod:`vault.errors`.
 from __future__ import annotations
 
 import asyncio
-import base64
 import hashlib
 import hmac
 import json
 import logging
 import secrets
 import threading
-import time
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, AsyncIterator, Awaitable, Callable, Iterable
+from typing import Any, AsyncIterator, Awaitable, Callable
 
 from . import errors as E
 from .config import Config
 from .index import (DELETABLE, PENDING, REFERENCED, ChunkMeta, Index, ObjectMeta, SegMeta, Txn,
                     Usage, jdump, seg_key, vid_bytes)
 from .names import vault_name
-from .store import Location, Store, block_sums, record_size
+from .store import Location, Store, block_sums
 
 log = logging.getLogger("objvault")
 audit = logging.getLogger("objvault.audit")

@@ -183,7 +183,6 @@ class SegmentWriter:
         self._fd = -1
         self.seg_id = -1
         self.end = 0
-        self.queued_bytes = 0
         self._assembler = threading.Thread(target=self._run, name=f"segwriter-{dir_idx}", daemon=True)
         self._syncer = threading.Thread(target=self._sync_loop, name=f"segsync-{dir_idx}", daemon=True)
 
@@ -204,7 +203,6 @@ class SegmentWriter:
             else:
                 err = None
                 self._queue.append(item)
-                self.queued_bytes += item.size
                 self._cv.notify()
         if err is not None:
             done(None, err)
@@ -268,7 +266,6 @@ class SegmentWriter:
                 item = self._queue.popleft()
                 group.append(item)
                 size += item.size
-            self.queued_bytes -= size
             return group
 
     def _run(self) -> None:
@@ -315,7 +312,6 @@ class SegmentWriter:
         with self._cv:
             rest = list(self._queue)
             self._queue.clear()
-            self.queued_bytes = 0
         for item in items + rest:
             item.done(None, err)
         self.store.on_failure(self.dir_idx, e)

@@ -465,49 +465,18 @@ class VaultService:
                 self.recorder.chunk_written(len(body))
         return out
 
-    async def _verify_stream(self, rec: VaultRec, digest: bytes, length: int,
-                             pieces: Callable[[], AsyncIterator[bytes]]) -> None:
-        """Hash a streamed body without keeping it; DigestMismatch/Truncated if it is wrong."""
+    async def _drain_body(self, rec: VaultRec, digest: bytes, length: int,
+                          pieces: Callable[[], AsyncIterator[bytes]], sink: Callable[[list[bytes]], None]) -> None:
+        """Feed a streamed body to ``sink`` in a thread, about 1 MiB at a time, while
+        the next MiB is read from the socket (one call in flight, in order).
+
+        Raises Truncated / BadRequest when the body is not ``length`` bytes.
+        """
         loop = asyncio.get_running_loop()
-        h = _SHA256.copy()
         got = 0
         pending: list[bytes] = []
         pending_len = 0
-
-        def update(parts: list[bytes]) -> None:
-            for p in parts:
-                h.update(p)
-
-        async for piece in pieces():
-            got += len(piece)
-            if got > length:
-                raise E.BadRequest("body longer than Content-Length")
-            pending.append(piece)
-            pending_len += len(piece)
-            if pending_len >= 1 << 20:
-                await loop.run_in_executor(None, update, pending)
-                pending, pending_len = [], 0
-        if got != length:
-            raise E.Truncated(f"vault {rec.name!r}: chunk {digest.hex()}: got {got} of {length} bytes")
-        update(pending)
-        if h.digest() != digest:
-            raise E.DigestMismatch(f"vault {rec.name!r}: body does not hash to chunk id {digest.hex()}")
-
-    async def _stream_chunk(self, rec: VaultRec, digest: bytes, length: int,
-                            pieces: Callable[[], AsyncIterator[bytes]]) -> Location:
-        loop = asyncio.get_running_loop()
-        dir_idx = self.store.pick_dir()
-        w = await loop.run_in_executor(None, self.store.stream, dir_idx, rec.vid, digest, length)
-        h = hashlib.sha256()
-        got = 0
-        pending: list[bytes] = []
-        pending_len = 0
-
-        def write(parts: list[bytes]) -> None:
-            for p in parts:
-                h.update(p)
-            w.write(b"".join(parts))
-
+        inflight: asyncio.Future | None = None
         try:
             async for piece in pieces():
                 got += len(piece)
@@ -516,12 +485,48 @@ class VaultService:
                 pending.append(piece)
                 pending_len += len(piece)
                 if pending_len >= 1 << 20:
-                    await loop.run_in_executor(None, write, pending)
+                    if inflight is not None:
+                        await inflight
+                    inflight = loop.run_in_executor(None, sink, pending)
                     pending, pending_len = [], 0
+            if inflight is not None:
+                await inflight
+                inflight = None
             if got != length:
                 raise E.Truncated(f"vault {rec.name!r}: chunk {digest.hex()}: got {got} of {length} bytes")
             if pending:
-                await loop.run_in_executor(None, write, pending)
+                await loop.run_in_executor(None, sink, pending)
+        finally:
+            if inflight is not None:  # never leave a write running behind an error
+                await asyncio.gather(inflight, return_exceptions=True)
+
+    async def _verify_stream(self, rec: VaultRec, digest: bytes, length: int,
+                             pieces: Callable[[], AsyncIterator[bytes]]) -> None:
+        """Hash a streamed body without keeping it; DigestMismatch/Truncated if it is wrong."""
+        h = _SHA256.copy()
+
+        def update(parts: list[bytes]) -> None:
+            for p in parts:
+                h.update(p)
+
+        await self._drain_body(rec, digest, length, pieces, update)
+        if h.digest() != digest:
+            raise E.DigestMismatch(f"vault {rec.name!r}: body does not hash to chunk id {digest.hex()}")
+
+    async def _stream_chunk(self, rec: VaultRec, digest: bytes, length: int,
+                            pieces: Callable[[], AsyncIterator[bytes]]) -> Location:
+        loop = asyncio.get_running_loop()
+        dir_idx = self.store.pick_dir()
+        w = await loop.run_in_executor(None, self.store.stream, dir_idx, rec.vid, digest, length)
+        h = _SHA256.copy()
+
+        def write(parts: list[bytes]) -> None:
+            for p in parts:
+                h.update(p)
+            w.write(b"".join(parts))
+
+        try:
+            await self._drain_body(rec, digest, length, pieces, write)
             if h.digest() != digest:
                 raise E.DigestMismatch(f"vault {rec.name!r}: body does not hash to chunk id {digest.hex()}")
             return await loop.run_in_executor(None, w.commit)

@@ -780,17 +780,22 @@ def _insert_batch(txn: Txn, rec: VaultRec, entries: list[tuple[bytes, int, Locat
         else:
             fresh.append((d, length, loc))
             added += length
-    for _, _, loc in entries:  # every record counts for the segment's end; only fresh ones are live
-        _seg_update(txn, loc.seg_id, loc.dir_idx, loc.offset + loc.size, 0)
     usage = Usage.unpack(txn.get("usage", prefix))
     if vrec.quota_bytes is not None and usage.stored_bytes + added > vrec.quota_bytes:
         raise E.QuotaExceeded(
             f"vault {rec.name!r}: storing {added} bytes would exceed the quota of {vrec.quota_bytes} bytes "
             f"({usage.stored_bytes} used); nothing of the batch was stored")
+    # One update per segment: every record counts for its end, only fresh ones are live.
+    segs: dict[int, list] = {}
+    for _, _, loc in entries:
+        seg = segs.setdefault(loc.seg_id, [loc.dir_idx, 0, 0])
+        seg[1] = max(seg[1], loc.offset + loc.size)
     for d, length, loc in fresh:
+        segs[loc.seg_id][2] += loc.size
         txn.put("chunks", prefix + d, ChunkMeta(loc.seg_id, loc.offset, length, 0, PENDING, txn.now, 0.0).pack())
-        _seg_update(txn, loc.seg_id, loc.dir_idx, None, loc.size)
         txn.emit("chunk_put", rec, d, length)
+    for seg_id, (dir_idx, end, live) in segs.items():
+        _seg_update(txn, seg_id, dir_idx, end, live)
     txn.put("usage", prefix, usage.add(stored=added, chunks=len(fresh)).pack())
     return existed
 

@@ -253,8 +253,8 @@ def run(work: Path, secs: int, quick: bool) -> None:
             out("put_16kib_single_64conc_chunks_s", f"{single / r['wall']:.0f}")
             start = single + 64
             n, dt = asyncio.run(batch_upload(f"{srv.url}/v1/vaults/bench/chunks/batch", token, small, start,
-                                             secs, 64, 8))
-            out("put_16kib_batch64_8conc_chunks_s", f"{n / dt:.0f}")
+                                             secs, 64, 16))
+            out("put_16kib_batch64_16conc_chunks_s", f"{n / dt:.0f}")
 
             # missing: 10,000 ids, half present
             ids = big.ids()

@@ -25,12 +25,11 @@ import hashlib
 import json
 import logging
 import time
-from collections import Counter
 from typing import Any
 
 from vault import errors as E
-from vault.index import ChunkMeta, ObjectMeta, Txn, vid_bytes
-from vault.service import Principal, VaultRec, _add_usage, _apply_refs, _live_vault
+from vault.index import ObjectMeta, Txn, vid_bytes
+from vault.service import Principal, VaultRec, _live_vault, write_object
 
 from .outbox import target_id
 from .target import Manifest, Replica
@@ -49,35 +48,9 @@ def restore_object_op(rec: VaultRec, m: Manifest, source: str = ""):
 
     def op(txn: Txn) -> ObjectMeta:
         _live_vault(txn, rec)
-        old_raw = txn.get("objects", okey)
-        counts = Counter(m.chunks)
-        metas: dict[bytes, ChunkMeta] = {}
-        missing = []
-        for d in counts:
-            raw = txn.get("chunks", vid_bytes(rec.vid) + d)
-            if raw is None:
-                missing.append(d.hex())
-            else:
-                metas[d] = ChunkMeta.unpack(raw)
-        if missing:
-            raise E.MissingChunks(f"vault {rec.name!r}: object {m.key!r} references {len(missing)} chunk(s) "
-                                  "not restored", missing=missing)
-        size = sum(metas[d].length * n for d, n in counts.items())
-        delta = Counter(counts)
-        old_size = 0
-        if old_raw is not None:
-            old = ObjectMeta.unpack(old_raw)
-            old_size = old.size
-            delta.subtract(Counter(old.chunks))
-        _apply_refs(txn, rec.vid, delta, metas)
-        obj = ObjectMeta(m.created or txn.now, size, list(m.chunks), m.meta)
-        txn.put("objects", okey, obj.pack())
-        _add_usage(txn, rec.vid, logical=size - old_size, objects=0 if old_raw is not None else 1)
-        if source:
-            txn.emit("object_put", rec, m.key, obj, ("restored", source))
-        else:
-            txn.emit("object_put", rec, m.key, obj)
-        return obj
+        extra = (("restored", source),) if source else ()
+        return write_object(txn, rec, m.key, list(m.chunks), m.meta, m.created or txn.now,
+                            txn.get("objects", okey), *extra)
 
     return op
 

@@ -591,32 +591,7 @@ class VaultService:
                     created = ObjectMeta.header(old_raw)[0]
                     if txn.now < created + vrec.retention_days * 86400:
                         raise E.RetentionLocked(f"vault {rec.name!r}: object {key!r} is under retention")
-            new_counts = Counter(chunks)
-            prefix = vid_bytes(rec.vid)
-            metas: dict[bytes, ChunkMeta] = {}
-            missing = []
-            for d in new_counts:
-                raw = txn.get("chunks", prefix + d)
-                if raw is None:
-                    missing.append(d.hex())
-                else:
-                    metas[d] = ChunkMeta.unpack(raw)
-            if missing:
-                raise E.MissingChunks(f"vault {rec.name!r}: object {key!r} references {len(missing)} "
-                                      "chunk(s) the vault does not hold", missing=missing)
-            size = sum(metas[d].length * n for d, n in new_counts.items())
-            delta = Counter(new_counts)
-            old_size = 0
-            if old_raw is not None:
-                old = ObjectMeta.unpack(old_raw)
-                old_size = old.size
-                delta.subtract(Counter(old.chunks))
-            _apply_refs(txn, rec.vid, delta, metas)
-            obj = ObjectMeta(txn.now, size, chunks, meta)
-            txn.put("objects", okey, obj.pack())
-            _add_usage(txn, rec.vid, logical=size - old_size, objects=0 if old_raw is not None else 1)
-            txn.emit("object_put", rec, key, obj)
-            return obj
+            return write_object(txn, rec, key, chunks, meta, txn.now, old_raw)
 
         return await self.index.run(op)
 
@@ -798,6 +773,39 @@ def _insert_batch(txn: Txn, rec: VaultRec, entries: list[tuple[bytes, int, Locat
         _seg_update(txn, seg_id, dir_idx, end, live)
     txn.put("usage", prefix, usage.add(stored=added, chunks=len(fresh)).pack())
     return existed
+
+
+def write_object(txn: Txn, rec: VaultRec, key: str, chunks: list[bytes], meta: bytes, created: float,
+                 old_raw: bytes | None, *event_extra) -> ObjectMeta:
+    """Write an object whose chunks must all be in the vault: references of the
+    new version added and of the old one (``old_raw``) removed, usage and the
+    outbox event in the same op. Raises MissingChunks with the absent ids."""
+    prefix = vid_bytes(rec.vid)
+    counts = Counter(chunks)
+    metas: dict[bytes, ChunkMeta] = {}
+    missing = []
+    for d in counts:
+        raw = txn.get("chunks", prefix + d)
+        if raw is None:
+            missing.append(d.hex())
+        else:
+            metas[d] = ChunkMeta.unpack(raw)
+    if missing:
+        raise E.MissingChunks(f"vault {rec.name!r}: object {key!r} references {len(missing)} "
+                              "chunk(s) the vault does not hold", missing=missing)
+    size = sum(metas[d].length * n for d, n in counts.items())
+    delta = Counter(counts)
+    old_size = 0
+    if old_raw is not None:
+        old = ObjectMeta.unpack(old_raw)
+        old_size = old.size
+        delta.subtract(Counter(old.chunks))
+    _apply_refs(txn, rec.vid, delta, metas)
+    obj = ObjectMeta(created, size, list(chunks), meta)
+    txn.put("objects", prefix + key.encode(), obj.pack())
+    _add_usage(txn, rec.vid, logical=size - old_size, objects=0 if old_raw is not None else 1)
+    txn.emit("object_put", rec, key, obj, *event_extra)
+    return obj
 
 
 def _apply_refs(txn: Txn, vid: int, delta: Counter, metas: dict[bytes, ChunkMeta]) -> None:

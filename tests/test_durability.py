@@ -13,8 +13,10 @@ import uuid
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.server import Server, sha
+from vault.store import all_cached
 
 
 # Segments are preallocated: 64 MiB instead of the default 1 GiB keeps each test server small on disk.
@@ -235,7 +237,21 @@ def _flip_in_segments(srv: Server, pattern: bytes, at: int) -> Path:
     return seg
 
 
-def test_corrupt_bytes_are_never_served(make_server):
+def _warm(srv: Server) -> None:
+    """Read every segment into the page cache, so that GETs take the mapped (zero-copy) path."""
+    for seg in (srv.data_dirs[0] / "segments").glob("*.seg"):
+        fd = os.open(seg, os.O_RDONLY)
+        try:
+            size = os.fstat(fd).st_size
+            for off in range(0, size, 1 << 20):
+                os.pread(fd, 1 << 20, off)
+            assert all_cached(fd, 0, size) is not False, seg
+        finally:
+            os.close(fd)
+
+
+@pytest.mark.parametrize("cache", ["cold", "warm"])
+def test_corrupt_bytes_are_never_served(make_server, cache):
     s = make_server("corrupt", env={"OBJVAULT_SEGMENT_BYTES": str(4 * MiB),
                                     "OBJVAULT_STREAM_THRESHOLD_BYTES": str(MiB)})
     vault = uniq()
@@ -252,6 +268,8 @@ def test_corrupt_bytes_are_never_served(make_server):
     _flip_in_segments(s, small[:256], 1500)
     _flip_in_segments(s, large[:256], 100)                   # block 0 of 6
     _flip_in_segments(s, streamed[:256], 2 * MiB + 12345)    # block 33 of 48
+    if cache == "warm":
+        _warm(s)
     s.start()
     c = s.client(verify=False)
 

@@ -235,9 +235,17 @@ def body_readers(request: web.Request):
         return data
 
     async def pieces() -> AsyncIterator[bytes]:
+        # readchunk() hands over the buffered pieces one by one, as received;
+        # iter_any() would first join them into a new bytes object.
         metrics = request.app.get(METRICS)
+        content = request.content
         try:
-            async for piece in request.content.iter_any():
+            while True:
+                piece, end_of_http_chunk = await content.readchunk()
+                if not piece:
+                    if end_of_http_chunk:
+                        continue
+                    return
                 if metrics is not None:
                     metrics.bytes_in_total.inc(len(piece))
                 yield piece

@@ -523,7 +523,7 @@ class VaultService:
         def write(parts: list[bytes]) -> None:
             for p in parts:
                 h.update(p)
-            w.write(b"".join(parts))
+            w.write_parts(parts)
 
         try:
             await self._drain_body(rec, digest, length, pieces, write)

@@ -404,7 +404,9 @@ class GarbageCollector(Job):
     # A GET may have looked a chunk up just before it was repointed (or
     # deleted) and read it from a worker thread a moment later: the old
     # file stays this long after its index entry went. The window is one
-    # trip through the thread pool, normally well under 10 ms.
+    # trip through the thread pool, normally well under 10 ms. A read that
+    # still loses the race fails verification or finds no file, and the
+    # service then looks the chunk up again (VaultService.get_chunk).
     reader_drain_seconds = 0.5
     # An unsealed segment that is not active is either a large chunk's own
     # segment (never sealed until restart) or one the writer just left and

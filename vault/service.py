@@ -553,6 +553,13 @@ class VaultService:
                 data = await loop.run_in_executor(None, self.store.read, meta.seg_id, meta.offset,
                                                   meta.length, start, end, what)
         except E.ChunkCorrupt:
+            # Compaction may have moved (or GC deleted) the chunk between the
+            # lookup and the read: look again before calling it damaged.
+            fresh = self.chunk_meta(rec, digest)
+            if fresh is None:
+                raise E.NoSuchChunk(f"vault {rec.name!r}: no such chunk {digest.hex()}") from None
+            if (fresh.seg_id, fresh.offset) != (meta.seg_id, meta.offset):
+                return await self.get_chunk(rec, digest, start, end, meta=fresh)
             self.recorder.corrupt_chunk()
             log.error("corrupt chunk", extra={"vault": rec.name, "chunk": digest.hex()})
             if self.corruption_handler is not None and await self.corruption_handler(rec, digest, meta):

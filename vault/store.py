@@ -419,6 +419,11 @@ def _pwrite_all(fd: int, view: memoryview, offset: int) -> None:
         view = view[n:]
 
 
+class SegmentGone(ChunkCorrupt):
+    """A read found no segment where the index pointed: compaction removed it
+    meanwhile (the caller looks again), or the file is lost."""
+
+
 class StreamWriter:
     """Writes one large chunk into a segment of its own, piece by piece.
 
@@ -666,7 +671,10 @@ class Store:
             with self._lock:
                 fd = self._fds.get(seg_id)
                 if fd is None:
-                    fd = os.open(self.paths[seg_id], os.O_RDONLY | os.O_CLOEXEC)
+                    path = self.paths.get(seg_id)
+                    if path is None:
+                        raise SegmentGone(f"segment {seg_id} is gone")
+                    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
                     self._fds[seg_id] = fd
         return fd
 

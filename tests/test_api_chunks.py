@@ -7,6 +7,7 @@ import gzip
 import json
 import os
 import socket
+import ssl
 import uuid
 
 import httpx
@@ -593,3 +594,62 @@ def test_streamed_too_large_for_quota(streaming):
     assert_problem(c.put(f"/v1/vaults/{vault}/chunks/{sha(data)}", content=data), 507, "quota_exceeded")
     assert c.head(f"/v1/vaults/{vault}/chunks/{sha(data)}").status_code == 404
     assert usage(s, vault)["stored_bytes"] == 0
+
+
+def test_streamed_upload_closes_the_connection_after_the_answer(streaming):
+    # The body went from the socket straight into the file (splice), past
+    # aiohttp's parser: the connection cannot be reused, and says so.
+    s = streaming
+    vault = new_vault(s)
+    data = os.urandom(2 * MiB + 3)
+    status, headers, body = raw_exchange(s, put_head(s, vault, sha(data), len(data)), data, half_close=False)
+    assert status == 201, body
+    assert headers.get("connection", "").lower() == "close"
+    assert sha(s.client(verify=False).get(f"/v1/vaults/{vault}/chunks/{sha(data)}").content) == sha(data)
+
+
+def _self_signed(tmp_path) -> tuple[str, str]:
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "objvault test")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                           critical=False)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return str(cert_path), str(key_path)
+
+
+def test_streamed_chunks_over_tls(tmp_path):
+    # Over TLS the socket carries records, not the body: large bodies take the
+    # ordinary path, and everything still round-trips and verifies.
+    cert, key = _self_signed(tmp_path)
+    s = Server(tmp_path / "srv", env={**SMALL_SEGMENTS, "OBJVAULT_STREAM_THRESHOLD_BYTES": str(MiB),
+                                      "OBJVAULT_TLS_CERT_FILE": cert, "OBJVAULT_TLS_KEY_FILE": key})
+    s.url = s.url.replace("http://", "https://")
+    s.start()
+    try:
+        c = s.client(verify=ssl.create_default_context(cafile=cert))
+        vault = new_vault(s)
+        big, small = os.urandom(3 * MiB + 5), os.urandom(5000)
+        for data in (big, small):
+            r = c.put(f"/v1/vaults/{vault}/chunks/{sha(data)}", content=data)
+            assert r.status_code == 201, r.text
+            assert c.get(f"/v1/vaults/{vault}/chunks/{sha(data)}").content == data
+        r = c.put(f"/v1/vaults/{vault}/chunks/{sha(big + b'x')}", content=big)
+        assert_problem(r, 400, "digest_mismatch")
+    finally:
+        s.stop()

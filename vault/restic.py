@@ -220,7 +220,7 @@ async def _save(request: web.Request, svc: VaultService, who: Principal, rec: Va
             raise E.AppendOnly(f"vault {rec.name!r} is append-only: {key!r} cannot be overwritten")
         svc.vault_for(who, rec.name, "full")
     read, pieces = http.body_readers(request)
-    await svc.put_chunk(rec, digest, length, read, pieces)
+    await svc.put_chunk(rec, digest, length, read, pieces, http.BodySplice.of(request))
     await _link(svc, who, rec, key, digest, create=cur is None)
     return web.Response(status=200)
 

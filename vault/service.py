@@ -334,7 +334,7 @@ class VaultService:
 
     async def put_chunk(self, rec: VaultRec, digest: bytes, length: int,
                         read: Callable[[int], Awaitable[bytes]],
-                        pieces: Callable[[], AsyncIterator[bytes]]) -> bool:
+                        pieces: Callable[[], AsyncIterator[bytes]], splice=None) -> bool:
         """Store a chunk whose body is ``length`` bytes; return True if it already existed.
 
         ``read(n)`` returns exactly n body bytes (raises Truncated); ``pieces()``
@@ -385,7 +385,7 @@ class VaultService:
             self.store.append(dir_idx, rec.vid, digest, body, sums, durable)
             existed = await fut
         else:
-            loc = await self._stream_chunk(rec, digest, length, pieces)
+            loc = await self._stream_chunk(rec, digest, length, pieces, splice)
             existed = await self.index.run(lambda txn: _insert_chunk(txn, rec, digest, length, loc))
         if existed:
             self.recorder.chunk_deduplicated(length)
@@ -516,7 +516,10 @@ class VaultService:
             raise E.DigestMismatch(f"vault {rec.name!r}: body does not hash to chunk id {digest.hex()}")
 
     async def _stream_chunk(self, rec: VaultRec, digest: bytes, length: int,
-                            pieces: Callable[[], AsyncIterator[bytes]]) -> Location:
+                            pieces: Callable[[], AsyncIterator[bytes]], splice=None) -> Location:
+        """A large chunk into a segment of its own: through ``splice`` (the
+        socket straight into the file, see :class:`vault.http.BodySplice`)
+        when the caller offers it, else piece by piece from ``pieces``."""
         loop = asyncio.get_running_loop()
         dir_idx = self.store.pick_dir()
         w = await loop.run_in_executor(None, self.store.stream, dir_idx, rec.vid, digest, length)
@@ -528,7 +531,10 @@ class VaultService:
             w.write_parts(parts)
 
         try:
-            await self._drain_body(rec, digest, length, pieces, write)
+            if splice is not None:
+                await splice.into(w.fileno, w.position, length, lambda k: w.absorb(k, h))
+            else:
+                await self._drain_body(rec, digest, length, pieces, write)
             if h.digest() != digest:
                 raise E.DigestMismatch(f"vault {rec.name!r}: body does not hash to chunk id {digest.hex()}")
             return await loop.run_in_executor(None, w.commit)

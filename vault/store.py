@@ -436,7 +436,7 @@ class StreamWriter:
         self.seg_id = store.allocate_segment_id()
         self.final = store.segment_path(dir_idx, self.seg_id)
         self.tmp = self.final.with_suffix(".tmp")
-        self._fd = os.open(self.tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_CLOEXEC, 0o640)
+        self._fd = os.open(self.tmp, os.O_CREAT | os.O_EXCL | os.O_RDWR | os.O_CLOEXEC, 0o640)
         self._sums = bytearray()
         self._block = xxhash.xxh3_64()  # the current incomplete block, hashed so far
         self._filled = 0                 # its length
@@ -456,6 +456,52 @@ class StreamWriter:
         Nothing is copied: a block split across pieces is hashed with the
         streaming xxh3 state.
         """
+        self._sum_parts(parts)
+        try:
+            views = [memoryview(p) for p in parts if len(p)]
+            while views:
+                n = os.pwritev(self._fd, views, self._pos)
+                self._pos += n
+                while views and n >= len(views[0]):
+                    n -= len(views[0])
+                    views.pop(0)
+                if n:
+                    views[0] = views[0][n:]
+        except OSError as e:
+            raise self.store.wrap_error(self.dir_idx, e) from None
+
+    @property
+    def fileno(self) -> int:
+        return self._fd
+
+    @property
+    def position(self) -> int:
+        """Where the next body byte goes in the file."""
+        return self._pos
+
+    def absorb(self, n: int, sha) -> None:
+        """Take ``n`` body bytes that were put into the file at :attr:`position`
+        by someone else (``splice`` from the socket): compute their block sums
+        and feed them to ``sha``, reading them from the page cache in place."""
+        if n <= 0:
+            return
+        lo = self._pos & ~(mmap.ALLOCATIONGRANULARITY - 1)
+        try:
+            m = mmap.mmap(self._fd, self._pos + n - lo, mmap.MAP_SHARED | _MAP_POPULATE, mmap.PROT_READ, offset=lo)
+        except (OSError, ValueError) as e:
+            raise self.store.wrap_error(self.dir_idx, e if isinstance(e, OSError) else OSError(str(e))) from None
+        with m:
+            mv = memoryview(m)
+            try:
+                part = mv[self._pos - lo:]
+                sha.update(part)
+                self._sum_parts([part])
+            finally:
+                part = None
+                mv.release()
+        self._pos += n
+
+    def _sum_parts(self, parts: list) -> None:
         h, filled, sums = self._block, self._filled, self._sums
         for p in parts:
             mv = memoryview(p)
@@ -475,18 +521,6 @@ class StreamWriter:
                     h.reset()
                     filled = 0
         self._filled = filled
-        try:
-            views = [memoryview(p) for p in parts if len(p)]
-            while views:
-                n = os.pwritev(self._fd, views, self._pos)
-                self._pos += n
-                while views and n >= len(views[0]):
-                    n -= len(views[0])
-                    views.pop(0)
-                if n:
-                    views[0] = views[0][n:]
-        except OSError as e:
-            raise self.store.wrap_error(self.dir_idx, e) from None
 
     def commit(self) -> Location:
         """Make the segment durable and visible; returns the record location."""

@@ -34,7 +34,10 @@ tools/helm: scripts/get-helm.sh
 test: install system-deps tools/helm
 	$(PY) -m pytest -q -p no:cacheprovider tests
 
+# wrk (Debian package) is the load generator of bench/bench_ingest.py.
 bench: install system-deps
+	@command -v wrk >/dev/null || { echo "installing: wrk"; $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq wrk; }
 	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 clean:

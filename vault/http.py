@@ -18,6 +18,7 @@ import logging
 import os
 import re
 import select
+import socket
 import time
 from typing import Any, AsyncIterator, Callable
 
@@ -302,10 +303,25 @@ class BodySplice:
             # answer, because aiohttp's parser never sees these bytes.
             transport.pause_reading()
             request[SPLICED] = True
-        sock = transport.get_extra_info("socket").fileno() if len(head) < n else -1
+        # The thread reads through its own descriptor of the socket: the
+        # transport may close its one meanwhile (shutdown), and a number that
+        # was closed could be reused by another file.
+        sock = os.dup(transport.get_extra_info("socket").fileno()) if len(head) < n else -1
         loop = asyncio.get_running_loop()
+        job = loop.run_in_executor(None, self._run, head, sock, fd, offset, n, landed)
         try:
-            await loop.run_in_executor(None, self._run, head, sock, fd, offset, n, landed)
+            await asyncio.shield(job)
+        except asyncio.CancelledError:
+            # Never leave the thread writing into a file its owner is about
+            # to remove: end the body early (read side shut) and wait for it.
+            if sock >= 0:
+                try:
+                    with socket.socket(fileno=os.dup(sock)) as so:
+                        so.shutdown(socket.SHUT_RD)
+                except OSError:
+                    pass
+            await asyncio.gather(job, return_exceptions=True)
+            raise
         except EOFError:
             raise E.Truncated(f"body ended before {n} bytes") from None
         except TimeoutError:
@@ -317,6 +333,9 @@ class BodySplice:
             if err.errno == errno.ENOSPC:
                 raise E.NoSpace("no space left for the chunk") from None
             raise E.StorageFailure(f"writing the chunk: {err.strerror or err}") from None
+        finally:
+            if sock >= 0 and job.done():  # else still in use: the process is going down
+                os.close(sock)
         request.content.feed_eof()
         metrics = request.app.get(METRICS)
         if metrics is not None:
@@ -334,9 +353,10 @@ class BodySplice:
                 pos += k
                 view = view[k:]
             landed(len(head))
-        left = n - len(head)
-        if not left:
-            return
+        if n > len(head):
+            self._splice(sock, fd, pos, n - len(head), landed)
+
+    def _splice(self, sock: int, fd: int, pos: int, left: int, landed: Callable[[int], None]) -> None:
         r, w = os.pipe2(os.O_CLOEXEC)
         try:
             try:

@@ -404,16 +404,16 @@ class VaultService:
         loop = asyncio.get_running_loop()
         total = sum(len(b) for _, b in chunks)
 
-        def verify() -> list[bytes] | int:
+        def verify(on_loop: bool) -> list[bytes] | int:
             sums = []
             for i, (digest, body) in enumerate(chunks):
-                ok, s = _digest_and_sums(body, digest)
+                ok, s = _digest_and_sums(body, digest, on_loop)
                 if not ok:
                     return i
                 sums.append(s)
             return sums
 
-        sums = verify() if total <= INLINE_HASH_BYTES else await loop.run_in_executor(None, verify)
+        sums = verify(True) if total <= INLINE_HASH_BYTES else await loop.run_in_executor(None, verify, False)
         if isinstance(sums, int):
             raise E.DigestMismatch(f"vault {rec.name!r}: chunk {sums} of the batch does not hash to its id "
                                    f"{chunks[sums][0].hex()}; nothing was stored")
@@ -687,9 +687,13 @@ def _sha256_on_loop(body) -> bytes:
     return h.digest()
 
 
-def _digest_and_sums(body: bytes, digest: bytes) -> tuple[bool, bytes]:
-    """SHA-256 check and xxh3 block sums in one call (on the loop for small bodies, else in a thread)."""
-    if len(body) <= INLINE_HASH_BYTES:
+def _digest_and_sums(body: bytes, digest: bytes, on_loop: bool = True) -> tuple[bool, bytes]:
+    """SHA-256 check and xxh3 block sums in one call (on the loop for small bodies, else in a thread).
+
+    On the loop a small body is hashed in pieces that keep the GIL; in a
+    thread the GIL is let go, so that the loop runs meanwhile.
+    """
+    if on_loop and len(body) <= INLINE_HASH_BYTES:
         got = _sha256_on_loop(body)
     else:
         h = _SHA256.copy()  # copying a template skips OpenSSL's per-call algorithm lookup

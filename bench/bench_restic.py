@@ -8,7 +8,9 @@ backup`` of the tree and ``restic restore`` of it, both with ``--no-cache``
 (every byte and every index file comes from the server). The servers take
 turns going first. Prints ``name: value`` lines; ``*_ratio_*`` is
 rclone's time / objvault's time (>= 1.0: objvault is no slower), from the
-best run of each and as the median of the rounds' ratios.
+best run of each and as the median of the rounds' ratios. It also prints
+the CPU seconds each server and restic used during the backups (medians):
+the two share this machine's cores with restic, which is CPU-bound.
 
 The two do not promise the same thing: objvault answers an upload only once
 the bytes and the index entry are on disk (fdatasync of the segment, synced
@@ -87,6 +89,12 @@ def tree_digest(root: Path) -> str:
     return h.hexdigest()
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def restic(repo: str, *args: str, cwd: Path) -> float:
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(cwd), "RESTIC_PASSWORD": PASSWORD,
            "RESTIC_REPOSITORY": repo}
@@ -154,6 +162,12 @@ def main(argv: list[str] | None = None) -> int:
     for who in ("objvault", "rclone"):
         for op in ("backup", "restore"):
             print(f"{who}_{op}_seconds_best: {min(times[(who, op)]):.2f}")
+    # CPU the servers and restic used during the backups (medians): on two
+    # cores shared with a CPU-bound client, server CPU is client time lost.
+    for who in ("objvault", "rclone"):
+        for what in ("server", "restic"):
+            v = sorted(times[(who, f"backup_{what}_cpu")])
+            print(f"{who}_backup_{what}_cpu_seconds_median: {v[len(v) // 2]:.2f}")
     for op in ("backup", "restore"):
         ratio = min(times[("rclone", op)]) / min(times[("objvault", op)])
         print(f"{op}_ratio_rclone_over_objvault: {ratio:.2f}")
@@ -189,7 +203,13 @@ def run(work: Path, client: Path, mb: int, rounds: int) -> dict[tuple[str, str],
                 else:
                     repo = f"rest:http://127.0.0.1:{rclone.port}/round{rnd}/"
                 restic(repo, "init", cwd=work)
+                pid = server.proc.pid if who == "objvault" else rclone.proc.pid
+                c0, r0 = cpu_seconds(pid), os.times()
                 tb = restic(repo, "backup", str(src), cwd=work)
+                r1 = os.times()
+                times.setdefault((who, "backup_server_cpu"), []).append(cpu_seconds(pid) - c0)
+                times.setdefault((who, "backup_restic_cpu"), []).append(
+                    r1.children_user + r1.children_system - r0.children_user - r0.children_system)
                 out = client / f"restore-{who}-{rnd}"
                 tr = restic(repo, "restore", "latest", "--target", str(out), cwd=work)
                 if tree_digest(out / src.relative_to("/")) != want:

@@ -8,6 +8,7 @@ import json
 import os
 import socket
 import ssl
+import time
 import uuid
 
 import httpx
@@ -653,3 +654,32 @@ def test_streamed_chunks_over_tls(tmp_path):
         assert_problem(r, 400, "digest_mismatch")
     finally:
         s.stop()
+
+
+def test_stalled_large_uploads_do_not_hold_up_the_server(streaming):
+    # Clients that send the head of a large PUT and then stall hold at most
+    # the splice slots; everything else, large uploads included, goes on.
+    s = streaming
+    vault = new_vault(s)
+    stalled = []
+    try:
+        for i in range(12):
+            data = os.urandom(3 * MiB)
+            so = socket.create_connection(("127.0.0.1", s.port), timeout=10)
+            so.sendall(put_head(s, vault, sha(data), len(data)) + data[:MiB + 4096 * i])
+            stalled.append(so)
+        time.sleep(0.5)
+        c = s.client(verify=False, timeout=20)
+        big, small = os.urandom(3 * MiB + 1), os.urandom(1000)
+        for data in (big, small):
+            assert c.put(f"/v1/vaults/{vault}/chunks/{sha(data)}", content=data).status_code == 201
+            assert c.get(f"/v1/vaults/{vault}/chunks/{sha(data)}").content == data
+    finally:
+        for so in stalled:
+            so.close()
+    # the stalled bodies end as truncated: nothing of them is kept
+    deadline = time.monotonic() + 10
+    while no_tmp_files(s) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert no_tmp_files(s) == []
+    assert usage(s, vault)["chunks"] == 2

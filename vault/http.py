@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import concurrent.futures
 import errno
 import fcntl
 import json
@@ -272,6 +273,12 @@ class BodySplice:
 
     IDLE_SECONDS = 60.0
     PIPE_BYTES = 1 << 20
+    # Bodies spliced at once, each holding a thread of its own pool while it
+    # arrives: slow clients can hold these, never the threads everything
+    # else runs on. When all are taken a body goes through aiohttp.
+    SLOTS = 8
+    _busy = 0
+    _pool: concurrent.futures.ThreadPoolExecutor | None = None
 
     def __init__(self, request: web.Request) -> None:
         self.request = request
@@ -285,9 +292,25 @@ class BodySplice:
             return None
         return cls(request)
 
-    async def into(self, fd: int, offset: int, n: int, landed: Callable[[int], None]) -> None:
+    async def into(self, fd: int, offset: int, n: int, landed: Callable[[int], None]) -> bool:
         """Put the ``n`` body bytes into ``fd`` from ``offset`` on; ``landed(k)`` is
-        called (in the worker thread) for every ``k`` bytes in place, in order."""
+        called (in the worker thread) for every ``k`` bytes in place, in order.
+
+        False, with nothing read, when every slot is taken.
+        """
+        cls = type(self)
+        if cls._busy >= cls.SLOTS:
+            return False
+        if cls._pool is None:
+            cls._pool = concurrent.futures.ThreadPoolExecutor(cls.SLOTS, thread_name_prefix="splice")
+        cls._busy += 1
+        try:
+            await self._into(fd, offset, n, landed)
+        finally:
+            cls._busy -= 1
+        return True
+
+    async def _into(self, fd: int, offset: int, n: int, landed: Callable[[int], None]) -> None:
         request = self.request
         try:
             head = request.content.read_nowait(n)  # what aiohttp has already taken off the socket
@@ -308,7 +331,7 @@ class BodySplice:
         # was closed could be reused by another file.
         sock = os.dup(transport.get_extra_info("socket").fileno()) if len(head) < n else -1
         loop = asyncio.get_running_loop()
-        job = loop.run_in_executor(None, self._run, head, sock, fd, offset, n, landed)
+        job = loop.run_in_executor(self._pool, self._run, head, sock, fd, offset, n, landed)
         try:
             await asyncio.shield(job)
         except asyncio.CancelledError:

@@ -531,9 +531,7 @@ class VaultService:
             w.write_parts(parts)
 
         try:
-            if splice is not None:
-                await splice.into(w.fileno, w.position, length, lambda k: w.absorb(k, h))
-            else:
+            if splice is None or not await splice.into(w.fileno, w.position, length, lambda k: w.absorb(k, h)):
                 await self._drain_body(rec, digest, length, pieces, write)
             if h.digest() != digest:
                 raise E.DigestMismatch(f"vault {rec.name!r}: body does not hash to chunk id {digest.hex()}")

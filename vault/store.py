@@ -60,6 +60,7 @@ REC_VERSION = 1
 _REC = struct.Struct("<4sHHQ32sQ")  # 56 bytes, then crc32 + 4 pad
 REC_HEADER_SIZE = 64
 GROUP_MAX = 16 << 20  # bytes gathered into one write + fdatasync at most
+ABSORB_BYTES = 1 << 20  # read-back buffer of a spliced body (StreamWriter.absorb)
 _RWF_NOWAIT = getattr(os, "RWF_NOWAIT", 0)
 _MAP_POPULATE = getattr(mmap, "MAP_POPULATE", 0)
 _PAGE = mmap.PAGESIZE
@@ -440,6 +441,7 @@ class StreamWriter:
         self._sums = bytearray()
         self._block = xxhash.xxh3_64()  # the current incomplete block, hashed so far
         self._filled = 0                 # its length
+        self._absorb_buf: bytearray | None = None
         self._pos = data_offset(FILE_HEADER_SIZE, length)
         try:
             os.pwrite(self._fd, file_header(self.seg_id) + record_header(vid, digest, length), 0)
@@ -481,25 +483,29 @@ class StreamWriter:
 
     def absorb(self, n: int, sha) -> None:
         """Take ``n`` body bytes that were put into the file at :attr:`position`
-        by someone else (``splice`` from the socket): compute their block sums
-        and feed them to ``sha``, reading them from the page cache in place."""
-        if n <= 0:
-            return
-        lo = self._pos & ~(mmap.ALLOCATIONGRANULARITY - 1)
+        by someone else (``splice`` from the socket): read them back from the
+        page cache, compute their block sums and feed them to ``sha``.
+
+        Read with ``preadv`` into one reused buffer rather than through a
+        mapping: a page evicted meanwhile and unreadable on the disk is then
+        an error, never a SIGBUS.
+        """
+        buf = self._absorb_buf
+        if buf is None:
+            buf = self._absorb_buf = bytearray(ABSORB_BYTES)
+        view = memoryview(buf)
         try:
-            m = mmap.mmap(self._fd, self._pos + n - lo, mmap.MAP_SHARED | _MAP_POPULATE, mmap.PROT_READ, offset=lo)
-        except (OSError, ValueError) as e:
-            raise self.store.wrap_error(self.dir_idx, e if isinstance(e, OSError) else OSError(str(e))) from None
-        with m:
-            mv = memoryview(m)
-            try:
-                part = mv[self._pos - lo:]
+            while n > 0:
+                got = os.preadv(self._fd, [view[:min(n, len(buf))]], self._pos)
+                if got <= 0:
+                    raise OSError(errno.EIO, "short read of bytes just written")
+                part = view[:got]
                 sha.update(part)
                 self._sum_parts([part])
-            finally:
-                part = None
-                mv.release()
-        self._pos += n
+                self._pos += got
+                n -= got
+        except OSError as e:
+            raise self.store.wrap_error(self.dir_idx, e) from None
 
     def _sum_parts(self, parts: list) -> None:
         h, filled, sums = self._block, self._filled, self._sums

@@ -261,8 +261,15 @@ class Index:
         self.db = Rdict(str(self.path), opts, column_families=cfs)
         self.cf = {name: self.db.get_column_family(name) for name in CFS}
         self._handles = {name: self.db.get_column_family_handle(name) for name in CFS}
+        # Batches are written unsynced, then the WAL is synced with
+        # flush_wal(sync=True): rocksdict holds the GIL for the whole of a
+        # synced write, fsync included, which stopped the event loop and every
+        # other thread for each commit; flush_wal lets it go. Readers may see
+        # a batch before it is durable, but nothing is acknowledged before
+        # the sync that covers it (every answer waits for its own op's batch,
+        # and WAL syncs are cumulative).
         self._wopts = WriteOptions()
-        self._wopts.sync = True
+        self._wopts.sync = False
         self._q: queue.SimpleQueue[_Op | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="committer", daemon=True)
         self.failed: Exception | None = None
@@ -368,6 +375,7 @@ class Index:
             t0 = time.perf_counter()
             try:
                 self.db.write(wb, self._wopts)
+                self.db.flush_wal(True)
             except Exception as e:
                 # Never retry a failed sync: RocksDB's state is unknown. Every
                 # op of this batch fails, and so does every later one.

@@ -214,6 +214,9 @@ async def _save(request: web.Request, svc: VaultService, who: Principal, rec: Va
             # A retried upload: nothing to store, but the body must still be
             # what the name says.
             await _verify_body(request, rec, key, digest, length)
+            # The entry seen may belong to a commit still syncing: answer
+            # only once the committer has moved past it.
+            await svc.index.run(lambda txn: None)
             return web.Response(status=200)
         # Refuse before taking the body, not after storing it.
         if rec.append_only:

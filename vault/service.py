@@ -8,11 +8,11 @@ committer of :class:`vault.index.Index`. Errors are :mod:`vault.errors`.
 from __future__ import annotations
 
 import asyncio
-import os
 import hashlib
 import hmac
 import json
 import logging
+import os
 import secrets
 import threading
 from collections import Counter

@@ -380,3 +380,26 @@ async def test_read_through_a_stale_location_looks_again(tmp_path):
             await v.service.get_chunk(rec, absent, meta=gone)
     finally:
         v.close()
+
+
+def test_streamed_bytes_start_their_writeback_before_the_fdatasync(tmp_path):
+    """start_writeback hands dirty pages to the disk at once (the fdatasync that
+    follows then waits only for the tail); without it they would stay dirty for
+    the kernel's 30 s expiry."""
+    from vault.store import cache_state, start_writeback
+
+    p = tmp_path / "f"
+    fd = os.open(p, os.O_CREAT | os.O_RDWR, 0o600)
+    try:
+        os.pwrite(fd, os.urandom(8 * MiB), 0)
+        state = cache_state(fd, 0, 8 * MiB)
+        if state is None:
+            pytest.skip("cachestat(2) unavailable: the kernel can't report dirty pages")
+        assert state[2] > 0, state  # dirty, as nothing asked for writeback yet
+        start_writeback(fd, 0, 8 * MiB)
+        deadline = time.monotonic() + 10
+        while cache_state(fd, 0, 8 * MiB)[2] and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert cache_state(fd, 0, 8 * MiB)[2] == 0
+    finally:
+        os.close(fd)

@@ -81,8 +81,8 @@ _SYS_CACHESTAT = 451
 _libc: ctypes.PyDLL | None = ctypes.PyDLL(None, use_errno=True) if sys.platform == "linux" else None
 
 
-def all_cached(fd: int, lo: int, hi: int) -> bool | None:
-    """Is every page of bytes ``[lo, hi)`` of a file in the page cache?
+def cache_state(fd: int, lo: int, hi: int) -> tuple[int, int, int] | None:
+    """Pages of bytes ``[lo, hi)`` of a file: (in all, in the page cache, dirty).
 
     None when the kernel can't say (no cachestat, or a seccomp filter
     refusing it); the answer then stays None for the life of the process.
@@ -97,8 +97,36 @@ def all_cached(fd: int, lo: int, hi: int) -> bool | None:
         if ctypes.get_errno() in (errno.ENOSYS, errno.EPERM):
             _libc = None
             return None
-        return False
-    return st.nr_cache == pages
+        return pages, 0, 0
+    return pages, st.nr_cache, st.nr_dirty
+
+
+def all_cached(fd: int, lo: int, hi: int) -> bool | None:
+    """Is every page of bytes ``[lo, hi)`` of a file in the page cache? None: can't tell."""
+    state = cache_state(fd, lo, hi)
+    return None if state is None else state[1] == state[0]
+
+
+# sync_file_range(2) through CDLL, which lets go of the GIL: it can wait for
+# the block layer to take the pages.
+_SYNC_FILE_RANGE_WRITE = 2
+_sync_file_range: Callable | None = None
+if sys.platform == "linux":
+    try:
+        _sync_file_range = ctypes.CDLL(None, use_errno=True).sync_file_range
+        _sync_file_range.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
+        _sync_file_range.restype = ctypes.c_int
+    except AttributeError:
+        _sync_file_range = None
+
+
+def start_writeback(fd: int, offset: int, length: int) -> None:
+    """Ask the kernel to start writing ``[offset, offset+length)`` of a file
+    to disk now, without waiting: the ``fdatasync`` that makes it durable
+    later has that much less left to do. Only a hint; errors are ignored
+    here, the ``fdatasync`` reports them."""
+    if _sync_file_range is not None:
+        _sync_file_range(fd, offset, length, _SYNC_FILE_RANGE_WRITE)
 
 
 def nblocks(length: int) -> int:
@@ -461,6 +489,7 @@ class StreamWriter:
         self._sum_parts(parts)
         try:
             views = [memoryview(p) for p in parts if len(p)]
+            start = self._pos
             while views:
                 n = os.pwritev(self._fd, views, self._pos)
                 self._pos += n
@@ -469,6 +498,7 @@ class StreamWriter:
                     views.pop(0)
                 if n:
                     views[0] = views[0][n:]
+            start_writeback(self._fd, start, self._pos - start)
         except OSError as e:
             raise self.store.wrap_error(self.dir_idx, e) from None
 
@@ -502,6 +532,7 @@ class StreamWriter:
                 part = view[:got]
                 sha.update(part)
                 self._sum_parts([part])
+                start_writeback(self._fd, self._pos, got)
                 self._pos += got
                 n -= got
         except OSError as e:

@@ -1,6 +1,6 @@
 """restic into objvault vs into ``rclone serve restic`` (a Go server of the same protocol).
 
-    python bench/bench_restic.py [--mb 300] [--rounds 3] [--dir DIR] [--client-dir DIR]
+    python bench/bench_restic.py [--mb 300] [--rounds 3] [--dir DIR] [--client-dir DIR] [--ablate WHAT ...]
 
 Generates one tree (random files, some duplicated, a few thousand small
 files), then per round and per server: a fresh repository, ``restic
@@ -17,6 +17,8 @@ the bytes and the index entry are on disk (fdatasync of the segment, synced
 RocksDB WAL) and checks every file against its SHA-256 name; ``rclone serve
 restic`` writes into the page cache and neither syncs nor verifies. On a
 machine whose disk is busy with other work, objvault's figure moves more.
+``--ablate verify,sync`` adds an objvault with those two guarantees taken
+out (bench-only, see ``bench/ablate/``), which shows what they cost.
 """
 
 from __future__ import annotations
@@ -150,60 +152,75 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--client-dir", default="/dev/shm" if os.path.isdir("/dev/shm") else None,
                     help="parent of the source tree and restore targets (default /dev/shm): the client's own "
                          "disk I/O is the same for both servers and only adds noise")
+    ap.add_argument("--ablate", action="append", default=[], metavar="WHAT",
+                    help="also run an objvault with guarantees taken out, to measure what they cost: "
+                         "'verify', 'sync' or 'verify,sync' (repeatable; see bench/ablate/sitecustomize.py). "
+                         "Such a server is never something to deploy")
     a = ap.parse_args(argv)
 
     work = Path(tempfile.mkdtemp(prefix="objvault-bench-restic-", dir=a.dir or os.environ.get("BENCH_DIR")))
     client = Path(tempfile.mkdtemp(prefix="objvault-bench-restic-client-", dir=a.client_dir))
     try:
-        times = run(work, client, a.mb, a.rounds)
+        names, times = run(work, client, a.mb, a.rounds, a.ablate)
     finally:
         shutil.rmtree(work, ignore_errors=True)
         shutil.rmtree(client, ignore_errors=True)
-    for who in ("objvault", "rclone"):
+    for who in names:
         for op in ("backup", "restore"):
             print(f"{who}_{op}_seconds_best: {min(times[(who, op)]):.2f}")
     # CPU the servers and restic used during the backups (medians): on two
     # cores shared with a CPU-bound client, server CPU is client time lost.
-    for who in ("objvault", "rclone"):
+    for who in names:
         for what in ("server", "restic"):
             v = sorted(times[(who, f"backup_{what}_cpu")])
             print(f"{who}_backup_{what}_cpu_seconds_median: {v[len(v) // 2]:.2f}")
-    for op in ("backup", "restore"):
-        ratio = min(times[("rclone", op)]) / min(times[("objvault", op)])
-        print(f"{op}_ratio_rclone_over_objvault: {ratio:.2f}")
-        # The two runs of a round are back to back: their ratio is the least
-        # disturbed by whatever else the machine is doing.
-        pairs = sorted(r / o for r, o in zip(times[("rclone", op)], times[("objvault", op)]))
-        print(f"{op}_ratio_median_of_rounds: {pairs[len(pairs) // 2]:.2f}  "
-              f"# rounds: {' '.join(f'{p:.2f}' for p in pairs)}")
+    for who in (n for n in names if n != "rclone"):
+        suffix = "" if who == "objvault" else f"_{who}"
+        for op in ("backup", "restore"):
+            ratio = min(times[("rclone", op)]) / min(times[(who, op)])
+            print(f"{op}_ratio_rclone_over_objvault{suffix}: {ratio:.2f}")
+            # Runs of one round are back to back: their ratio is the least
+            # disturbed by whatever else the machine is doing.
+            pairs = sorted(r / o for r, o in zip(times[("rclone", op)], times[(who, op)]))
+            print(f"{op}_ratio_median_of_rounds{suffix}: {pairs[len(pairs) // 2]:.2f}  "
+                  f"# rounds: {' '.join(f'{p:.2f}' for p in pairs)}")
     return 0
 
 
-def run(work: Path, client: Path, mb: int, rounds: int) -> dict[tuple[str, str], list[float]]:
-    """Alternate the two servers ``rounds`` times; seconds per (server, operation)."""
+def run(work: Path, client: Path, mb: int, rounds: int,
+        ablate: list[str] = ()) -> tuple[list[str], dict[tuple[str, str], list[float]]]:
+    """Take turns between the servers ``rounds`` times; seconds per (server, operation)."""
     print(f"# {version(['restic', 'version'])}; {version(['rclone', 'version'])}; {os.cpu_count()} CPUs", flush=True)
     src = client / "src"
     nbytes = make_tree(src, mb)
     want = tree_digest(src)
     print(f"tree_mb: {nbytes / (1 << 20):.1f}", flush=True)
 
-    server = start_server(str(work / "objvault"))
+    servers = {"objvault": start_server(str(work / "objvault"))}
+    for what in ablate:
+        name = "objvault_without_" + "_".join(w.strip() for w in what.split(","))
+        servers[name] = start_server(str(work / name), env={
+            "PYTHONPATH": str(Path(__file__).resolve().parent / "ablate"), "OBJVAULT_BENCH_ABLATE": what})
     (work / "rclone").mkdir()
     rclone = Rclone(work / "rclone")
+    names = [*servers, "rclone"]
     times: dict[tuple[str, str], list[float]] = {}
     try:
         for rnd in range(rounds):
-            order = ("objvault", "rclone") if rnd % 2 == 0 else ("rclone", "objvault")
-            for who in order:
-                if who == "objvault":
+            # Each server goes first in turn, and the order reverses every other round.
+            order = names[rnd % len(names):] + names[:rnd % len(names)]
+            for who in (order if rnd % 2 == 0 else order[::-1]):
+                if who == "rclone":
+                    repo = f"rest:http://127.0.0.1:{rclone.port}/round{rnd}/"
+                    pid = rclone.proc.pid
+                else:
+                    server = servers[who]
                     vault = f"bench-{rnd}"
                     server.create_vault(vault)
                     key = server.create_key(vault, "full")
                     repo = f"rest:http://{vault}:{key}@127.0.0.1:{server.port}/restic/{vault}/"
-                else:
-                    repo = f"rest:http://127.0.0.1:{rclone.port}/round{rnd}/"
+                    pid = server.proc.pid
                 restic(repo, "init", cwd=work)
-                pid = server.proc.pid if who == "objvault" else rclone.proc.pid
                 c0, r0 = cpu_seconds(pid), os.times()
                 tb = restic(repo, "backup", str(src), cwd=work)
                 r1 = os.times()
@@ -222,8 +239,9 @@ def run(work: Path, client: Path, mb: int, rounds: int) -> dict[tuple[str, str],
                       f"restore {tr:.2f} s ({size / tr:.0f} MiB/s)", flush=True)
     finally:
         rclone.stop()
-        server.stop()
-    return times
+        for server in servers.values():
+            server.stop()
+    return names, times
 
 
 if __name__ == "__main__":

@@ -107,10 +107,10 @@ def test_files_listing_and_mapping(acme):
     usage = server.admin.get("/v1/vaults/acme").json()["usage"]
     assert usage["objects"] == 10 and usage["logical_bytes"] == 5 * 3010
 
-    # Objects under restic/ that are not restic files stay out of listings.
+    # The native API cannot put objects under restic/: the listing stays restic's own.
     cid = server.put_chunk(server.admin, "acme", b"native")
     r = server.admin.put("/v1/vaults/acme/objects/restic/data/notes.txt", json={"chunks": [cid]})
-    assert r.status_code == 201
+    assert r.status_code == 403 and r.json()["code"] == "reserved_key"
     assert len(read.get("data/", headers={"Accept": V2}).json()) == 2
 
     # An empty type lists as [], not null.
@@ -185,17 +185,24 @@ def test_large_pack_streams_both_ways(acme):
     assert server.admin.get("/v1/vaults/acme").json()["usage"]["stored_bytes"] == len(body)
 
 
-def test_multi_chunk_object_is_served_whole(acme):
-    """Objects made through the native API under restic/ may reference several chunks."""
+def test_restic_names_cannot_be_planted_through_the_native_api(acme):
+    """A restic data file's bytes hash to its name whatever route was tried:
+    the native API cannot name some other chunk restic/data/<X>."""
     server, c = acme
-    parts = [os.urandom(n) for n in (70_000, 5, 130_000)]
-    ids = [server.put_chunk(server.admin, "acme", p) for p in parts]
-    whole = b"".join(parts)
-    r = server.admin.put(f"/v1/vaults/acme/objects/restic/index/{sha(whole)}", json={"chunks": ids})
-    assert r.status_code == 201
-    assert c["read"].get(f"index/{sha(whole)}").content == whole
-    r = c["read"].get(f"index/{sha(whole)}", headers={"Range": "bytes=69990-70010"})
-    assert r.status_code == 206 and r.content == whole[69990:70011]
+    genuine = os.urandom(5000)
+    x = sha(genuine)
+    append = server.client(server.create_key("acme", "append"))
+    other = server.put_chunk(append, "acme", b"some other bytes")
+    for who in (append, server.admin):
+        for key in (f"restic/data/{x}", "restic/config", f"restic/index/{x}", "restic/x"):
+            r = who.put(f"/v1/vaults/acme/objects/{key}", json={"chunks": [other]})
+            assert r.status_code == 403 and r.json()["code"] == "reserved_key", (key, r.text)
+    assert c["read"].get(f"data/{x}").status_code == 404
+    # The genuine upload of X's bytes with an append key then succeeds.
+    assert c["append"].post(f"data/{x}", content=genuine).status_code == 200
+    assert c["read"].get(f"data/{x}").content == genuine
+    # Reading restic's files through the native API still works.
+    assert server.admin.get(f"/v1/vaults/acme/objects/restic/data/{x}").json()["chunks"] == [x]
 
 
 def test_roles_append_key_and_overwrites(acme):

@@ -76,6 +76,26 @@ class Config:
     # Chunks larger than this are streamed to a segment of their own instead
     # of being buffered in memory and appended to the shared active segment.
     stream_threshold_bytes: int = 8 << 20
+    # Per-vault series on /metrics reach only a scraper that presents this
+    # token (or the admin token) as a Bearer, or that scrapes metrics_listen.
+    metrics_token: str = ""
+    # A second listener (HOST:PORT) that serves /metrics in full, without a
+    # token; empty: none.
+    metrics_listen: str = ""
+    # Slow clients: the request head must arrive within header_timeout_seconds,
+    # a body must not stall longer than body_idle_timeout_seconds, and an idle
+    # kept-alive connection is closed after keepalive_timeout_seconds.
+    header_timeout_seconds: float = 15.0
+    body_idle_timeout_seconds: float = 60.0
+    keepalive_timeout_seconds: float = 30.0
+    # Connections served at once; beyond it new connections wait in the
+    # listen backlog.
+    max_connections: int = 1024
+    # Request bodies held in memory at once (buffered chunks, batches, JSON
+    # and what parsing JSON costs); beyond it a request waits up to
+    # body_memory_wait_seconds, then gets 503 with Retry-After.
+    body_memory_bytes: int = 256 << 20
+    body_memory_wait_seconds: float = 10.0
     gc: GCConfig = field(default_factory=GCConfig)
     scrub: ScrubConfig = field(default_factory=ScrubConfig)
     replication_targets: list[TargetConfig] = field(default_factory=list)
@@ -98,7 +118,7 @@ class Config:
 
 
 # Keys that may be given as "<key>_file": the secret is read from that file.
-_SECRET_KEYS = {"admin_token", "access_key_id", "secret_access_key", "token"}
+_SECRET_KEYS = {"admin_token", "metrics_token", "access_key_id", "secret_access_key", "token"}
 
 
 def _coerce(key: str, value: Any, typ: Any) -> Any:
@@ -191,6 +211,21 @@ def _validate(cfg: Config) -> None:
         raise ConfigError("config key 'segment_bytes': at least 1 MiB")
     if cfg.stream_threshold_bytes < 64 << 10:
         raise ConfigError("config key 'stream_threshold_bytes': at least 65536")
+    if cfg.metrics_listen:
+        try:
+            host, port = cfg.metrics_listen.rsplit(":", 1)
+            if not host or not (1 <= int(port) <= 65535):
+                raise ValueError
+        except ValueError:
+            raise ConfigError(f"config key 'metrics_listen': expected HOST:PORT, got {cfg.metrics_listen!r}") from None
+    for name in ("header_timeout_seconds", "body_idle_timeout_seconds", "keepalive_timeout_seconds",
+                 "body_memory_wait_seconds"):
+        if not 0 < getattr(cfg, name) <= 86400:
+            raise ConfigError(f"config key {name!r}: between 0 and 86400 seconds (0 excluded)")
+    if cfg.max_connections < 1:
+        raise ConfigError("config key 'max_connections': at least 1")
+    if cfg.body_memory_bytes < 1 << 20:
+        raise ConfigError("config key 'body_memory_bytes': at least 1 MiB")
     if cfg.gc.compact_rate_bytes_per_second <= 0:
         raise ConfigError("config key 'gc.compact_rate_bytes_per_second': must be positive")
     for name, val in (("gc.grace_seconds", cfg.gc.grace_seconds), ("gc.interval_seconds", cfg.gc.interval_seconds),

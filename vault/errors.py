@@ -35,6 +35,7 @@ DigestMismatch = _error("DigestMismatch", 400, "digest_mismatch", "Body does not
 Truncated = _error("Truncated", 400, "truncated", "Body shorter than Content-Length")
 Unauthorized = _error("Unauthorized", 401, "unauthorized", "Missing or invalid credentials")
 Forbidden = _error("Forbidden", 403, "forbidden", "The key's role does not allow this")
+ReservedKey = _error("ReservedKey", 403, "reserved_key", "The object key is reserved")
 AppendOnly = _error("AppendOnly", 403, "append_only", "The vault is append-only")
 RetentionLocked = _error("RetentionLocked", 403, "retention", "The object is under retention")
 NoSuchVault = _error("NoSuchVault", 404, "no_such_vault", "No such vault")

@@ -231,7 +231,7 @@ async def _save(request: web.Request, svc: VaultService, who: Principal, rec: Va
 async def _link(svc: VaultService, who: Principal, rec: VaultRec, key: str, digest: bytes, create: bool) -> None:
     """Point ``key`` at the one chunk ``digest``; a concurrent identical upload is not an error."""
     try:
-        await svc.put_object(rec, key, [digest], b"", _role(who), if_none_match=create)
+        await svc.put_object(rec, key, [digest], b"", _role(who), if_none_match=create, restic=True)
     except E.PreconditionFailed:
         cur = _find(svc, rec, key)
         if cur is None or cur.chunks != [digest]:

@@ -35,6 +35,7 @@ _RANK = {r: i for i, r in enumerate(ROLES)}
 KEY_PREFIX = "ovk_"
 MAX_OBJECT_CHUNKS = 1_000_000
 MAX_META_BYTES = 64 * 1024
+RESTIC_PREFIX = "restic/"
 # Bodies up to this size are hashed on the event loop: a thread hop costs
 # more than hashing 64 KiB with SHA-NI.
 INLINE_HASH_BYTES = 64 * 1024
@@ -141,6 +142,8 @@ class VaultService:
         # request. Secrets are still compared (constant time) on every call.
         self._vaults: dict[str, VaultRec] = {}
         self._keys: dict[str, dict] = {}
+        # Quota bytes held per vault id by uploads in flight (event loop only).
+        self._reserved: dict[int, int] = {}
         index.event_hooks.append(self._invalidate_on)
 
     def _invalidate_on(self, txn: Txn, event: tuple) -> None:
@@ -326,12 +329,6 @@ class VaultService:
         raw = self.index.get("chunks", vid_bytes(rec.vid) + digest)
         return ChunkMeta.unpack(raw) if raw is not None else None
 
-    def _quota_check(self, rec: VaultRec, usage: Usage, length: int) -> None:
-        if rec.quota_bytes is not None and usage.stored_bytes + length > rec.quota_bytes:
-            raise E.QuotaExceeded(
-                f"vault {rec.name!r}: storing {length} bytes would exceed the quota of {rec.quota_bytes} bytes "
-                f"({usage.stored_bytes} used)")
-
     async def put_chunk(self, rec: VaultRec, digest: bytes, length: int,
                         read: Callable[[int], Awaitable[bytes]],
                         pieces: Callable[[], AsyncIterator[bytes]], splice=None) -> bool:
@@ -347,13 +344,50 @@ class VaultService:
             raise E.TooLarge(f"vault {rec.name!r}: chunk {hexid} is {length} bytes, the limit is "
                              f"{self.config.max_chunk_bytes}")
         existing = self.chunk_meta(rec, digest)
-        if existing is None and rec.quota_bytes is not None:
-            self._quota_check(rec, self.usage(rec.vid), length)
+        held = self._reserve(rec, length) if existing is None else 0
+        try:
+            return await self._put_chunk(rec, digest, length, existing, read, pieces, splice)
+        finally:
+            self._release(rec.vid, held)
+
+    def _reserve(self, rec: VaultRec, length: int) -> int:
+        """Hold ``length`` bytes of the vault's quota for a body about to be stored; returns what was held.
+
+        Checked against the stored bytes plus what other uploads in flight
+        hold, so concurrent uploads can never pass the quota together and a
+        refused upload is refused before its body is read. Raises
+        QuotaExceeded. Release with :meth:`_release` once the upload is
+        indexed or has failed.
+        """
+        if rec.quota_bytes is None or length <= 0:
+            return 0
+        held = self._reserved.get(rec.vid, 0)
+        stored = self.usage(rec.vid).stored_bytes
+        if stored + held + length > rec.quota_bytes:
+            raise E.QuotaExceeded(
+                f"vault {rec.name!r}: storing {length} bytes would exceed the quota of {rec.quota_bytes} bytes "
+                f"({stored} used, {held} held by uploads in progress)")
+        self._reserved[rec.vid] = held + length
+        return length
+
+    def _release(self, vid: int, held: int) -> None:
+        if held:
+            left = self._reserved[vid] - held
+            if left:
+                self._reserved[vid] = left
+            else:
+                del self._reserved[vid]
+
+    async def _put_chunk(self, rec: VaultRec, digest: bytes, length: int, existing: ChunkMeta | None,
+                         read: Callable[[int], Awaitable[bytes]],
+                         pieces: Callable[[], AsyncIterator[bytes]], splice=None) -> bool:
+        hexid = digest.hex()
         loop = asyncio.get_running_loop()
-        if existing is not None and existing.length == length and length > self.config.stream_threshold_bytes:
-            # A large chunk we already hold: verify the body as it streams, store nothing.
+        if existing is not None and length > self.config.stream_threshold_bytes:
+            # A large chunk we already hold: verify the body as it streams,
+            # store nothing. A body of another length cannot hash to the id.
             await self._verify_stream(rec, digest, length, pieces)
-            if await self.index.run(lambda txn: _touch(txn, rec, digest)):
+            if existing.length == length and await self.index.run(lambda txn: _touch(txn, rec, digest)):
                 self.recorder.chunk_deduplicated(length)
                 return True
             raise E.Conflict(f"vault {rec.name!r}: chunk {hexid} was collected during the upload; retry")
@@ -386,7 +420,15 @@ class VaultService:
             existed = await fut
         else:
             loc = await self._stream_chunk(rec, digest, length, pieces, splice)
-            existed = await self.index.run(lambda txn: _insert_chunk(txn, rec, digest, length, loc))
+            try:
+                existed = await self.index.run(lambda txn: _insert_chunk(txn, rec, digest, length, loc))
+            except (E.QuotaExceeded, E.NoSuchVault):
+                # The index refused the record (the quota was lowered or the
+                # vault deleted meanwhile): its segment, of its own, holds
+                # nothing anyone knows of. (After any other failure the index
+                # state is unknown; the next start removes files it never recorded.)
+                await loop.run_in_executor(None, self.store.forget_segment, loc.seg_id)
+                raise
         if existed:
             self.recorder.chunk_deduplicated(length)
         else:
@@ -423,8 +465,27 @@ class VaultService:
         for i, ((digest, body), raw) in enumerate(zip(chunks, found)):
             if raw is None and digest not in new:
                 new[digest] = i
-        if rec.quota_bytes is not None:
-            self._quota_check(rec, self.usage(rec.vid), sum(len(chunks[i][1]) for i in new.values()))
+        held = self._reserve(rec, sum(len(chunks[i][1]) for i in new.values()))
+        try:
+            existed_now = await self._put_new(rec, chunks, found, new, sums)
+        finally:
+            self._release(rec.vid, held)
+        out = []
+        seen: set[bytes] = set()
+        for digest, body in chunks:
+            ex = digest in existed_now or digest in seen or digest not in new
+            seen.add(digest)
+            out.append(ex)
+            if ex:
+                self.recorder.chunk_deduplicated(len(body))
+            else:
+                self.recorder.chunk_written(len(body))
+        return out
+
+    async def _put_new(self, rec: VaultRec, chunks: list[tuple[bytes, memoryview]], found: list,
+                       new: dict[bytes, int], sums: list[bytes]) -> set[bytes]:
+        """Append the ``new`` chunks of a verified batch and index the batch in one op."""
+        loop = asyncio.get_running_loop()
         old = [d for (d, _), raw in zip(chunks, found) if raw is not None]
         fut = loop.create_future()
         if new:
@@ -454,18 +515,7 @@ class VaultService:
                                   lambda loc, exc, d=digest: durable(d, loc, exc))
         else:
             self.index.enqueue(lambda txn: _insert_batch(txn, rec, [], old), fut, loop)
-        existed_now = await fut
-        out = []
-        seen: set[bytes] = set()
-        for digest, body in chunks:
-            ex = digest in existed_now or digest in seen or digest not in new
-            seen.add(digest)
-            out.append(ex)
-            if ex:
-                self.recorder.chunk_deduplicated(len(body))
-            else:
-                self.recorder.chunk_written(len(body))
-        return out
+        return await fut
 
     async def _drain_body(self, rec: VaultRec, digest: bytes, length: int,
                           pieces: Callable[[], AsyncIterator[bytes]], sink: Callable[[list[bytes]], None]) -> None:
@@ -594,7 +644,17 @@ class VaultService:
     # -- objects ---------------------------------------------------------------
 
     async def put_object(self, rec: VaultRec, key: str, chunks: list[bytes], meta: bytes,
-                         role: str, if_none_match: bool) -> ObjectMeta:
+                         role: str, if_none_match: bool, restic: bool = False) -> ObjectMeta:
+        """Write the object ``key`` of ``chunks``; raises MissingChunks,
+        PreconditionFailed, Forbidden, AppendOnly, RetentionLocked, ReservedKey.
+
+        Keys under ``restic/`` are restic's files, whose names promise that
+        their bytes hash to them: only the restic layer (``restic=True``),
+        which verifies that promise, may write them.
+        """
+        if key.startswith(RESTIC_PREFIX) and not restic:
+            raise E.ReservedKey(f"vault {rec.name!r}: keys under {RESTIC_PREFIX!r} are written only through "
+                                f"the restic backend (/restic/{rec.name}/)")
         okey = vid_bytes(rec.vid) + key.encode()
 
         def op(txn: Txn) -> ObjectMeta:

@@ -1,0 +1,188 @@
+"""Hostile clients: quota races on streamed bodies, deep JSON, absurd ranges,
+echoed input, and the bound on request bodies held in memory."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.server import sha
+
+MiB = 1 << 20
+
+
+def _head(method: str, path: str, length: int, token: str) -> bytes:
+    return (f"{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n"
+            f"Content-Length: {length}\r\n\r\n").encode()
+
+
+def _response(sock: socket.socket) -> tuple[int, dict[str, str]]:
+    """The status and headers of the answer on ``sock`` (0 if none came)."""
+    sock.settimeout(30)
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        got = sock.recv(4096)
+        if not got:
+            break
+        buf += got
+    if not buf.startswith(b"HTTP/1.1 "):
+        return 0, {}
+    lines = buf.split(b"\r\n\r\n", 1)[0].decode().split("\r\n")
+    headers = dict(line.split(": ", 1) for line in lines[1:])
+    return int(lines[0].split(" ", 2)[1]), headers
+
+
+def _status(sock: socket.socket) -> int:
+    return _response(sock)[0]
+
+
+def _segment_bytes(data_dir: Path) -> int:
+    return sum(f.stat().st_size for f in (data_dir / "segments").iterdir())
+
+
+def _race(server, paths: list[str], bodies: list[bytes]) -> list[int]:
+    """Send every head first, then every body, as the audit did; return the statuses."""
+    socks = []
+    for path, body in zip(paths, bodies):
+        s = socket.create_connection(("127.0.0.1", server.port))
+        s.sendall(_head("POST" if path.startswith("/restic/") else "PUT", path, len(body), server.admin_token))
+        socks.append(s)
+    time.sleep(0.5)  # every handler has started and decided before a body byte arrives
+
+    def send(s: socket.socket, body: bytes) -> None:
+        try:
+            s.sendall(body)
+        except OSError:
+            pass  # refused before the body: the server closed its side
+
+    threads = [threading.Thread(target=send, args=(s, b)) for s, b in zip(socks, bodies)]
+    for t in threads:
+        t.start()
+    statuses = [_status(s) for s in socks]
+    for t in threads:
+        t.join()
+    for s in socks:
+        s.close()
+    return statuses
+
+
+@pytest.mark.parametrize("front", ["native", "restic"])
+def test_concurrent_streamed_uploads_cannot_pass_the_quota_together(server, front):
+    server.create_vault("acme", quota_bytes=20 * MiB)
+    bodies = [os.urandom(9 * MiB) for _ in range(5)]
+    if front == "native":
+        paths = [f"/v1/vaults/acme/chunks/{sha(b)}" for b in bodies]
+    else:
+        paths = [f"/restic/acme/data/{sha(b)}" for b in bodies]
+    before = _segment_bytes(server.data_dirs[0])
+    statuses = _race(server, paths, bodies)
+    ok = 201 if front == "native" else 200
+    assert sorted(statuses) == [ok, ok, 507, 507, 507], statuses
+    usage = server.admin.get("/v1/vaults/acme").json()["usage"]
+    assert usage["stored_bytes"] == 18 * MiB
+    # Bytes on disk, not counters: only the two stored bodies (plus record
+    # headers and block sums) were added; the refused three left nothing.
+    added = _segment_bytes(server.data_dirs[0]) - before
+    assert 18 * MiB <= added < 18 * MiB + 64 * 1024, added
+    assert not list((server.data_dirs[0] / "segments").glob("*.tmp"))
+    # What was stored reads back.
+    for path, body, st in zip(paths, bodies, statuses):
+        if st == ok and front == "native":
+            assert server.admin.get(path).content == body
+
+
+def test_a_streamed_body_refused_at_indexing_leaves_no_file(server):
+    """The quota is lowered while a large body streams: the refused body's
+    segment (a file of its own) is removed, not left for no one to find."""
+    server.create_vault("acme", quota_bytes=100 * MiB)
+    body = os.urandom(12 * MiB)
+    before = _segment_bytes(server.data_dirs[0])
+    s = socket.create_connection(("127.0.0.1", server.port))
+    s.sendall(_head("PUT", f"/v1/vaults/acme/chunks/{sha(body)}", len(body), server.admin_token))
+    s.sendall(body[:MiB])
+    time.sleep(0.3)
+    assert server.admin.patch("/v1/vaults/acme", json={"quota_bytes": MiB}).status_code == 200
+    s.sendall(body[MiB:])
+    assert _status(s) == 507
+    s.close()
+    assert _segment_bytes(server.data_dirs[0]) == before
+    assert server.admin.get("/v1/vaults/acme").json()["usage"]["stored_bytes"] == 0
+
+
+def test_deeply_nested_json_is_a_400_not_a_500(server):
+    server.create_vault("acme")
+    deep = b"[" * 100_000
+    for method, path in (("POST", "/v1/vaults/acme/chunks/missing"), ("PUT", "/v1/vaults/acme/objects/k"),
+                         ("POST", "/v1/vaults"), ("PATCH", "/v1/vaults/acme")):
+        for body in (deep, b"[" * 1200 + b"]" * 1200, b'{"a":' * 5000 + b"1" + b"}" * 5000):
+            r = server.admin.request(method, path, content=body)
+            assert r.status_code == 400 and r.json()["code"] == "bad_json", (path, r.status_code, r.text[:200])
+    log = server.log_path.read_text()
+    assert "Traceback" not in log and "RecursionError" not in log
+
+
+def test_absurd_range_numbers_are_ignored_or_416(server):
+    server.create_vault("acme")
+    data = os.urandom(1000)
+    cid = server.put_chunk(server.admin, "acme", data)
+    app = server.client(server.create_key("acme", "append"))
+    assert app.post(f"/restic/acme/data/{cid}", content=data).status_code == 200
+    huge = "9" * 5000
+    for path in (f"/v1/vaults/acme/chunks/{cid}", f"/restic/acme/data/{cid}"):
+        r = server.admin.get(path, headers={"Range": f"bytes=0-{huge}"})
+        assert r.status_code == 206 and r.content == data
+        r = server.admin.get(path, headers={"Range": f"bytes=-{huge}"})
+        assert r.status_code == 206 and r.content == data
+        r = server.admin.get(path, headers={"Range": f"bytes={huge}-"})
+        assert r.status_code == 416 and len(r.json()["detail"]) < 200
+        r = server.admin.get(path, headers={"Range": f"bytes={huge[:4000]}-{huge[:4000]}"})
+        assert r.status_code == 416
+        r = server.admin.get(path, headers={"Range": f"bytes=00000000000000000000000000010-{'0' * 30}20"})
+        assert r.status_code == 206 and r.content == data[10:21]
+
+
+def test_echoed_input_is_capped(server):
+    r = server.admin.post("/v1/vaults", json={"name": "A" * 100_000})
+    assert r.status_code == 400 and r.json()["code"] == "bad_name"
+    assert len(r.json()["detail"]) <= 1100
+
+
+def test_bodies_held_in_memory_are_bounded(make_server):
+    """A body that would pass the memory budget waits; when nothing frees up
+    in time it gets 503 with Retry-After, and nothing of it is stored."""
+    server = make_server(env={"OBJVAULT_BODY_MEMORY_BYTES": str(3 * MiB),
+                              "OBJVAULT_BODY_MEMORY_WAIT_SECONDS": "2"})
+    server.create_vault("acme")
+    first, second = os.urandom(2 * MiB), os.urandom(2 * MiB)
+    # The first upload takes 2 MiB of the budget and stalls mid-body.
+    s = socket.create_connection(("127.0.0.1", server.port))
+    s.sendall(_head("PUT", f"/v1/vaults/acme/chunks/{sha(first)}", len(first), server.admin_token))
+    s.sendall(first[:1000])
+    time.sleep(0.3)
+    s2 = socket.create_connection(("127.0.0.1", server.port))
+    s2.sendall(_head("PUT", f"/v1/vaults/acme/chunks/{sha(second)}", len(second), server.admin_token))
+    status, headers = _response(s2)
+    s2.close()
+    assert status == 503 and headers["Retry-After"] == "1"
+    assert server.admin.head(f"/v1/vaults/acme/chunks/{sha(second)}").status_code == 404
+    # Small requests within what is left still pass.
+    server.put_chunk(server.admin, "acme", b"small")
+    # A waiting request goes through once the first one finishes.
+    result = {}
+    t = threading.Thread(target=lambda: result.update(r=server.client().put(
+        f"/v1/vaults/acme/chunks/{sha(second)}", content=second)))
+    t.start()
+    time.sleep(0.2)
+    s.sendall(first[1000:])
+    assert _status(s) == 201
+    s.close()
+    t.join()
+    assert result["r"].status_code == 201
+    # A body larger than the whole budget runs alone rather than never.
+    big = os.urandom(4 * MiB)
+    assert server.admin.put(f"/v1/vaults/acme/chunks/{sha(big)}", content=big).status_code == 201

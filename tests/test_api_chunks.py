@@ -14,7 +14,7 @@ import uuid
 import httpx
 import pytest
 
-from tests.apihelpers import SMALL_SEGMENTS, admin_of, create_key, create_vault  # noqa: F401
+from tests.apihelpers import SMALL_SEGMENTS, admin_of, create_key, create_vault, self_signed  # noqa: F401
 from tests.server import Server, sha
 
 
@@ -609,35 +609,10 @@ def test_streamed_upload_closes_the_connection_after_the_answer(streaming):
     assert sha(s.client(verify=False).get(f"/v1/vaults/{vault}/chunks/{sha(data)}").content) == sha(data)
 
 
-def _self_signed(tmp_path) -> tuple[str, str]:
-    import datetime
-    import ipaddress
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "objvault test")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                           critical=False)
-            .sign(key, hashes.SHA256()))
-    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    return str(cert_path), str(key_path)
-
-
 def test_streamed_chunks_over_tls(tmp_path):
     # Over TLS the socket carries records, not the body: large bodies take the
     # ordinary path, and everything still round-trips and verifies.
-    cert, key = _self_signed(tmp_path)
+    cert, key = self_signed(tmp_path)
     s = Server(tmp_path / "srv", env={**SMALL_SEGMENTS, "OBJVAULT_STREAM_THRESHOLD_BYTES": str(MiB),
                                       "OBJVAULT_TLS_CERT_FILE": cert, "OBJVAULT_TLS_KEY_FILE": key})
     s.url = s.url.replace("http://", "https://")

@@ -154,6 +154,38 @@ def test_servicemonitor_scrapes_the_service_once(rendered):
     assert sm["metadata"]["labels"]["release"] == "kube-prometheus-stack"
 
 
+@pytest.mark.parametrize("variant", [v for v in VARIANTS if ci_values(v).get("metrics", {}).get(
+    "serviceMonitor", {}).get("enabled")])
+def test_servicemonitor_scrapes_with_the_metrics_token(rendered, variant):
+    # Without the token /metrics leaves out the per-vault series; the
+    # ServiceMonitor sends the very token the server reads.
+    docs = rendered[variant]
+    [endpoint] = only(docs, "ServiceMonitor")["spec"]["endpoints"]
+    assert endpoint["authorization"] == {"type": "Bearer", "credentials": {"name": FULLNAME, "key": "metrics-token"}}
+    secret = only(docs, "Secret", FULLNAME)
+    token = base64.b64decode(secret["data"]["metrics-token"]).decode()
+    admin = base64.b64decode(secret["data"]["admin-token"]).decode()
+    assert len(token) >= 32 and token != admin
+    toml_text = only(docs, "ConfigMap")["data"]["objvault.toml"]
+    assert tomllib.loads(toml_text)["metrics_token_file"] == f"{SECRETS_DIR}/metrics-token"
+    sts = only(docs, "StatefulSet")
+    volumes = {v["name"]: v for v in sts["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["secrets"]["secret"]["secretName"] == FULLNAME
+
+
+def test_servicemonitor_uses_the_existing_secret(helm):
+    out = run_helm(helm, "template", RELEASE, str(CHART), "--set", "auth.existingSecret=objvault-credentials",
+                   "--set", "metrics.serviceMonitor.enabled=true").stdout
+    [endpoint] = only([d for d in yaml.safe_load_all(out) if d], "ServiceMonitor")["spec"]["endpoints"]
+    assert endpoint["authorization"]["credentials"] == {"name": "objvault-credentials", "key": "metrics-token"}
+
+
+def test_metrics_token_from_values(helm):
+    out = run_helm(helm, "template", RELEASE, str(CHART), "--set", "auth.metricsToken=given-scrape-token").stdout
+    secret = only([d for d in yaml.safe_load_all(out) if d], "Secret")
+    assert base64.b64decode(secret["data"]["metrics-token"]).decode() == "given-scrape-token"
+
+
 def test_ingress_routes_to_the_service_with_tls(rendered):
     ing = only(rendered["ingress-servicemonitor-values.yaml"], "Ingress")
     assert ing["spec"]["tls"] == [{"hosts": ["vault.msp.example.com"], "secretName": "objvault-ingress-tls"}]
@@ -246,7 +278,7 @@ def secret_files(docs: list[dict], values: dict) -> tuple[str, dict[str, str]]:
     if not existing:
         secret = only(docs, "Secret")
         return secret["metadata"]["name"], {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
-    keys = ["admin-token"]
+    keys = ["admin-token", "metrics-token"]
     for t in values.get("replication", {}).get("targets", []):
         if t["kind"] == "s3" and not t.get("ambientCredentials"):
             keys += [f"{t['name']}-access-key-id", f"{t['name']}-secret-access-key"]
@@ -286,6 +318,7 @@ def test_rendered_config_loads_with_the_real_loader(rendered, variant, tmp_path)
         if p.startswith(SECRETS_DIR + "/"):
             assert p.removeprefix(SECRETS_DIR + "/") in files, f"{p} is not a key of Secret {secret_name}"
     assert doc["admin_token_file"] == f"{SECRETS_DIR}/admin-token"
+    assert doc["metrics_token_file"] == f"{SECRETS_DIR}/metrics-token"
     # No secret value is written into the ConfigMap.
     for value in files.values():
         assert value not in toml_text
@@ -307,6 +340,8 @@ def test_rendered_config_loads_with_the_real_loader(rendered, variant, tmp_path)
     assert cfg.admin_token == files["admin-token"]
     if values.get("auth", {}).get("adminToken"):
         assert cfg.admin_token == values["auth"]["adminToken"]
+    # The server gets the token the ServiceMonitor scrapes with.
+    assert cfg.metrics_token == files["metrics-token"] and cfg.metrics_token != cfg.admin_token
     assert bool(cfg.tls_cert_file) == bool(values.get("tls", {}).get("enabled"))
     conf = values.get("config", {})
     assert cfg.log_level == conf.get("logLevel", "info")
@@ -360,6 +395,8 @@ def test_checksums_change_only_with_their_inputs(helm):
     secret = pod_annotations(helm, "--set", "auth.adminToken=rotated")
     assert secret["checksum/secret"] != base["checksum/secret"]
     assert secret["checksum/config"] == base["checksum/config"]
+    metrics = pod_annotations(helm, "--set", "auth.metricsToken=rotated")
+    assert metrics["checksum/secret"] not in (base["checksum/secret"], secret["checksum/secret"])
     existing = pod_annotations(helm, "--set", "auth.existingSecret=other")
     assert existing["checksum/secret"] != base["checksum/secret"]
 

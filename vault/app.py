@@ -14,10 +14,13 @@ from pathlib import Path
 from typing import Callable
 
 from aiohttp import http_writer, web
-from aiohttp.http_exceptions import ContentLengthError
-from aiohttp.web_protocol import RequestHandler
+from aiohttp.http_exceptions import BadHttpMessage, ContentLengthError
+from aiohttp.streams import EMPTY_PAYLOAD
+from aiohttp.web_protocol import RequestHandler, _ErrInfo
 
-from . import http
+from . import errors as E
+from . import http, refs
+from .budget import MemoryBudget
 from .config import Config
 from .index import Index, SegMeta, Txn, seg_key
 from .logs import setup_logging
@@ -68,6 +71,8 @@ class Vault:
         self.index = Index(cfg.first_data_dir / "index", recorder=self.metrics)
         self.store = Store(cfg.data_dirs, cfg.segment_bytes, recorder=self.metrics)
         self._recover()
+        # Reference counts left half-changed by a stop in the middle (vault/refs.py).
+        refs.settle_all(self.index)
         self.service = VaultService(cfg, self.index, self.store, recorder=self.metrics)
         self.stoppers: list[Callable[[], object]] = []
         self.metrics.add_callback(self._gauges)
@@ -132,6 +137,8 @@ def build_app(cfg: Config) -> web.Application:
     app = web.Application(middlewares=[http.error_middleware], client_max_size=1 << 20)
     state: dict = {}
     app[http.STATE] = state
+    state["body_idle_timeout_seconds"] = cfg.body_idle_timeout_seconds
+    app[http.BUDGET] = MemoryBudget(cfg.body_memory_bytes, cfg.body_memory_wait_seconds)
 
     async def lifecycle(app: web.Application):
         loop = asyncio.get_running_loop()
@@ -139,6 +146,7 @@ def build_app(cfg: Config) -> web.Application:
         state["vault"] = vault
         app[http.SERVICE] = vault.service
         app[http.METRICS] = vault.metrics
+        vault.metrics.set_scrape_token(cfg.metrics_token)
         for start in STARTUP:
             start(vault, app)
         state["ready"] = vault.ready_problems
@@ -187,6 +195,20 @@ def serve(cfg: Config) -> None:
         runner.run(_serve(cfg))
 
 
+def _raw_answer(err: E.VaultError) -> bytes:
+    """A whole answer that closes the connection, for the protocol to write
+    where no request handler is there to answer."""
+    resp = http.problem(err)
+    head = f"HTTP/1.1 {resp.status} {resp.reason}\r\n"
+    head += "".join(f"{k}: {v}\r\n" for k, v in resp.headers.items())
+    head += f"Content-Length: {len(resp.body)}\r\nConnection: close\r\n\r\n"
+    return head.encode() + resp.body
+
+
+_HEAD_TIMEOUT = _raw_answer(E.RequestTimeout("the request head did not arrive in time"))
+_TOO_MANY = _raw_answer(E.Unavailable("too many connections; retry", retry_after=1))
+
+
 class _HalfCloseHandler(RequestHandler):
     """A client that half-closes its socket in the middle of a body still gets
     an answer (400 ``truncated``) instead of a dropped connection.
@@ -194,33 +216,127 @@ class _HalfCloseHandler(RequestHandler):
     The payload of the newest parsed request is remembered as it is parsed:
     the head, a short body and the FIN can arrive together, before the
     handler task has even started.
+
+    Slow and surplus clients (limits on the :class:`_Server`):
+
+    * A request head must be complete within ``header_timeout`` of the
+      connection's start (the first request) or of its own first byte (the
+      next ones); else 408 and a close when part of a head came, a close
+      without an answer when nothing did. Waiting with no byte at all between
+      requests is aiohttp's ``keepalive_timeout``.
+    * A connection beyond ``max_connections`` gets 503 (Retry-After: 1) and
+      is closed at once, before anything of it is read.
+    * A request line without an HTTP version (HTTP/0.9) gets 400 and a close.
     """
 
     _last_payload = None
+    _head_timer: asyncio.TimerHandle | None = None
+    _head_started = False  # bytes of a request head arrived, not yet the whole head
+    _counted = False
+    _answered = None  # the payload of the request last answered
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        server = self._manager
+        if server.live >= server.max_connections:
+            # Refused before reading: no task, no parser, no timers. A client
+            # still sending its request may see a reset instead of the 503.
+            transport.write(_TOO_MANY)
+            transport.close()
+            return
+        server.live += 1
+        self._counted = True
+        super().connection_made(transport)
+        self._arm_head_timer()
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+        if self._counted:
+            self._counted = False
+            self._manager.live -= 1
+        super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        last = self._last_payload
+        between = last is None or last.is_eof()  # no body under way: these bytes begin a head
         n = len(self._messages)
         super().data_received(data)
         if len(self._messages) > n:
+            for i in range(n, len(self._messages)):
+                if getattr(self._messages[i][0], "version", (1, 1)) < (1, 0):
+                    # llhttp takes "GET /path" as HTTP/0.9; aiohttp would answer it in kind.
+                    exc = BadHttpMessage("request line without an HTTP version")
+                    self._messages[i] = (_ErrInfo(status=400, exc=exc, message=exc.message), EMPTY_PAYLOAD)
             self._last_payload = self._messages[-1][1]
+            self._head_started = False
+            if self._head_timer is not None:
+                self._head_timer.cancel()
+                self._head_timer = None
+        elif between and data and not self._head_started:
+            # No longer idle: from here the header timeout applies, not the
+            # keep-alive one (aiohttp re-arms that after the answer).
+            self._head_started = True
+            if self._keepalive_handle is not None:
+                self._keepalive_handle.cancel()
+                self._keepalive_handle = None
+            if self._head_timer is None:
+                self._arm_head_timer()
+
+    async def finish_response(self, request: web.BaseRequest, resp: web.StreamResponse,
+                              start_time: float | None) -> tuple[web.StreamResponse, bool]:
+        self._answered = request.content
+        return await super().finish_response(request, resp, start_time)
 
     def eof_received(self) -> bool | None:
         payload = self._last_payload
-        if payload is not None and not payload.is_eof():
+        # Once answered, aiohttp only drains what is left of the body: an
+        # error there would be logged as unhandled.
+        if payload is not None and not payload.is_eof() and payload is not self._answered:
             payload.set_exception(ContentLengthError("body ended before Content-Length"))
             return True  # keep our side open to answer
         return None
 
+    def _arm_head_timer(self) -> None:
+        timeout = self._manager.header_timeout if self._manager is not None else None
+        if timeout:
+            self._head_timer = self._loop.call_later(timeout, self._head_expired)
+
+    def _head_expired(self) -> None:
+        self._head_timer = None
+        if self.transport is None or self._force_close:
+            return
+        if self._request_in_progress or self._messages:
+            # A request is being answered; a head behind it gets its time afresh.
+            self._arm_head_timer()
+            return
+        if self._head_started:
+            self.transport.write(_HEAD_TIMEOUT)
+        self.force_close()
+
 
 class _Server(web.Server):
+    header_timeout: float | None = None
+    max_connections: int = 1 << 30
+    live = 0
+    """Connections being served (counted by :class:`_HalfCloseHandler`)."""
+
     def __call__(self) -> RequestHandler:
         return _HalfCloseHandler(self, loop=self._loop, **self._kwargs)
 
 
 class _Runner(web.AppRunner):
+    """An AppRunner whose connections are :class:`_HalfCloseHandler`s with these limits."""
+
+    def __init__(self, app: web.Application, *, header_timeout: float | None = None,
+                 max_connections: int = 1 << 30, **kwargs) -> None:
+        super().__init__(app, **kwargs)
+        self._limits = (header_timeout, max_connections)
+
     async def _make_server(self) -> web.Server:
         server = await super()._make_server()
         server.__class__ = _Server
+        server.header_timeout, server.max_connections = self._limits
         return server
 
 
@@ -241,12 +357,35 @@ async def drain(app: web.Application, runner: web.AppRunner, timeout: float) -> 
 async def _serve(cfg: Config) -> None:
     app = build_app(cfg)
     # auto_decompress off: a Content-Encoding on a chunk is refused (415), never decoded.
-    runner = _Runner(app, access_log=None, handle_signals=False, shutdown_timeout=30.0, auto_decompress=False)
+    runner = _Runner(app, header_timeout=cfg.header_timeout_seconds, max_connections=cfg.max_connections,
+                     keepalive_timeout=cfg.keepalive_timeout_seconds,
+                     access_log=None, handle_signals=False, shutdown_timeout=30.0, auto_decompress=False)
     await runner.setup()
     ssl_ctx = None
     if cfg.tls_cert_file:
         ssl_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         ssl_ctx.load_cert_chain(cfg.tls_cert_file, cfg.tls_key_file)
+    metrics_runner = None
+    if cfg.metrics_listen:
+        # Every series, tenants' included, without a token: its own app that
+        # serves nothing else, on an address only the scraper should reach.
+        # It speaks TLS exactly when the main listener does, with the same
+        # certificate; it starts first, so a ready server is a scrapable one.
+        from .metrics import CONTENT_TYPE
+        metrics = app[http.METRICS]
+
+        async def full_metrics(request: web.Request) -> web.Response:
+            return web.Response(body=metrics.render(full=True), headers={"Content-Type": CONTENT_TYPE})
+
+        metrics_app = web.Application()
+        metrics_app.router.add_get("/metrics", full_metrics)
+        metrics_app.router.add_get("/healthz", http.healthz)
+        metrics_runner = web.AppRunner(metrics_app, access_log=None, handle_signals=False)
+        await metrics_runner.setup()
+        mhost, mport = cfg.metrics_listen.rsplit(":", 1)
+        await web.TCPSite(metrics_runner, mhost.strip("[]"), int(mport), ssl_context=ssl_ctx,
+                          reuse_address=True).start()
+        log.info("metrics listening", extra={"metrics_listen": cfg.metrics_listen, "tls": bool(ssl_ctx)})
     site = web.TCPSite(runner, cfg.host, cfg.port, ssl_context=ssl_ctx, backlog=1024, reuse_address=True)
     await site.start()
     log.info("listening", extra={"listen": cfg.listen, "tls": bool(ssl_ctx),
@@ -257,5 +396,7 @@ async def _serve(cfg: Config) -> None:
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("shutting down: draining requests")
+    if metrics_runner is not None:  # before the vault closes under a scrape
+        await metrics_runner.cleanup()
     await drain(app, runner, 30.0)
     await runner.cleanup()

@@ -88,13 +88,13 @@ class Config:
     header_timeout_seconds: float = 15.0
     body_idle_timeout_seconds: float = 60.0
     keepalive_timeout_seconds: float = 30.0
-    # Connections served at once; beyond it new connections wait in the
-    # listen backlog.
+    # Connections served at once; a connection beyond it gets 503 with
+    # Retry-After and is closed before anything of it is read.
     max_connections: int = 1024
     # Request bodies held in memory at once (buffered chunks, batches, JSON
     # and what parsing JSON costs); beyond it a request waits up to
     # body_memory_wait_seconds, then gets 503 with Retry-After.
-    body_memory_bytes: int = 256 << 20
+    body_memory_bytes: int = 128 << 20
     body_memory_wait_seconds: float = 10.0
     gc: GCConfig = field(default_factory=GCConfig)
     scrub: ScrubConfig = field(default_factory=ScrubConfig)

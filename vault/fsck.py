@@ -14,6 +14,7 @@ import json
 import time
 from collections import Counter, defaultdict
 
+from . import refs
 from .config import Config
 from .index import DELETABLE, PENDING, REFERENCED, ChunkMeta, Index, ObjectMeta, SegMeta, Txn, Usage, seg_key, vid_bytes
 from .errors import ChunkCorrupt
@@ -29,10 +30,17 @@ def _open(cfg: Config) -> tuple[Index, Store]:
 
 
 def check(cfg: Config, rebuild: bool = False, progress=None) -> dict:
-    """Compare the index with the segments and the objects; optionally rebuild it."""
+    """Compare the index with the segments and the objects; optionally rebuild it.
+
+    Reference counts left half-changed by a server stopped in the middle of
+    a large object write are settled first, as the server's start would.
+    """
     index, store = _open(cfg)
     try:
-        return _check(index, store, rebuild, progress or (lambda msg: None))
+        settled = refs.settle_all(index)
+        report = _check(index, store, rebuild, progress or (lambda msg: None))
+        report["reference_intents_settled"] = settled
+        return report
     finally:
         store.close()
         index.close()

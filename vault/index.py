@@ -179,6 +179,28 @@ class Txn:
                 return self.index.cf[cf].get(key)
         return v
 
+    def get_many(self, cf: str, keys: list[bytes]) -> list[bytes | None]:
+        """:meth:`get` for many keys: one RocksDB MultiGet for those this batch did not write.
+
+        A thousand single gets cost up to 150 us each once the index outgrows the
+        block cache; a sorted MultiGet shares the index and data block reads."""
+        out: list = [None] * len(keys)
+        ask, where = [], []
+        for i, key in enumerate(keys):
+            k = (cf, key)
+            v = self.writes.get(k, _MISSING)
+            if v is _MISSING:
+                v = self.batch.get(k, _MISSING)
+            if v is _MISSING:
+                ask.append(key)
+                where.append(i)
+            else:
+                out[i] = v
+        if ask:
+            for i, v in zip(where, self.index.cf[cf].get(ask)):
+                out[i] = v
+        return out
+
     def put(self, cf: str, key: bytes, value: bytes) -> None:
         self.writes[(cf, key)] = value
 
@@ -241,6 +263,10 @@ class Index:
         opts.create_missing_column_families(True)
         opts.set_max_background_jobs(2)
         opts.set_keep_log_file_num(3)
+        # All memtables together: without a bound each column family keeps up
+        # to two of 64 MiB, and one large object write (a million refcounts,
+        # its manifest) filled several of them: hundreds of MB of RSS.
+        opts.set_db_write_buffer_size(64 << 20)
         cache = Cache(64 << 20)
         cfs = {}
         for name in CFS:
@@ -345,6 +371,8 @@ class Index:
             self._commit(ops)
             if stop:
                 return
+            # The next get() may wait long: hold no op (its closure may reach a request body).
+            first = nxt = ops = None
 
     def _commit(self, ops: list[_Op]) -> None:
         now = time.time()

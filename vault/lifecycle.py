@@ -87,29 +87,6 @@ def _utc_day(ts: float) -> str:
 # -- committer helpers ------------------------------------------------------------
 
 
-def _get_many(txn: Txn, cf: str, keys: list[bytes]) -> list[bytes | None]:
-    """``txn.get`` for many keys: one RocksDB MultiGet for those this batch did not write.
-
-    A thousand single gets cost up to 150 us each once the index outgrows the
-    block cache; a sorted MultiGet shares the index and data block reads."""
-    out: list = [None] * len(keys)
-    ask, where = [], []
-    for i, key in enumerate(keys):
-        k = (cf, key)
-        v = txn.writes.get(k, _MISSING)
-        if v is _MISSING:
-            v = txn.batch.get(k, _MISSING)
-        if v is _MISSING:
-            ask.append(key)
-            where.append(i)
-        else:
-            out[i] = v
-    if ask:
-        for i, v in zip(where, txn.index.cf[cf].get(ask)):
-            out[i] = v
-    return out
-
-
 _MISSING = object()
 
 
@@ -162,7 +139,7 @@ def _repoint_many(txn: Txn, seg_id: int, copies: list[tuple[tuple, Location]]) -
     copy; returns how many were moved and their bytes."""
     moved = nbytes = 0
     keys = [vid_bytes(vid) + digest for (_, vid, digest, _), _ in copies]
-    for key, raw, ((offset, _, _, _), loc) in zip(keys, _get_many(txn, "chunks", keys), copies):
+    for key, raw, ((offset, _, _, _), loc) in zip(keys, txn.get_many("chunks", keys), copies):
         if _repoint(txn, key, seg_id, offset, loc, raw):
             moved += 1
             nbytes += loc.size
@@ -179,7 +156,7 @@ def _delete_chunks(keys: list[bytes], grace: float, vaults: dict[int, VaultRec])
         usage: dict[int, list[int]] = {}
         segs: dict[int, int] = {}
         deleted = freed = 0
-        for key, raw in zip(keys, _get_many(txn, "chunks", keys)):
+        for key, raw in zip(keys, txn.get_many("chunks", keys)):
             if raw is None:
                 continue
             meta = ChunkMeta.unpack(raw)
@@ -208,7 +185,7 @@ def _delete_chunks(keys: list[bytes], grace: float, vaults: dict[int, VaultRec])
 def _purge_objects(keys: list[bytes]) -> Callable[[Txn], int]:
     def op(txn: Txn) -> int:
         n = 0
-        for key, raw in zip(keys, _get_many(txn, "objects", keys)):
+        for key, raw in zip(keys, txn.get_many("objects", keys)):
             if raw is not None:
                 txn.delete("objects", key)
                 n += 1
@@ -223,7 +200,7 @@ def _purge_chunks(keys: list[bytes]) -> Callable[[Txn], int]:
     def op(txn: Txn) -> int:
         segs: dict[int, int] = {}
         n = 0
-        for key, raw in zip(keys, _get_many(txn, "chunks", keys)):
+        for key, raw in zip(keys, txn.get_many("chunks", keys)):
             if raw is None:
                 continue
             meta = ChunkMeta.unpack(raw)
@@ -498,7 +475,7 @@ class GarbageCollector(Job):
         # The scan must not evict the block cache: ingest's lookups and the
         # delete ops' re-checks need its index and filter blocks (measured at
         # 1M chunks: a delete op's lookups took 330 ms after a filling scan,
-        # 150 ms without, and 10 ms as one MultiGet, see _get_many).
+        # 150 ms without, and 10 ms as one MultiGet, see Txn.get_many).
         ro = ReadOptions()
         ro.fill_cache(False)
         for k, v in (cf.items(read_opt=ro) if after is None else cf.items(from_key=after, read_opt=ro)):
@@ -971,7 +948,8 @@ async def gc_handler(request: web.Request) -> web.Response:
 
 def _routes(app: web.Application) -> None:
     app.router.add_get("/v1/admin/usage", usage_handler)
-    app.router.add_post("/v1/admin/gc", gc_handler)
+    from . import http
+    app.router.add_post("/v1/admin/gc", gc_handler, expect_handler=http.expect_continue)
 
 
 def _start(vault, app: web.Application) -> None:
@@ -979,7 +957,8 @@ def _start(vault, app: web.Application) -> None:
     runner.add(GarbageCollector(vault.index, vault.store, vault.cfg.gc), vault.cfg.gc.interval_seconds)
     # First pass at start-up: today's snapshot exists from the first minute.
     runner.add(UsageHistory(vault.index), HISTORY_INTERVAL_SECONDS, first_delay=0)
-    vault.metrics.add_callback(usage_gauges(vault.index))
+    # Labelled with vault names: only an authorised scraper may see them.
+    vault.metrics.add_callback(usage_gauges(vault.index), tenant=True)
 
 
 def _register() -> None:

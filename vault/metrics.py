@@ -5,10 +5,17 @@ Core modules report through small recorder interfaces
 :class:`vault.index.IndexRecorder`, :class:`vault.workers.JobRecorder`);
 :class:`Metrics` implements all of them. Names follow
 ``objvault_<thing>_<unit>[_total]`` in base units.
+
+Series that name a tenant (label ``vault``) are kept apart from the rest:
+:meth:`Metrics.render` shows them only when asked for the full view, which
+``/metrics`` grants to the metrics or admin token (:meth:`Metrics.is_scrape_token`)
+and the ``metrics_listen`` site grants to anyone who can reach it.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from typing import Callable, Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -16,6 +23,9 @@ from prometheus_client.core import GaugeMetricFamily
 
 LATENCY_BUCKETS = (.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
+# What generate_latest() writes; newer prometheus_client versions name a newer
+# format in CONTENT_TYPE_LATEST than the one this text is in.
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 class _Callback:
@@ -34,6 +44,11 @@ class _Callback:
 class Metrics:
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry(auto_describe=True)
+        # Per-tenant series: a separate registry, so the reduced view cannot
+        # pick one up by accident.
+        self.tenant_registry = CollectorRegistry(auto_describe=True)
+        # Digests only: the plaintext scrape token need not stay in memory here.
+        self._scrape_token_hash: bytes | None = None
         self.requests = Counter("objvault_http_requests_total", "HTTP requests by route template, method, status",
                                 ["route", "method", "status"], registry=r)
         self.latency = Histogram("objvault_http_request_duration_seconds", "HTTP request latency by route template",
@@ -80,11 +95,29 @@ class Metrics:
         children[0].inc()
         children[1].observe(seconds)
 
-    def add_callback(self, fn: Callable[[], Iterable[GaugeMetricFamily]]) -> None:
-        self.registry.register(_Callback(fn))
+    def add_callback(self, fn: Callable[[], Iterable[GaugeMetricFamily]], tenant: bool = False) -> None:
+        """Compute ``fn``'s gauges at every scrape. ``tenant=True`` when any of
+        them names a vault (or anything else of a tenant): those appear only in
+        the full view."""
+        (self.tenant_registry if tenant else self.registry).register(_Callback(fn))
 
-    def render(self) -> bytes:
-        return generate_latest(self.registry)
+    def set_scrape_token(self, token: str) -> None:
+        """The credential that unlocks the full view; empty: none. Only its
+        SHA-256 digest is kept."""
+        self._scrape_token_hash = hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest() if token else None
+
+    def is_scrape_token(self, secret: str | None) -> bool:
+        """Whether ``secret`` is the scrape token; digests are compared in constant time."""
+        if not secret or self._scrape_token_hash is None:
+            return False
+        digest = hashlib.sha256(secret.encode("utf-8", "surrogatepass")).digest()
+        return hmac.compare_digest(digest, self._scrape_token_hash)
+
+    def render(self, full: bool = False) -> bytes:
+        """The text exposition: every series with ``full``, else only those
+        that name no tenant."""
+        text = generate_latest(self.registry)
+        return text + generate_latest(self.tenant_registry) if full else text
 
     # service.Recorder
     def chunk_written(self, nbytes: int) -> None:

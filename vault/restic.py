@@ -328,7 +328,8 @@ async def _windows(svc: VaultService, rec: VaultRec, obj: ObjectMeta, start: int
     if len(obj.chunks) == 1:
         layout = [(obj.chunks[0], obj.size)]
     else:
-        # Objects made through the native API may hold several chunks.
+        # Objects written under restic/ through the native API by earlier
+        # versions (it refuses them now) may hold several chunks.
         layout = []
         for d in obj.chunks:
             meta = svc.chunk_meta(rec, d)
@@ -350,11 +351,12 @@ async def _windows(svc: VaultService, rec: VaultRec, obj: ObjectMeta, start: int
 
 def add_routes(app: web.Application) -> None:
     r = app.router
-    r.add_route("*", "/restic/{vault}", repo_root)
-    r.add_route("*", "/restic/{vault}/", repo_root)
-    r.add_route("*", "/restic/{vault}/config", config)
-    r.add_route("*", "/restic/{vault}/{type}/", listing)
-    r.add_route("*", "/restic/{vault}/{type}/{name}", file)
+    body = {"expect_handler": http.expect_continue}
+    r.add_route("*", "/restic/{vault}", repo_root, **body)
+    r.add_route("*", "/restic/{vault}/", repo_root, **body)
+    r.add_route("*", "/restic/{vault}/config", config, **body)
+    r.add_route("*", "/restic/{vault}/{type}/", listing, **body)
+    r.add_route("*", "/restic/{vault}/{type}/{name}", file, **body)
 
 
 app_module.ROUTES.append(add_routes)

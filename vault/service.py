@@ -15,14 +15,16 @@ import logging
 import os
 import secrets
 import threading
+import time
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, AsyncIterator, Awaitable, Callable
 
 from . import errors as E
+from . import refs
 from .config import Config
-from .index import (DELETABLE, PENDING, REFERENCED, ChunkMeta, Index, ObjectMeta, SegMeta, Txn,
+from .index import (PENDING, ChunkMeta, Index, ObjectMeta, SegMeta, Txn,
                     Usage, jdump, seg_key, vid_bytes)
 from .names import vault_name
 from .store import Location, Store, block_sums
@@ -627,8 +629,12 @@ class VaultService:
         cf = self.index.cf["chunks"]
 
         def check(part: list[bytes]) -> list[bytes]:
-            found = cf.get([prefix + d for d in part])
-            return [d for d, v in zip(part, found) if v is None]
+            out = []
+            for i in range(0, len(part), 65536):  # keys made a slice at a time: bounded memory
+                piece = part[i:i + 65536]
+                found = cf.get([prefix + d for d in piece])
+                out += [d for d, v in zip(piece, found) if v is None]
+            return out
 
         if len(digests) <= 64:
             return check(digests)
@@ -655,25 +661,81 @@ class VaultService:
         if key.startswith(RESTIC_PREFIX) and not restic:
             raise E.ReservedKey(f"vault {rec.name!r}: keys under {RESTIC_PREFIX!r} are written only through "
                                 f"the restic backend (/restic/{rec.name}/)")
+        if refs.is_large(len(chunks)):
+            # Shielded: once references are being counted, the sequence
+            # finishes (or is undone) even if the client goes away.
+            return await asyncio.shield(asyncio.ensure_future(
+                self._put_large_object(rec, key, chunks, meta, role, if_none_match)))
         okey = vid_bytes(rec.vid) + key.encode()
+        released: list[int] = []
 
         def op(txn: Txn) -> ObjectMeta:
             vrec = _live_vault(txn, rec)
             old_raw = txn.get("objects", okey)
-            if old_raw is not None:
-                if if_none_match:
-                    raise E.PreconditionFailed(f"vault {rec.name!r}: object {key!r} exists")
-                if vrec.append_only:
-                    raise E.AppendOnly(f"vault {rec.name!r} is append-only: object {key!r} cannot be overwritten")
-                if _RANK[role] < _RANK["full"]:
-                    raise E.Forbidden(f"vault {rec.name!r}: overwriting object {key!r} needs role 'full'")
-                if vrec.retention_days:
-                    created = ObjectMeta.header(old_raw)[0]
-                    if txn.now < created + vrec.retention_days * 86400:
-                        raise E.RetentionLocked(f"vault {rec.name!r}: object {key!r} is under retention")
-            return write_object(txn, rec, key, chunks, meta, txn.now, old_raw)
+            _may_overwrite(vrec, key, old_raw, role, if_none_match, txn.now)
+            return write_object(txn, rec, key, chunks, meta, txn.now, old_raw, released=released)
 
-        return await self.index.run(op)
+        obj = await self.index.run(op)
+        await self._settle(released)
+        return obj
+
+    async def _settle(self, intents: list[int]) -> None:
+        loop = asyncio.get_running_loop()
+        for iid in intents:
+            await loop.run_in_executor(None, refs.settle, self.index, iid)
+
+    async def _put_large_object(self, rec: VaultRec, key: str, chunks: list[bytes], meta: bytes,
+                                role: str, if_none_match: bool) -> ObjectMeta:
+        """:meth:`put_object` for an object of more than :data:`vault.refs.REF_SLICE`
+        references: counted in slices under an acquire intent, then the
+        object written in one op (see :mod:`vault.refs`)."""
+        loop = asyncio.get_running_loop()
+        okey = vid_bytes(rec.vid) + key.encode()
+        ids, ns = await loop.run_in_executor(None, refs.count, chunks)
+        missing = await self.missing(rec, ids)
+        if missing:
+            raise refs.missing_error(rec.name, key, missing)
+        # Refuse now what the final op would refuse, before any counting.
+        vrec = self.get_vault(rec.name)
+        if vrec.vid != rec.vid:
+            raise E.NoSuchVault(f"no such vault {rec.name!r}")
+        _may_overwrite(vrec, key, self.index.get("objects", okey), role, if_none_match, time.time())
+        payload = [await loop.run_in_executor(None, ObjectMeta(0.0, 0, chunks, b"").pack)]
+        iid = await self.index.run(lambda txn: refs.open_intent(txn, refs.ACQUIRE, _live_vault(txn, rec).vid,
+                                                                 payload[0]))
+        payload.clear()  # 32 MB for a million references: not kept while the slices run
+        size = [0]
+
+        def check(txn: Txn, part: refs.Pairs, metas: dict[bytes, ChunkMeta]) -> None:
+            _live_vault(txn, rec)
+            absent = [d for d, _ in part if d not in metas]
+            if absent:
+                raise refs.missing_error(rec.name, key, absent)
+            size[0] += sum(metas[d].length * n for d, n in part)
+
+        released: list[int] = []
+
+        def final(txn: Txn) -> ObjectMeta:
+            vrec = _live_vault(txn, rec)
+            old_raw = txn.get("objects", okey)
+            _may_overwrite(vrec, key, old_raw, role, if_none_match, txn.now)
+            obj = ObjectMeta(txn.now, size[0], chunks, meta)
+            txn.put("objects", okey, obj.pack())
+            old_size = ObjectMeta.header(old_raw)[1] if old_raw is not None else 0
+            _add_usage(txn, rec.vid, logical=obj.size - old_size, objects=0 if old_raw is not None else 1)
+            txn.emit("object_put", rec, key, obj)
+            refs.close_intent(txn, iid)
+            refs.release(txn, rec.vid, old_raw, released)
+            return obj
+
+        try:
+            await loop.run_in_executor(None, refs.acquire, self.index, iid, rec.vid, ids, ns, check)
+            obj = await self.index.run(final)
+        except BaseException:
+            await loop.run_in_executor(None, refs.settle, self.index, iid)
+            raise
+        await self._settle(released)
+        return obj
 
     def get_object(self, rec: VaultRec, key: str) -> ObjectMeta:
         raw = self.index.get("objects", vid_bytes(rec.vid) + key.encode())
@@ -697,18 +759,18 @@ class VaultService:
                 raise E.NoSuchObject(f"vault {rec.name!r}: no such object {key!r}")
             if vrec.append_only and not ephemeral:
                 raise E.AppendOnly(f"vault {rec.name!r} is append-only: object {key!r} cannot be deleted")
-            old = ObjectMeta.unpack(raw)
-            if not ephemeral and vrec.retention_days and txn.now < old.created + vrec.retention_days * 86400:
+            created, size, _ = ObjectMeta.header(raw)
+            if not ephemeral and vrec.retention_days and txn.now < created + vrec.retention_days * 86400:
                 raise E.RetentionLocked(f"vault {rec.name!r}: object {key!r} is under retention until "
-                                        f"{iso(old.created + vrec.retention_days * 86400)}")
-            delta = Counter()
-            delta.subtract(Counter(old.chunks))
-            _apply_refs(txn, rec.vid, delta, {})
+                                        f"{iso(created + vrec.retention_days * 86400)}")
             txn.delete("objects", okey)
-            _add_usage(txn, rec.vid, logical=-old.size, objects=-1)
+            _add_usage(txn, rec.vid, logical=-size, objects=-1)
             txn.emit("object_delete", rec, key)
+            refs.release(txn, rec.vid, raw, released)
 
+        released: list[int] = []
         await self.index.run(op)
+        await self._settle(released)
 
     def list_objects(self, rec: VaultRec, prefix: str, start_after: str, limit: int) -> tuple[list[dict], str | None]:
         vp = vid_bytes(rec.vid)
@@ -859,11 +921,31 @@ def _insert_batch(txn: Txn, rec: VaultRec, entries: list[tuple[bytes, int, Locat
     return existed
 
 
+def _may_overwrite(vrec: VaultRec, key: str, old_raw: bytes | None, role: str, if_none_match: bool,
+                   now: float) -> None:
+    """Raise unless an object may be written where ``old_raw`` (or nothing) is."""
+    if old_raw is None:
+        return
+    if if_none_match:
+        raise E.PreconditionFailed(f"vault {vrec.name!r}: object {key!r} exists")
+    if vrec.append_only:
+        raise E.AppendOnly(f"vault {vrec.name!r} is append-only: object {key!r} cannot be overwritten")
+    if _RANK[role] < _RANK["full"]:
+        raise E.Forbidden(f"vault {vrec.name!r}: overwriting object {key!r} needs role 'full'")
+    if vrec.retention_days:
+        created = ObjectMeta.header(old_raw)[0]
+        if now < created + vrec.retention_days * 86400:
+            raise E.RetentionLocked(f"vault {vrec.name!r}: object {key!r} is under retention")
+
+
 def write_object(txn: Txn, rec: VaultRec, key: str, chunks: list[bytes], meta: bytes, created: float,
-                 old_raw: bytes | None, *event_extra) -> ObjectMeta:
+                 old_raw: bytes | None, *event_extra, released: list[int] | None = None) -> ObjectMeta:
     """Write an object whose chunks must all be in the vault: references of the
     new version added and of the old one (``old_raw``) removed, usage and the
-    outbox event in the same op. Raises MissingChunks with the absent ids."""
+    outbox event in the same op. Raises MissingChunks with the absent ids.
+
+    The old version's references, when it is large, are released under an
+    intent (:func:`vault.refs.release`; its id goes to ``released``)."""
     prefix = vid_bytes(rec.vid)
     counts = Counter(chunks)
     metas: dict[bytes, ChunkMeta] = {}
@@ -878,38 +960,11 @@ def write_object(txn: Txn, rec: VaultRec, key: str, chunks: list[bytes], meta: b
         raise E.MissingChunks(f"vault {rec.name!r}: object {key!r} references {len(missing)} "
                               "chunk(s) the vault does not hold", missing=missing)
     size = sum(metas[d].length * n for d, n in counts.items())
-    delta = Counter(counts)
-    old_size = 0
-    if old_raw is not None:
-        old = ObjectMeta.unpack(old_raw)
-        old_size = old.size
-        delta.subtract(Counter(old.chunks))
-    _apply_refs(txn, rec.vid, delta, metas)
+    refs.apply(txn, rec.vid, counts.items(), metas)
+    old_size = ObjectMeta.header(old_raw)[1] if old_raw is not None else 0
+    refs.release(txn, rec.vid, old_raw, released)
     obj = ObjectMeta(created, size, list(chunks), meta)
     txn.put("objects", prefix + key.encode(), obj.pack())
     _add_usage(txn, rec.vid, logical=size - old_size, objects=0 if old_raw is not None else 1)
     txn.emit("object_put", rec, key, obj, *event_extra)
     return obj
-
-
-def _apply_refs(txn: Txn, vid: int, delta: Counter, metas: dict[bytes, ChunkMeta]) -> None:
-    prefix = vid_bytes(vid)
-    for d, n in delta.items():
-        if n == 0:
-            continue
-        meta = metas.get(d)
-        if meta is None:
-            raw = txn.get("chunks", prefix + d)
-            if raw is None:  # cannot happen while refcounts are exact; never go negative
-                log.error("refcount of a missing chunk", extra={"chunk": d.hex()})
-                continue
-            meta = ChunkMeta.unpack(raw)
-        rc = meta.refcount + n
-        if rc < 0:
-            log.error("refcount below zero", extra={"chunk": d.hex(), "refcount": rc})
-            rc = 0
-        if rc == 0:
-            meta = meta._replace(refcount=0, state=DELETABLE, zero_since=txn.now)
-        else:
-            meta = meta._replace(refcount=rc, state=REFERENCED, zero_since=0.0)
-        txn.put("chunks", prefix + d, meta.pack())

@@ -25,7 +25,14 @@ the full SHA-256 is re-checked by scrub.
 
 This module knows nothing of RocksDB: it returns locations, and the index
 decides what is live. A crash leaves at worst bytes past a segment's
-committed end, which :meth:`Store.recover` truncates at start-up.
+committed end, which :meth:`Store.open` truncates at start-up.
+
+A full data directory is not a failed one. Chunk writes leave a reserve
+free on every filesystem (for RocksDB and compaction), a directory without
+room is passed over for another (:meth:`Store.pick_dir`), a request that
+finds none gets :class:`NoSpace` before anything is written, and the
+directory takes writes again once it has room. Only other I/O errors fail a
+directory for good (:meth:`Store.on_failure`).
 """
 
 from __future__ import annotations
@@ -61,6 +68,21 @@ _REC = struct.Struct("<4sHHQ32sQ")  # 56 bytes, then crc32 + 4 pad
 REC_HEADER_SIZE = 64
 GROUP_MAX = 16 << 20  # bytes gathered into one write + fdatasync at most
 ABSORB_BYTES = 1 << 20  # read-back buffer of a spliced body (StreamWriter.absorb)
+# Space chunk writes leave free on every data directory's filesystem: RocksDB
+# (on the first data dir) must still be able to write its WAL, flush and
+# compact when the segments have filled the rest (a failed index write makes
+# the index read-only until a restart), and compaction must copy before it
+# can free. 2% of the filesystem, at least 4 MiB, at most 1 GiB.
+RESERVE_FRACTION = 0.02
+RESERVE_MIN = 4 << 20
+RESERVE_MAX = 1 << 30
+# Free space is asked of the filesystem (statvfs) again after this long, and
+# on every check once it is within SPACE_SLACK of what a write needs.
+SPACE_TTL = 0.5
+SPACE_SLACK = 64 << 20
+# A directory that answered ENOSPC although statvfs showed room (a quota,
+# another writer) is passed over for this long, or until its free space grows.
+FULL_RETRY_SECONDS = 5.0
 _RWF_NOWAIT = getattr(os, "RWF_NOWAIT", 0)
 _MAP_POPULATE = getattr(mmap, "MAP_POPULATE", 0)
 _PAGE = mmap.PAGESIZE
@@ -169,8 +191,8 @@ def file_header(seg_id: int) -> bytes:
     return head + b"\0" * (FILE_HEADER_SIZE - len(head))
 
 
-def _is_enospc(e: OSError) -> bool:
-    return e.errno in (errno.ENOSPC, errno.EDQUOT)
+def _is_enospc(e: BaseException) -> bool:
+    return getattr(e, "errno", None) in (errno.ENOSPC, errno.EDQUOT)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -195,10 +217,11 @@ Done = Callable[["Location | None", "Exception | None"], None]
 
 
 class _Pending:
-    __slots__ = ("header", "sums", "data", "done")
+    __slots__ = ("header", "sums", "data", "done", "tried")
 
     def __init__(self, header: bytes, sums: bytes, data: bytes | memoryview, done: Done):
         self.header, self.sums, self.data, self.done = header, sums, data, done
+        self.tried: tuple[int, ...] = ()  # data dirs that had no room for it
 
     @property
     def size(self) -> int:
@@ -208,11 +231,11 @@ class _Pending:
 class _Group:
     """Records written together: one aligned region, its pwrites, one fdatasync."""
 
-    __slots__ = ("fd", "seg_id", "items", "locs", "writes", "buf", "end")
+    __slots__ = ("fd", "seg_id", "items", "locs", "writes", "buf", "end", "stop")
 
-    def __init__(self, fd, seg_id, items, locs, writes, buf, end):
-        self.fd, self.seg_id, self.items, self.locs, self.writes, self.buf, self.end = \
-            fd, seg_id, items, locs, writes, buf, end
+    def __init__(self, fd, seg_id, items, locs, writes, buf, end, stop):
+        self.fd, self.seg_id, self.items, self.locs, self.writes, self.buf, self.end, self.stop = \
+            fd, seg_id, items, locs, writes, buf, end, stop
 
 
 class SegmentWriter:
@@ -230,6 +253,16 @@ class SegmentWriter:
     Each group starts on a fresh 4 KiB boundary, so a block that holds
     acknowledged bytes is never written again (a torn rewrite could not
     damage them). The padding costs < 4 KiB per group.
+
+    A full filesystem (ENOSPC, EDQUOT) is not a failed one. Records that
+    found no room, and were never synced, are offered to the other data
+    directories (:meth:`Store.reroute`) and fail with :class:`NoSpace` when
+    none has room; records whose ``fdatasync`` failed fail with it (never
+    retried). Once a group of a segment failed that way, nothing after it in
+    that segment is acknowledged: the segment is cut back to its last
+    acknowledged group and the next group goes to a new segment. The
+    directory takes writes again as soon as it has room. Any other write or
+    ``fdatasync`` error fails the directory for good (:meth:`Store.on_failure`).
     """
 
     BUFFERS = 4
@@ -251,18 +284,31 @@ class SegmentWriter:
         self._fd = -1
         self.seg_id = -1
         self.end = 0
+        self.cap = 0                 # bytes preallocated for the active segment
+        self.queued = 0              # bytes of records queued, not yet taken by the assembler
+        self._need_new = True        # no active segment that may take the next group
+        self._bad_segs: set[int] = set()  # unsealed segments with a group failed for lack of space (syncer)
+        # Padded end of the last acknowledged group of each unsealed segment (syncer).
+        self._acked_end: dict[int, int] = {}
         self._assembler = threading.Thread(target=self._run, name=f"segwriter-{dir_idx}", daemon=True)
         self._syncer = threading.Thread(target=self._sync_loop, name=f"segsync-{dir_idx}", daemon=True)
 
     def start(self) -> None:
-        self._open_new()
+        """Open an active segment and start the threads. A directory that is
+        full at start-up is no error: its first segment is opened once it has
+        room. Raises OSError for any other failure."""
+        try:
+            self._open_new(0)
+        except OSError as e:
+            if not _is_enospc(e):
+                raise
+            self.store.note_full(self.dir_idx)
         self._assembler.start()
         self._syncer.start()
 
-    def append(self, header: bytes, sums: bytes, data: bytes | memoryview, done: Done) -> None:
-        """Queue a record; ``done(location, None)`` or ``done(None, error)`` is
-        called from the syncer thread once it is durable or has failed."""
-        item = _Pending(header, sums, data, done)
+    def append(self, item: _Pending) -> None:
+        """Queue a record; ``item.done(location, None)`` or ``item.done(None, error)``
+        is called from a writer thread once it is durable or has failed."""
         with self._cv:
             if self._failed is not None:
                 err: Exception | None = self._wrap(self._failed)
@@ -271,9 +317,16 @@ class SegmentWriter:
             else:
                 err = None
                 self._queue.append(item)
+                self.queued += item.size
                 self._cv.notify()
         if err is not None:
-            done(None, err)
+            item.done(None, err)
+
+    def room(self) -> int:
+        """Bytes the active segment can still take (an estimate, read without locks)."""
+        if self._need_new or self._failed is not None:
+            return 0
+        return self.cap - self.end - self.queued
 
     def stop(self) -> None:
         with self._cv:
@@ -291,33 +344,71 @@ class SegmentWriter:
 
     # -- assembler -------------------------------------------------------------
 
-    def _open_new(self) -> None:
-        old_fd, old_seg, old_end = self._fd, self.seg_id, self.end
+    def _open_new(self, need: int) -> None:
+        """Make a new segment, with room for ``need`` bytes, the active one.
+
+        It is preallocated with ``segment_bytes``, or with what the filesystem
+        has left above the reserve when that is less. Raises OSError(ENOSPC)
+        without creating anything when not even ``need`` fits, and removes
+        the file again if anything fails after it was created.
+        """
+        want = FILE_HEADER_SIZE + -(-need // ALIGN) * ALIGN
+        avail = self.store.available(self.dir_idx, fresh=True)
+        if avail < want:
+            raise OSError(errno.ENOSPC, f"{max(avail, 0)} bytes free above the reserve, a new segment needs {want}")
+        size = max(want, min(self.store.segment_bytes, avail // ALIGN * ALIGN))
         seg_id = self.store.allocate_segment_id()
         path = self.store.segment_path(self.dir_idx, seg_id)
         fd = self.store.open_for_write(path)
         try:
-            # Allocate the whole segment up front: ext4 serialises O_DIRECT
-            # writes that extend a file, so without this the parallel writes
-            # of a group run one at a time (measured: ~270 vs ~450 MB/s).
-            os.posix_fallocate(fd, 0, self.store.segment_bytes)
-        except OSError as e:
-            if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
-                os.close(fd)
-                raise
-        buf = self._free.get()
-        try:
-            buf[:FILE_HEADER_SIZE] = file_header(seg_id)
-            os.pwrite(fd, memoryview(buf)[:FILE_HEADER_SIZE], 0)
-        finally:
-            self._free.put(buf)
-        os.fdatasync(fd)
-        _fsync_dir(path.parent)
+            try:
+                # Allocate the whole segment up front: ext4 serialises O_DIRECT
+                # writes that extend a file, so without this the parallel writes
+                # of a group run one at a time (measured: ~270 vs ~450 MB/s).
+                # It also makes a full filesystem show here, before any record
+                # is written, rather than in the middle of a group.
+                os.posix_fallocate(fd, 0, size)
+            except OSError as e:
+                if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+                    raise
+            buf = self._free.get()
+            try:
+                buf[:FILE_HEADER_SIZE] = file_header(seg_id)
+                os.pwrite(fd, memoryview(buf)[:FILE_HEADER_SIZE], 0)
+            finally:
+                self._free.put(buf)
+            os.fdatasync(fd)
+            _fsync_dir(path.parent)
+        except BaseException:
+            # A failed preallocation may keep what it got: give it back.
+            os.close(fd)
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+            raise
+        old_fd, old_seg, old_end = self._fd, self.seg_id, self.end
         self.store.register_segment(seg_id, self.dir_idx, path)
-        self._fd, self.seg_id, self.end = fd, seg_id, FILE_HEADER_SIZE
+        self._fd, self.seg_id, self.end, self.cap = fd, seg_id, FILE_HEADER_SIZE, size
+        self._need_new = False
         if old_fd >= 0:
             # The syncer closes the old file after its last group is durable.
             self._syncq.put(("seal", old_fd, old_seg, old_end))
+
+    def _abandon(self) -> None:
+        """The active segment had a group fail for lack of space: what lies past
+        its last acknowledged group is unknown, so nothing is appended there.
+        Once no write is in flight, cut it back to that group (giving the
+        preallocated rest back to the filesystem) and ask for a new segment."""
+        held = [self._free.get() for _ in range(self.BUFFERS)]  # every issued group is through the syncer
+        for buf in held:
+            self._free.put(buf)
+        self.end = self._acked_end.get(self.seg_id, FILE_HEADER_SIZE)
+        self._need_new = True
+        try:
+            os.ftruncate(self._fd, self.end)
+        except OSError:
+            pass  # the seal cuts it again; start-up cuts an unsealed segment to its committed end
 
     def _wrap(self, e: OSError) -> Exception:
         return self.store.wrap_error(self.dir_idx, e)
@@ -334,6 +425,7 @@ class SegmentWriter:
                 item = self._queue.popleft()
                 group.append(item)
                 size += item.size
+            self.queued -= size
             return group
 
     def _run(self) -> None:
@@ -341,16 +433,29 @@ class SegmentWriter:
             items = self._take()
             if items is None:
                 return
-            if self._failed is not None:
-                self._fail(items, self._failed)
-                continue
+            self._assemble(items)
+            # _take() may wait long for the next record: hold nothing of this
+            # group meanwhile (its records' callbacks reach whole request bodies).
+            items = None
+
+    def _assemble(self, items: list[_Pending]) -> None:
+        if self._failed is not None:
+            self._fail(items, self._failed)
+        else:
             try:
                 size = sum(i.size for i in items)
-                if self.end + size > self.store.segment_bytes and self.end > FILE_HEADER_SIZE:
-                    self._open_new()
+                if self.seg_id in self._bad_segs and not self._need_new:
+                    self._abandon()
+                if self._need_new or self.end + size > self.cap:
+                    self._open_new(size)
                 self._issue(items, size)
             except OSError as e:
-                self._fail(items, e)
+                if _is_enospc(e):
+                    # Nothing of these records was written: another directory may take them.
+                    self.store.note_full(self.dir_idx)
+                    self.store.reroute(items, self.dir_idx)
+                else:
+                    self._fail(items, e)
 
     def _issue(self, items: list[_Pending], size: int) -> None:
         buf = self._free.get()  # back-pressure: at most BUFFERS groups in flight
@@ -370,7 +475,7 @@ class SegmentWriter:
         view = memoryview(buf)
         writes = [self._io.submit(_pwrite_all, self._fd, view[off:min(off + self.PIECE, padded)], start + off)
                   for off in range(0, padded, self.PIECE)]
-        self._syncq.put(_Group(self._fd, self.seg_id, items, locs, writes, buf, start + pos))
+        self._syncq.put(_Group(self._fd, self.seg_id, items, locs, writes, buf, start + pos, start + padded))
 
     def _fail(self, items: list[_Pending], e: OSError) -> None:
         # A failed write or fdatasync is never retried: what reached the disk
@@ -380,6 +485,7 @@ class SegmentWriter:
         with self._cv:
             rest = list(self._queue)
             self._queue.clear()
+            self.queued = 0
         for item in items + rest:
             item.done(None, err)
         self.store.on_failure(self.dir_idx, e)
@@ -402,41 +508,90 @@ class SegmentWriter:
                     break
                 batch.append(nxt)
             self._sync(batch)
+            # Hold nothing of these groups while waiting for the next: a
+            # blocked thread's locals keep whole request bodies alive.
+            first = batch = nxt = None
 
     def _sync(self, batch: list) -> None:
         groups = [g for g in batch if isinstance(g, _Group)]
         t0 = time.perf_counter()
-        error: OSError | None = self._failed
+        fatal: OSError | None = self._failed
+        write_err: dict[int, OSError] = {}
         for g in groups:
             for w in g.writes:
                 exc = w.exception()
-                if exc is not None and error is None:
-                    error = exc
-        if error is None:
-            try:
-                for fd in dict.fromkeys(g.fd for g in groups):
+                if exc is not None:
+                    if not _is_enospc(exc):
+                        fatal = fatal or exc
+                    write_err.setdefault(id(g), exc)
+        acked: list[_Group] = []
+        spilled: list[_Group] = []     # never synced: the records may go elsewhere
+        unsynced: list[tuple[_Group, OSError]] = []  # their fdatasync failed: the request fails
+        if fatal is None:
+            for g in groups:
+                # Groups of a segment are in file order: after one that failed
+                # for lack of space, none of that segment may be acknowledged,
+                # or a later scan would stop at the hole and miss them.
+                if g.seg_id in self._bad_segs or id(g) in write_err:
+                    self._bad_segs.add(g.seg_id)
+                    spilled.append(g)
+                else:
+                    acked.append(g)
+            sync_err: dict[int, OSError] = {}
+            for fd in dict.fromkeys(g.fd for g in acked):
+                try:
                     os.fdatasync(fd)
-            except OSError as e:
-                error = e
+                except OSError as e:
+                    # Never retried: what reached the disk is unknown, these records fail.
+                    if not _is_enospc(e):
+                        fatal = e
+                        break
+                    sync_err[fd] = e
+            if sync_err and fatal is None:
+                for g in acked:
+                    if g.fd in sync_err:
+                        self._bad_segs.add(g.seg_id)
+                        unsynced.append((g, sync_err[g.fd]))
+                acked = [g for g in acked if g.fd not in sync_err]
+            if fatal is None:
+                for g in acked:
+                    self._acked_end[g.seg_id] = g.stop
         for g in groups:
             self._free.put(g.buf)
-        if error is not None:
+        if fatal is not None:
             for g in groups:
-                self._fail(g.items, error)
+                self._fail(g.items, fatal)
         else:
-            self.store.recorder.fsync(time.perf_counter() - t0, sum(len(g.items) for g in groups))
-            for g in groups:
+            if acked:
+                self.store.recorder.fsync(time.perf_counter() - t0, sum(len(g.items) for g in acked))
+            for g in acked:
                 for item, loc in zip(g.items, g.locs):
                     item.done(loc, None)
+            if spilled or unsynced:
+                self.store.note_full(self.dir_idx)
+            for g in spilled:
+                self.store.reroute(g.items, self.dir_idx)
+            for g, e in unsynced:
+                err = self._wrap(e)
+                for item in g.items:
+                    item.done(None, err)
         for marker in batch:
             if isinstance(marker, tuple):
                 _, fd, seg_id, end = marker
-                if error is None:
+                acked_end = self._acked_end.pop(seg_id, FILE_HEADER_SIZE)
+                if seg_id in self._bad_segs:
+                    self._bad_segs.discard(seg_id)
+                    end = acked_end  # cut off the groups that failed for lack of space
+                if self._failed is None:
                     try:
                         os.ftruncate(fd, end)  # give back the unused preallocation
                         os.fdatasync(fd)
                     except OSError as e:
-                        self._failed = e
+                        # Without room the tail merely stays: it is past every
+                        # acknowledged record. Anything else is a failing disk.
+                        if not _is_enospc(e):
+                            self._failed = e
+                            self.store.on_failure(self.dir_idx, e)
                 os.close(fd)
                 self.store.on_sealed(seg_id, end)
 
@@ -457,21 +612,29 @@ class StreamWriter:
     """Writes one large chunk into a segment of its own, piece by piece.
 
     Use :meth:`write` for each piece (in a worker thread), then
-    :meth:`commit` once the digest is verified, or :meth:`abort`.
+    :meth:`commit` once the digest is verified, or :meth:`abort`. Made by
+    :meth:`Store.stream`, which has checked that the directory has room and
+    claimed the record's size on it (``claimed``) until commit or abort, so
+    concurrent streams do not count the same free bytes twice. Every method raises
+    :class:`NoSpace` or :class:`StorageFailure` (naming the data dir) when
+    the filesystem refuses.
     """
 
-    def __init__(self, store: "Store", dir_idx: int, vid: int, digest: bytes, length: int) -> None:
+    def __init__(self, store: "Store", dir_idx: int, vid: int, digest: bytes, length: int,
+                 claimed: int = 0) -> None:
         self.store, self.dir_idx, self.length = store, dir_idx, length
+        self._claim = claimed  # bytes of the dir's free space promised to this stream
         self.seg_id = store.allocate_segment_id()
         self.final = store.segment_path(dir_idx, self.seg_id)
         self.tmp = self.final.with_suffix(".tmp")
-        self._fd = os.open(self.tmp, os.O_CREAT | os.O_EXCL | os.O_RDWR | os.O_CLOEXEC, 0o640)
+        self._fd = -1
         self._sums = bytearray()
         self._block = xxhash.xxh3_64()  # the current incomplete block, hashed so far
         self._filled = 0                 # its length
         self._absorb_buf: bytearray | None = None
         self._pos = data_offset(FILE_HEADER_SIZE, length)
         try:
+            self._fd = os.open(self.tmp, os.O_CREAT | os.O_EXCL | os.O_RDWR | os.O_CLOEXEC, 0o640)
             os.pwrite(self._fd, file_header(self.seg_id) + record_header(vid, digest, length), 0)
         except OSError as e:
             self.abort()
@@ -574,11 +737,16 @@ class StreamWriter:
             self.store.recorder.fsync(time.perf_counter() - t0, 1)
         except OSError as e:
             self.abort()
+            if not _is_enospc(e):
+                # A failed fdatasync is never retried, and says the disk is failing.
+                self.store.on_failure(self.dir_idx, e)
             raise self.store.wrap_error(self.dir_idx, e) from None
+        self._release()
         self.store.register_segment(self.seg_id, self.dir_idx, self.final)
         return Location(self.seg_id, FILE_HEADER_SIZE, record_size(self.length), self.dir_idx)
 
     def abort(self) -> None:
+        """Drop the unacknowledged chunk: close and remove the temp file."""
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
@@ -586,6 +754,12 @@ class StreamWriter:
             os.unlink(self.tmp)
         except FileNotFoundError:
             pass
+        self._release()
+
+    def _release(self) -> None:
+        if self._claim:
+            self.store.claim(self.dir_idx, -self._claim)
+            self._claim = 0
 
 
 class NullRecorder:
@@ -617,6 +791,10 @@ class Store:
         self.sealed_hook: Callable[[int, int], None] | None = None
         self._probe = bytearray(1)
         self._rr = 0
+        self._space: dict[int, tuple[float, int, int]] = {}  # dir -> (when, total, free)
+        self._claimed = [0] * len(self.dirs)  # bytes promised to streams in progress
+        self._claim_lock = threading.Lock()
+        self._full: dict[int, tuple[float, int]] = {}  # dir -> (when, free) of its last ENOSPC
 
     # -- start-up ------------------------------------------------------------
 
@@ -705,36 +883,157 @@ class Store:
         return os.open(path, flags, 0o640)
 
     def wrap_error(self, dir_idx: int, e: OSError) -> Exception:
+        """The domain error for an OSError on a data dir: :class:`NoSpace` for
+        ENOSPC/EDQUOT (and the directory is passed over until it has room),
+        else :class:`StorageFailure`. Both name the directory."""
         if _is_enospc(e):
-            return NoSpace(f"data dir {self.dirs[dir_idx]}: no space left")
-        return StorageFailure(f"data dir {self.dirs[dir_idx]}: {e.strerror or e}")
+            self.note_full(dir_idx)
+            return NoSpace(f"data dir {self.dirs[dir_idx]}: no space left ({e.strerror or e})")
+        return StorageFailure(f"data dir {self.dirs[dir_idx]}: {getattr(e, 'strerror', None) or e}")
 
     def on_failure(self, dir_idx: int, e: OSError) -> None:
+        """A write or fdatasync failed with anything but a lack of space: the
+        directory takes no more writes until a restart (/readyz says so)."""
+        if _is_enospc(e):
+            self.note_full(dir_idx)
+            return
         self.failed_dirs.add(dir_idx)
         self.recorder.storage_failure(dir_idx)
 
-    def pick_dir(self) -> int:
-        """Choose a data dir for a new chunk: the emptiest healthy one, round robin on ties."""
+    # -- free space ------------------------------------------------------------
+
+    def reserve(self, total: int) -> int:
+        """Bytes chunk writes leave free on a filesystem of ``total`` bytes."""
+        return min(RESERVE_MAX, max(RESERVE_MIN, int(total * RESERVE_FRACTION)))
+
+    def _statvfs(self, dir_idx: int, fresh: bool) -> tuple[int, int]:
+        now = time.monotonic()
+        hit = self._space.get(dir_idx)
+        if hit is not None and not fresh and now - hit[0] < SPACE_TTL:
+            return hit[1], hit[2]
+        try:
+            u = shutil.disk_usage(self.dirs[dir_idx])
+            total, free = u.total, u.free
+        except OSError:
+            total, free = 0, 0
+        self._space[dir_idx] = (now, total, free)
+        return total, free
+
+    def available(self, dir_idx: int, want: int = 0, fresh: bool = False) -> int:
+        """Bytes a new file may take on a data dir: free space (for an
+        unprivileged user) less the reserve and what streams in progress
+        have claimed. Asked of the filesystem again when ``fresh``, when the
+        last answer is older than ``SPACE_TTL``, or when it was within
+        ``SPACE_SLACK`` of ``want``."""
+        total, free = self._statvfs(dir_idx, fresh)
+        avail = free - self.reserve(total) - self._claimed[dir_idx]
+        if not fresh and avail < want + SPACE_SLACK:
+            total, free = self._statvfs(dir_idx, True)
+            avail = free - self.reserve(total) - self._claimed[dir_idx]
+        return avail
+
+    def claim(self, dir_idx: int, nbytes: int) -> None:
+        """Promise ``nbytes`` of a data dir to a stream in progress (negative: give back)."""
+        with self._claim_lock:
+            self._claimed[dir_idx] += nbytes
+
+    def note_full(self, dir_idx: int) -> None:
+        """A write on this data dir failed for lack of space."""
+        self._full[dir_idx] = (time.monotonic(), self._statvfs(dir_idx, True)[1])
+
+    def _still_full(self, dir_idx: int, need: int) -> bool:
+        mark = self._full.get(dir_idx)
+        if mark is None:
+            return False
+        when, free_then = mark
+        if time.monotonic() - when < FULL_RETRY_SECONDS and self._statvfs(dir_idx, True)[1] < free_then + need:
+            return True
+        self._full.pop(dir_idx, None)
+        return False
+
+    def has_room(self, dir_idx: int, need: int, stream: bool = False) -> bool:
+        """Can a healthy data dir take a record of ``need`` bytes now: into its
+        active segment, or a new segment (``stream``: a file of its own)?"""
+        if dir_idx in self.failed_dirs:
+            return False
+        if not stream and dir_idx < len(self.writers) and self.writers[dir_idx].room() >= need + ALIGN:
+            return True
+        if self._still_full(dir_idx, need):
+            return False
+        cost = need + ALIGN if stream else FILE_HEADER_SIZE + need + 2 * ALIGN
+        return self.available(dir_idx, cost) >= cost
+
+    def pick_dir(self, need: int = 0, stream: bool = False, exclude: tuple[int, ...] = ()) -> int:
+        """Choose a data dir for a new chunk of ``need`` bytes (0: not known
+        yet): the emptiest healthy one with room for it, round robin on ties.
+
+        A full directory is passed over, not failed: it is chosen again once
+        it has room. Raises :class:`NoSpace` when no healthy directory has
+        room, :class:`StorageFailure` when every one has failed.
+        """
         healthy = [i for i in range(len(self.dirs)) if i not in self.failed_dirs]
         if not healthy:
             raise StorageFailure("no healthy data directory")
-        if len(healthy) == 1:
-            return healthy[0]
+        roomy = [i for i in healthy if i not in exclude and self.has_room(i, need, stream)]
+        if not roomy:
+            names = ", ".join(str(self.dirs[i]) for i in healthy)
+            what = f"{need} bytes" if need else "a new chunk"
+            raise NoSpace(f"data dir {names}: no space left for {what} (free space above the "
+                          f"reserve kept for the index and compaction)")
+        if len(roomy) == 1:
+            return roomy[0]
         self._rr += 1
-        free = {i: shutil.disk_usage(self.dirs[i]).free for i in healthy}
+        free = {i: self._statvfs(i, False)[1] for i in roomy}
         best = max(free.values())
-        near = [i for i in healthy if free[i] >= best * 0.9]
+        near = [i for i in roomy if free[i] >= best * 0.9]
         return near[self._rr % len(near)]
 
     # -- data path -----------------------------------------------------------
 
     def append(self, dir_idx: int, vid: int, digest: bytes, data: bytes | memoryview, sums: bytes,
                done: Done) -> None:
-        """Queue one small record; ``done`` gets its durable :class:`Location` (or the error)."""
-        self.writers[dir_idx].append(record_header(vid, digest, len(data)), sums, data, done)
+        """Queue one small record on ``dir_idx``, or on the emptiest other data
+        dir with room when that one has none (the location says which).
+
+        ``done(location, None)`` is called once the record is durable, or
+        ``done(None, error)``: :class:`NoSpace` when no directory has room
+        (at once, from this call), :class:`StorageFailure` when the write
+        failed.
+        """
+        self._route(_Pending(record_header(vid, digest, len(data)), sums, data, done), dir_idx)
+
+    def reroute(self, items: list[_Pending], dir_idx: int) -> None:
+        """Records ``dir_idx`` had no room for, none of them acknowledged or
+        synced: hand them to another directory with room, or fail them with
+        :class:`NoSpace`."""
+        for item in items:
+            item.tried += (dir_idx,)
+            self._route(item, dir_idx)
+
+    def _route(self, item: _Pending, dir_idx: int) -> None:
+        if dir_idx not in item.tried and self.has_room(dir_idx, item.size):
+            idx = dir_idx
+        else:
+            try:
+                idx = self.pick_dir(item.size, exclude=item.tried)
+            except (NoSpace, StorageFailure) as e:
+                item.done(None, e)
+                return
+        self.writers[idx].append(item)
 
     def stream(self, dir_idx: int, vid: int, digest: bytes, length: int) -> StreamWriter:
-        return StreamWriter(self, dir_idx, vid, digest, length)
+        """A :class:`StreamWriter` for a chunk of ``length`` bytes on ``dir_idx``,
+        or on the emptiest other data dir with room when that one has none.
+        Raises :class:`NoSpace` when no directory has room for it, before
+        anything is written."""
+        need = FILE_HEADER_SIZE + record_size(length)
+        # Checked and claimed under one lock: two streams never both count
+        # the same free bytes.
+        with self._claim_lock:
+            if not self.has_room(dir_idx, need, stream=True):
+                dir_idx = self.pick_dir(need, stream=True)
+            self._claimed[dir_idx] += need
+        return StreamWriter(self, dir_idx, vid, digest, length, claimed=need)
 
     def _fd(self, seg_id: int) -> int:
         fd = self._fds.get(seg_id)

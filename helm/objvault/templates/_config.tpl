@@ -12,6 +12,7 @@ Secret mounted at objvault.secretsDir.
 listen = {{ printf "0.0.0.0:%d" (int64 .Values.containerPorts.http) | toJson }}
 data_dirs = [{{ include "objvault.dataDir" . | toJson }}]
 admin_token_file = {{ printf "%s/admin-token" $secrets | toJson }}
+metrics_token_file = {{ printf "%s/metrics-token" $secrets | toJson }}
 log_level = {{ $c.logLevel | toJson }}
 max_chunk_bytes = {{ int64 $c.maxChunkBytes }}
 segment_bytes = {{ int64 $c.segmentBytes }}

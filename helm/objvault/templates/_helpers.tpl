@@ -68,7 +68,7 @@ annotations:
 {{- end }}
 {{- end }}
 
-{{/* Name of the Secret holding the admin token and target credentials. */}}
+{{/* Name of the Secret holding the admin and metrics tokens and target credentials. */}}
 {{- define "objvault.secretName" -}}
 {{- default (include "objvault.fullname" .) .Values.auth.existingSecret }}
 {{- end }}
@@ -138,12 +138,12 @@ needs it (the existing Secret is expected to hold it).
 
 {{/*
 Input of the checksum/secret annotation: what the Secret is made from, not
-the rendered Secret, whose generated admin token differs on every render.
+the rendered Secret, whose generated tokens differ on every render.
 */}}
 {{- define "objvault.secretChecksumInput" -}}
 {{- $targets := list }}
 {{- range .Values.replication.targets }}
 {{- $targets = append $targets (pick . "name" "accessKeyId" "secretAccessKey" "token" "encryptionKey") }}
 {{- end }}
-{{- toJson (dict "existingSecret" .Values.auth.existingSecret "adminToken" .Values.auth.adminToken "targets" $targets "tls" .Values.tls) }}
+{{- toJson (dict "existingSecret" .Values.auth.existingSecret "adminToken" .Values.auth.adminToken "metricsToken" .Values.auth.metricsToken "targets" $targets "tls" .Values.tls) }}
 {{- end }}

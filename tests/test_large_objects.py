@@ -1,0 +1,155 @@
+"""Objects of many references: refcounts changed in slices under an intent
+(vault/refs.py), whole across refusals and crashes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+import pytest
+
+from tests.server import OBJVAULT, sha
+from vault import refs
+from vault import errors as E
+from vault.index import PENDING, ChunkMeta, Index, ObjectMeta, vid_bytes
+
+N = refs.REF_SLICE * 2 + 100  # three slices
+
+
+def fsck(server):
+    env = dict(os.environ, OBJVAULT_DATA_DIRS=",".join(str(d) for d in server.data_dirs))
+    env.pop("OBJVAULT_CONFIG", None)
+    r = subprocess.run([OBJVAULT, "fsck"], env=env, capture_output=True, text=True, timeout=300)
+    return r.returncode, json.loads(r.stdout)
+
+
+def _batch(chunks: list[bytes]) -> bytes:
+    return b"".join(bytes.fromhex(sha(c)) + len(c).to_bytes(4, "big") + c for c in chunks)
+
+
+@pytest.fixture
+def big(server):
+    """A vault holding N small distinct chunks; their ids."""
+    server.create_vault("acme")
+    chunks = [i.to_bytes(4, "big") * 8 for i in range(N)]
+    for i in range(0, N, 10_000):
+        r = server.admin.post("/v1/vaults/acme/chunks/batch", content=_batch(chunks[i:i + 10_000]),
+                              headers={"Content-Type": "application/vnd.objvault.chunks"})
+        assert r.status_code == 200, r.text
+    return server, [sha(c) for c in chunks]
+
+
+def test_large_objects_keep_refcounts_exact(big):
+    server, ids = big
+    c = server.admin
+    refs_list = ids + ids[:50]  # repeated references count twice
+    r = c.put("/v1/vaults/acme/objects/a", json={"chunks": refs_list})
+    assert r.status_code == 201 and r.json() == {"key": "a", "size": 32 * len(refs_list), "chunks": len(refs_list)}
+    assert c.get("/v1/vaults/acme/objects/a").json()["chunks"] == refs_list
+    # Overwrite the large object with a small one, then with a large one again, and delete.
+    assert c.put("/v1/vaults/acme/objects/a", json={"chunks": ids[:3]}).status_code == 201
+    assert c.put("/v1/vaults/acme/objects/b", json={"chunks": ids[::-1]}).status_code == 201
+    assert c.put("/v1/vaults/acme/objects/b", json={"chunks": ids[5:]}).status_code == 201
+    assert c.put("/v1/vaults/acme/objects/c", json={"chunks": ids}).status_code == 201
+    assert c.delete("/v1/vaults/acme/objects/c").status_code == 204
+    usage = c.get("/v1/vaults/acme").json()["usage"]
+    assert usage["objects"] == 2 and usage["logical_bytes"] == 32 * (3 + N - 5)
+    # Missing chunks: 409 with every absent id, and nothing counted.
+    absent = [sha(b"absent %d" % i) for i in range(3)]
+    r = c.put("/v1/vaults/acme/objects/d", json={"chunks": ids + absent})
+    assert r.status_code == 409 and sorted(r.json()["missing"]) == sorted(absent)
+    # If-None-Match on an existing large object is refused before any counting.
+    r = c.put("/v1/vaults/acme/objects/b", json={"chunks": ids}, headers={"If-None-Match": "*"})
+    assert r.status_code == 412
+    server.stop()
+    code, report = fsck(server)
+    assert code == 0 and report["ok"] and report["refcount_mismatches"] == 0, report
+    assert report["reference_intents_settled"] == 0
+
+
+# -- in process: the metadata layer alone -----------------------------------------------
+
+
+def _index_with_chunks(path, n: int) -> tuple[Index, list[bytes]]:
+    index = Index(path)
+    ids = [os.urandom(32) for _ in range(n)]
+
+    def op(txn):
+        for d in ids:
+            txn.put("chunks", vid_bytes(1) + d, ChunkMeta(1, 0, 10, 0, PENDING, txn.now, 0.0).pack())
+    index.run_sync(op)
+    return index, ids
+
+
+def _counts(index: Index, ids: list[bytes]) -> list[int]:
+    return [ChunkMeta.unpack(index.get("chunks", vid_bytes(1) + d)).refcount for d in ids]
+
+
+def test_an_acquire_cut_short_is_undone_at_the_next_start(tmp_path):
+    index, ids = _index_with_chunks(tmp_path / "idx", N)
+    chunks = ids + ids[:10]
+    ids_ns = refs.count(chunks)
+    payload = ObjectMeta(0.0, 0, chunks, b"").pack()
+    iid = index.run_sync(lambda txn: refs.open_intent(txn, refs.ACQUIRE, 1, payload))
+    calls = []
+
+    def check(txn, part, metas):
+        calls.append(len(part))
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # the process stops in the middle of the third slice
+
+    with pytest.raises(KeyboardInterrupt):
+        refs.acquire(index, iid, 1, *ids_ns, check)
+    assert sum(_counts(index, ids)) == 2 * refs.REF_SLICE + 10  # two slices applied, the third not
+    index.close()
+    index = Index(tmp_path / "idx")
+    assert refs.pending(index) == [iid]
+    assert refs.settle_all(index) == 1
+    assert _counts(index, ids) == [0] * N and refs.pending(index) == []
+    index.close()
+
+
+def test_a_refused_acquire_is_undone(tmp_path):
+    index, ids = _index_with_chunks(tmp_path / "idx", N)
+    ids_ns = refs.count(ids)
+    iid = index.run_sync(lambda txn: refs.open_intent(txn, refs.ACQUIRE, 1, ObjectMeta(0.0, 0, ids, b"").pack()))
+
+    def check(txn, part, metas):
+        if part[0][0] == ids[refs.REF_SLICE]:
+            raise E.MissingChunks("gone")
+
+    with pytest.raises(E.MissingChunks):
+        refs.acquire(index, iid, 1, *ids_ns, check)
+    assert refs.settle(index, iid) == "undone"
+    assert _counts(index, ids) == [0] * N
+    index.close()
+
+
+def test_a_release_cut_short_is_finished_at_the_next_start(tmp_path):
+    index, ids = _index_with_chunks(tmp_path / "idx", N)
+    chunks = ids + ids[:7]
+    index.run_sync(lambda txn: refs.apply(txn, 1, zip(*refs.count(chunks))))
+    assert sum(_counts(index, ids)) == N + 7
+    old_raw = ObjectMeta(1.0, 0, chunks, b"").pack()
+    pending: list[int] = []
+    index.run_sync(lambda txn: refs.release(txn, 1, old_raw, pending))
+    # The process stops before any slice: the next start releases them all.
+    assert sum(_counts(index, ids)) == N + 7
+    index.close()
+    index = Index(tmp_path / "idx")
+    assert refs.settle_all(index) == 1
+    counts = _counts(index, ids)
+    assert counts == [0] * N
+    states = {ChunkMeta.unpack(index.get("chunks", vid_bytes(1) + d)).state for d in ids}
+    assert states == {2}  # deletable, from now: GC's grace starts at the release
+    index.close()
+
+
+def test_small_objects_release_in_their_own_op(tmp_path):
+    index, ids = _index_with_chunks(tmp_path / "idx", 10)
+    index.run_sync(lambda txn: refs.apply(txn, 1, zip(*refs.count(ids + ids))))
+    pending: list[int] = []
+    index.run_sync(lambda txn: refs.release(txn, 1, ObjectMeta(1.0, 0, ids, b"").pack(), pending))
+    assert pending == [] and _counts(index, ids) == [1] * 10
+    index.close()

@@ -1,0 +1,295 @@
+"""Slow and surplus clients, and protocol edge cases, over raw sockets.
+
+A client that trickles its request head, stalls its body or idles on a
+kept-alive connection is cut off after the configured time (408 or a close),
+leaving nothing stored; connections beyond ``max_connections`` are refused
+with 503; ``100 Continue`` is only sent to a request whose credentials hold;
+a request line without an HTTP version gets 400.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import socket
+import time
+import uuid
+
+import httpx
+import pytest
+
+from tests.apihelpers import SMALL_SEGMENTS, admin_of, create_key, create_vault
+from tests.server import Server, sha
+
+KiB = 1 << 10
+# Small limits keep every test to a few seconds. The keep-alive timeout
+# differs from the header timeout so that each can be told apart.
+LIMITS = {
+    **SMALL_SEGMENTS,
+    "OBJVAULT_HEADER_TIMEOUT_SECONDS": "1",
+    "OBJVAULT_BODY_IDLE_TIMEOUT_SECONDS": "1",
+    "OBJVAULT_KEEPALIVE_TIMEOUT_SECONDS": "3",
+    # Chunks above 64 KiB are streamed into a segment of their own.
+    "OBJVAULT_STREAM_THRESHOLD_BYTES": str(64 * KiB),
+}
+
+
+@pytest.fixture(scope="module")
+def srv(tmp_path_factory):
+    s = Server(tmp_path_factory.mktemp("slow"), env=LIMITS).start()
+    yield s
+    s.stop()
+
+
+def connect(srv: Server, timeout: float = 5.0) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", srv.port))
+    sock.settimeout(timeout)
+    return sock
+
+
+def read_response(sock: socket.socket) -> tuple[int, dict, bytes, bytes]:
+    """One response: ``(status, headers, body, raw head)``; raises socket.timeout if none comes."""
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        data = sock.recv(65536)
+        if not data:
+            raise ConnectionError(f"closed after {buf!r}")
+        buf += data
+    head, _, rest = buf.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {}
+    for line in lines[1:]:
+        k, _, v = line.partition(":")
+        headers[k.strip().lower()] = v.strip()
+    n = int(headers.get("content-length", "0"))
+    while len(rest) < n:
+        data = sock.recv(65536)
+        if not data:
+            break
+        rest += data
+    return int(lines[0].split()[1]), headers, rest[:n], head + b"\r\n\r\n"
+
+
+def closed_within(sock: socket.socket, seconds: float) -> bool:
+    """True when the server closes (EOF or reset) within ``seconds``, sending nothing more."""
+    sock.settimeout(seconds)
+    try:
+        return sock.recv(1) == b""
+    except ConnectionResetError:
+        return True
+    except socket.timeout:
+        return False
+
+
+def new_vault(srv: Server) -> str:
+    name = f"s-{uuid.uuid4().hex[:10]}"
+    create_vault(srv, name)
+    return name
+
+
+def usage(srv: Server, vault: str) -> dict:
+    return admin_of(srv).get(f"/v1/vaults/{vault}").json()["usage"]
+
+
+def segment_files(srv: Server) -> dict:
+    return {p.name: p.stat().st_size for d in srv.data_dirs for p in (d / "segments").iterdir()}
+
+
+# -- request heads -------------------------------------------------------------------
+
+
+def test_trickled_head_gets_408_and_close(srv):
+    sock = connect(srv)
+    t0 = time.monotonic()
+    sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+    sock.settimeout(0.1)
+    got = b""
+    while time.monotonic() - t0 < 5:
+        try:
+            sock.send(b"a")
+            got += sock.recv(65536)
+        except socket.timeout:
+            continue
+        except (BrokenPipeError, ConnectionResetError):
+            break
+        if got.endswith(b"}"):
+            break
+    elapsed = time.monotonic() - t0
+    assert got.startswith(b"HTTP/1.1 408 "), got
+    assert b'"code": "request_timeout"' in got
+    assert 0.9 <= elapsed < 2.5
+    assert closed_within(sock, 2)
+
+
+def test_silent_connection_is_closed_without_an_answer(srv):
+    sock = connect(srv)
+    t0 = time.monotonic()
+    assert closed_within(sock, 3)  # nothing was asked: nothing is answered
+    assert 0.9 <= time.monotonic() - t0 < 2.5
+
+
+def test_idle_keepalive_connection_is_closed(srv):
+    sock = connect(srv)
+    sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    status, _, body, _ = read_response(sock)
+    assert status == 200 and body == b'{"status":"ok"}'
+    # Idle between requests is the keep-alive timeout (3 s), not the header one (1 s).
+    assert not closed_within(sock, 2)
+    sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert read_response(sock)[0] == 200
+    t0 = time.monotonic()
+    assert closed_within(sock, 5)
+    assert 2.5 <= time.monotonic() - t0 < 4.5
+
+
+def test_request_line_without_version_gets_400(srv):
+    sock = connect(srv)
+    sock.sendall(b"GET /healthz\r\n\r\n")
+    data = b""
+    while True:
+        piece = sock.recv(65536)
+        if not piece:
+            break
+        data += piece
+    assert data.split(b"\r\n", 1)[0].split()[1] == b"400", data
+    assert b"HTTP/0.9" not in data
+
+
+# -- request bodies ------------------------------------------------------------------
+
+
+def _stall(srv: Server, head: bytes, sent: bytes) -> tuple[int, bytes, float]:
+    sock = connect(srv)
+    sock.sendall(head + sent)
+    t0 = time.monotonic()
+    status, _, body, _ = read_response(sock)
+    return status, body, time.monotonic() - t0
+
+
+def _put_head(srv: Server, vault: str, cid: str, length: int) -> bytes:
+    return (f"PUT /v1/vaults/{vault}/chunks/{cid} HTTP/1.1\r\nHost: x\r\n"
+            f"Authorization: Bearer {srv.admin_token}\r\nContent-Length: {length}\r\n\r\n").encode()
+
+
+@pytest.mark.parametrize("size", [10 * KiB, 1 << 20], ids=["buffered", "streamed"])
+def test_stalled_chunk_body_gets_408_and_stores_nothing(srv, size):
+    vault = new_vault(srv)
+    data = os.urandom(size)
+    before = segment_files(srv)
+    status, body, elapsed = _stall(srv, _put_head(srv, vault, sha(data), size), data[:size // 3])
+    assert status == 408, body
+    assert b'"code": "request_timeout"' in body
+    assert 0.9 <= elapsed < 3
+    assert segment_files(srv) == before  # no temp file, nothing appended
+    assert usage(srv, vault)["chunks"] == 0 and usage(srv, vault)["stored_bytes"] == 0
+    assert admin_of(srv).head(f"/v1/vaults/{vault}/chunks/{sha(data)}").status_code == 404
+
+
+def test_stalled_body_of_a_large_chunk_already_held_gets_408(srv):
+    vault = new_vault(srv)
+    data = os.urandom(1 << 20)
+    cid = sha(data)
+    assert admin_of(srv).put(f"/v1/vaults/{vault}/chunks/{cid}", content=data).status_code == 201
+    before, held = segment_files(srv), usage(srv, vault)
+    status, body, elapsed = _stall(srv, _put_head(srv, vault, cid, len(data)), data[:100 * KiB])
+    assert status == 408, body
+    assert 0.9 <= elapsed < 3
+    assert segment_files(srv) == before and usage(srv, vault) == held
+
+
+def test_stalled_json_body_gets_408(srv):
+    vault = new_vault(srv)
+    body = b'{"chunks": []}'
+    head = (f"PUT /v1/vaults/{vault}/objects/o HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {srv.admin_token}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode()
+    status, answer, _ = _stall(srv, head, body[:5])
+    assert status == 408, answer
+    assert admin_of(srv).get(f"/v1/vaults/{vault}/objects/o").status_code == 404
+
+
+# -- 100 Continue ----------------------------------------------------------------------
+
+
+def _expect(srv: Server, method: str, path: str, body: bytes, auth: str | None) -> tuple[socket.socket, bytes]:
+    """Send a head with ``Expect: 100-continue``; return the socket and the first answer's head."""
+    sock = connect(srv)
+    head = f"{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\nExpect: 100-continue\r\n"
+    if auth:
+        head += f"Authorization: {auth}\r\n"
+    sock.sendall((head + "\r\n").encode())
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        piece = sock.recv(65536)
+        if not piece:
+            break
+        buf += piece
+    return sock, buf
+
+
+def test_100_continue_only_after_authentication(srv):
+    vault = new_vault(srv)
+    other = new_vault(srv)
+    data = os.urandom(4 * KiB)
+    path = f"/v1/vaults/{vault}/chunks/{sha(data)}"
+    refused = [
+        (path, None, 401),
+        (path, "Bearer not-a-key", 401),
+        (path, f"Bearer {create_key(srv, other, 'append')}", 404),  # another tenant's key
+        (f"/restic/{vault}/data/{sha(data)}", None, 401),
+        ("/v1/admin/gc", None, 401),
+        ("/v1/vaults", None, 401),
+    ]
+    for target, auth, want in refused:
+        method = "PUT" if "/chunks/" in target else "POST"
+        sock, first = _expect(srv, method, target, data, auth)
+        assert first.startswith(f"HTTP/1.1 {want} ".encode()), (target, first)
+        assert b"100 Continue" not in first
+    assert usage(srv, vault)["chunks"] == 0
+
+    key = create_key(srv, vault, "append")
+    for auth in (f"Bearer {key}", "Basic " + base64.b64encode(f"{vault}:{key}".encode()).decode()):
+        sock, first = _expect(srv, "PUT", path, data, auth)
+        assert first == b"HTTP/1.1 100 Continue\r\n\r\n", first
+        sock.sendall(data)
+        status, _, body, _ = read_response(sock)
+        assert status in (200, 201), body
+    assert usage(srv, vault)["chunks"] == 1
+
+
+# -- the connection cap ----------------------------------------------------------------
+
+
+def test_connections_beyond_the_cap_get_503(make_server):
+    cap = 20
+    s = make_server("cap", env={**SMALL_SEGMENTS, "OBJVAULT_MAX_CONNECTIONS": str(cap),
+                                "OBJVAULT_HEADER_TIMEOUT_SECONDS": "3", "OBJVAULT_KEEPALIVE_TIMEOUT_SECONDS": "1"})
+    time.sleep(0.2)  # the readiness probe's connection is gone
+    socks = [connect(s) for _ in range(2 * cap)]
+    time.sleep(0.5)
+    held, refused = [], []
+    for sock in socks:
+        sock.setblocking(False)
+        try:
+            data = sock.recv(65536)
+        except BlockingIOError:  # open, nothing said: being served
+            held.append(sock)
+            continue
+        except ConnectionResetError:
+            data = b""
+        refused.append(data)
+    assert len(held) == cap, (len(held), refused[:1])
+    assert any(r.startswith(b"HTTP/1.1 503 ") and b"Retry-After: 1" in r for r in refused), refused[:3]
+    # Those served are served in full.
+    for sock in held:
+        sock.settimeout(5)
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert read_response(sock)[0] == 200
+    # Once they time out the server takes new connections again.
+    assert all(closed_within(sock, 3) for sock in held)
+    time.sleep(0.2)
+    assert httpx.get(s.url + "/healthz", timeout=5).status_code == 200
+    fresh = [connect(s) for _ in range(cap)]
+    time.sleep(0.2)
+    for sock in fresh:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert read_response(sock)[0] == 200

@@ -229,9 +229,9 @@ async def scrub_status(request: web.Request) -> web.Response:
 def add_routes(app: web.Application) -> None:
     r = app.router
     r.add_get("/v1/admin/replication", replication_status)
-    r.add_post("/v1/admin/restore", restore_start)
+    r.add_post("/v1/admin/restore", restore_start, expect_handler=http.expect_continue)
     r.add_get("/v1/admin/restore", restore_status)
-    r.add_post("/v1/admin/scrub", scrub_start)
+    r.add_post("/v1/admin/scrub", scrub_start, expect_handler=http.expect_continue)
     r.add_get("/v1/admin/scrub", scrub_status)
 
 

@@ -153,3 +153,16 @@ def test_small_objects_release_in_their_own_op(tmp_path):
     index.run_sync(lambda txn: refs.release(txn, 1, ObjectMeta(1.0, 0, ids, b"").pack(), pending))
     assert pending == [] and _counts(index, ids) == [1] * 10
     index.close()
+
+
+def test_manifests_pack_in_many_threads_at_once():
+    """ObjectMeta.pack runs in the committer and in worker threads at once
+    (large objects): a compressor shared between threads crashed the process."""
+    import concurrent.futures
+
+    chunks = [os.urandom(32) for _ in range(2000)] * 50  # repeats: zstd keeps its output
+    want = ObjectMeta(1.0, 5, chunks, b"m").pack()
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        packed = list(pool.map(lambda _: ObjectMeta(1.0, 5, chunks, b"m").pack(), range(64)))
+    assert all(p == want for p in packed)
+    assert ObjectMeta.unpack(want).chunks == chunks

@@ -113,7 +113,9 @@ class ObjectMeta(NamedTuple):
     meta: bytes
 
     _H = struct.Struct("<BdQII")
-    _Z = zstandard.ZstdCompressor(level=3)
+    # A compressor per thread: python-zstandard's are not thread-safe (two
+    # threads packing large manifests at once crashed the process).
+    _Z = threading.local()
 
     def pack(self) -> bytes:
         body = b"".join(self.chunks) + self.meta
@@ -121,7 +123,10 @@ class ObjectMeta(NamedTuple):
         # Chunk ids are random bytes and rarely compress; only keep zstd's
         # output when it is smaller (repeated ids in a big manifest).
         if len(body) > 512:
-            z = self._Z.compress(body)
+            zc = getattr(self._Z, "c", None)
+            if zc is None:
+                zc = self._Z.c = zstandard.ZstdCompressor(level=3)
+            z = zc.compress(body)
             if len(z) < len(body) * 0.9:
                 body, flag = z, 1
         return self._H.pack(flag, self.created, self.size, len(self.chunks), len(self.meta)) + body

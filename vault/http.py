@@ -21,6 +21,7 @@ import re
 import select
 import socket
 import time
+from collections.abc import Sequence
 from typing import Any, AsyncIterator, Awaitable, Callable
 
 import msgspec
@@ -29,6 +30,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from . import errors as E
 from .budget import MemoryBudget
+from .index import ChunkIds
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .names import chunk_id, decode_path_segment, object_key, vault_name
 from .service import ROLES, Principal, VaultRec, VaultService
@@ -840,7 +842,7 @@ _MANIFEST = msgspec.json.Decoder(_Manifest)
 _SEPARATORS = (b'","', b'", "')
 
 
-def plain_hex_ids(raw: bytes | memoryview) -> list[bytes] | None:
+def plain_hex_ids(raw: bytes | memoryview) -> ChunkIds | None:
     """The ids of a JSON array of chunk ids written plainly (``["<hex>","<hex>"]``,
     with ``","`` or ``", "`` between them), decoded without making a string
     object per id; None for any other way of writing it (the caller decodes
@@ -851,7 +853,7 @@ def plain_hex_ids(raw: bytes | memoryview) -> list[bytes] | None:
     """
     raw = memoryview(raw)  # slices of it are views: the body is never copied whole
     if raw == b"[]":
-        return []
+        return ChunkIds(b"")
     if len(raw) < 68 or raw[:2] != b'["' or raw[-2:] != b'"]':
         return None
     sep = raw[66:66 + len(_SEPARATORS[1])].tobytes()
@@ -876,11 +878,11 @@ def plain_hex_ids(raw: bytes | memoryview) -> list[bytes] | None:
             return None
         if len(blob) != 32 * k:  # fromhex skips whitespace
             return None
-        out += [blob[i:i + 32] for i in range(0, len(blob), 32)]
-    return out
+        out.append(blob)
+    return ChunkIds(b"".join(out))
 
 
-def decode_manifest(buf: bytes | bytearray) -> tuple[list[bytes], Any]:
+def decode_manifest(buf: bytes | bytearray) -> tuple[Sequence[bytes], Any]:
     """``(chunk ids, meta)`` of an object PUT's body; raises BadJSON, BadRequest, BadName, TooLarge."""
     from .service import MAX_OBJECT_CHUNKS
     try:
@@ -893,7 +895,7 @@ def decode_manifest(buf: bytes | bytearray) -> tuple[list[bytes], Any]:
         raise E.BadJSON(f"malformed JSON: {e}") from None
     except RecursionError:
         raise E.BadJSON("malformed JSON: nested too deeply") from None
-    digests = plain_hex_ids(doc.chunks)
+    digests: Sequence[bytes] | None = plain_hex_ids(doc.chunks)
     if digests is None:
         ids = decode_json(doc.chunks)
         if not isinstance(ids, list):

@@ -29,6 +29,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import Counter
+from collections.abc import Sequence
 from typing import Callable, Iterable
 
 from . import errors as E
@@ -38,8 +39,6 @@ log = logging.getLogger("objvault")
 
 # References changed in one op: at ~2.3 µs an entry, about 20 ms of GIL.
 REF_SLICE = 8192
-# Ids counted per Counter.update call (each call holds the GIL).
-COUNT_SLICE = 65536
 ACQUIRE, RELEASE = 1, 2
 INTENT = b"refs_intent:"
 _DONE = b"/done"
@@ -47,20 +46,15 @@ _DONE = b"/done"
 Pairs = list[tuple[bytes, int]]
 
 
-def count(chunks: list[bytes]) -> tuple[list[bytes], list[int]]:
-    """The distinct ids, in order of first reference, and their numbers of
-    references: two lists rather than a million tuples (72 MB, and each
-    one more object for the cyclic GC to walk)."""
-    c: Counter = Counter()
-    for i in range(0, len(chunks), COUNT_SLICE):
-        c.update(chunks[i:i + COUNT_SLICE])
-    ids = list(c)
-    ns = list(c.values())
-    return ids, ns
+def nslices(chunks: Sequence[bytes]) -> int:
+    return -(-len(chunks) // REF_SLICE)
 
 
-def _slices(ids: list[bytes], ns: list[int]) -> list[Pairs]:
-    return [list(zip(ids[i:i + REF_SLICE], ns[i:i + REF_SLICE])) for i in range(0, len(ids), REF_SLICE)]
+def slice_pairs(chunks: Sequence[bytes], k: int) -> Pairs:
+    """Slice ``k`` of a manifest's references, as ``(id, references in the
+    slice)``: made from the manifest alone, so whoever settles an intent
+    gets the same slices. An id in several slices is counted in each."""
+    return list(Counter(chunks[k * REF_SLICE:(k + 1) * REF_SLICE]).items())
 
 
 def lookup(txn: Txn, vid: int, ids: list[bytes]) -> dict[bytes, ChunkMeta]:
@@ -134,7 +128,7 @@ def _slice_op(iid: int, vid: int, k: int, part: Pairs, sign: int, expect: int, t
     return op
 
 
-def acquire(index: Index, iid: int, vid: int, ids: list[bytes], ns: list[int],
+def acquire(index: Index, iid: int, vid: int, chunks: Sequence[bytes],
             check: Callable[[Txn, Pairs, dict[bytes, ChunkMeta]], None]) -> None:
     """Apply every slice of an open acquire intent (blocking: call from a thread).
 
@@ -142,9 +136,8 @@ def acquire(index: Index, iid: int, vid: int, ids: list[bytes], ns: list[int],
     increments, with the entries of the slice's chunks the vault holds, and may raise
     (MissingChunks); the caller then undoes with :func:`settle`.
     """
-    for k, i in enumerate(range(0, len(ids), REF_SLICE)):
-        part = list(zip(ids[i:i + REF_SLICE], ns[i:i + REF_SLICE]))
-        index.run_sync(_slice_op(iid, vid, k, part, +1, k, k + 1, check))
+    for k in range(nslices(chunks)):
+        index.run_sync(_slice_op(iid, vid, k, slice_pairs(chunks, k), +1, k, k + 1, check))
 
 
 def settle(index: Index, iid: int) -> str:
@@ -157,14 +150,14 @@ def settle(index: Index, iid: int) -> str:
     if raw is None:
         return "none"
     kind, vid = raw[0], int.from_bytes(raw[1:9], "big")
-    slices = _slices(*count(ObjectMeta.unpack(raw[9:]).chunks))
+    chunks = ObjectMeta.unpack(raw[9:]).chunks
     done = int.from_bytes(index.get("meta", _key(iid) + _DONE) or b"\0", "big")
     if kind == ACQUIRE:
         for k in range(done - 1, -1, -1):
-            index.run_sync(_slice_op(iid, vid, k, slices[k], -1, k + 1, k))
+            index.run_sync(_slice_op(iid, vid, k, slice_pairs(chunks, k), -1, k + 1, k))
     else:
-        for k in range(done, len(slices)):
-            index.run_sync(_slice_op(iid, vid, k, slices[k], -1, k, k + 1))
+        for k in range(done, nslices(chunks)):
+            index.run_sync(_slice_op(iid, vid, k, slice_pairs(chunks, k), -1, k, k + 1))
     index.run_sync(lambda txn: close_intent(txn, iid))
     return "undone" if kind == ACQUIRE else "released"
 
@@ -193,8 +186,7 @@ def release(txn: Txn, vid: int, old_raw: bytes | None, pending: list[int] | None
     if old_raw is None:
         return
     if not is_large(ObjectMeta.header(old_raw)[2]):
-        ids, ns = count(ObjectMeta.unpack(old_raw).chunks)
-        apply(txn, vid, zip(ids, [-n for n in ns]))
+        apply(txn, vid, [(d, -n) for d, n in Counter(ObjectMeta.unpack(old_raw).chunks).items()])
         return
     iid = open_intent(txn, RELEASE, vid, old_raw)
     if pending is not None:

@@ -19,6 +19,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from collections.abc import Sequence
 from typing import Any, AsyncIterator, Awaitable, Callable
 
 from . import errors as E
@@ -649,7 +650,7 @@ class VaultService:
 
     # -- objects ---------------------------------------------------------------
 
-    async def put_object(self, rec: VaultRec, key: str, chunks: list[bytes], meta: bytes,
+    async def put_object(self, rec: VaultRec, key: str, chunks: Sequence[bytes], meta: bytes,
                          role: str, if_none_match: bool, restic: bool = False) -> ObjectMeta:
         """Write the object ``key`` of ``chunks``; raises MissingChunks,
         PreconditionFailed, Forbidden, AppendOnly, RetentionLocked, ReservedKey.
@@ -684,17 +685,18 @@ class VaultService:
         for iid in intents:
             await loop.run_in_executor(None, refs.settle, self.index, iid)
 
-    async def _put_large_object(self, rec: VaultRec, key: str, chunks: list[bytes], meta: bytes,
+    async def _put_large_object(self, rec: VaultRec, key: str, chunks: Sequence[bytes], meta: bytes,
                                 role: str, if_none_match: bool) -> ObjectMeta:
         """:meth:`put_object` for an object of more than :data:`vault.refs.REF_SLICE`
         references: counted in slices under an acquire intent, then the
         object written in one op (see :mod:`vault.refs`)."""
         loop = asyncio.get_running_loop()
         okey = vid_bytes(rec.vid) + key.encode()
-        ids, ns = await loop.run_in_executor(None, refs.count, chunks)
-        missing = await self.missing(rec, ids)
+        missing: dict[bytes, None] = {}
+        for i in range(0, len(chunks), 65536):  # ids made a slice at a time: bounded memory
+            missing.update(dict.fromkeys(await self.missing(rec, list(dict.fromkeys(chunks[i:i + 65536])))))
         if missing:
-            raise refs.missing_error(rec.name, key, missing)
+            raise refs.missing_error(rec.name, key, list(missing))
         # Refuse now what the final op would refuse, before any counting.
         vrec = self.get_vault(rec.name)
         if vrec.vid != rec.vid:
@@ -729,7 +731,7 @@ class VaultService:
             return obj
 
         try:
-            await loop.run_in_executor(None, refs.acquire, self.index, iid, rec.vid, ids, ns, check)
+            await loop.run_in_executor(None, refs.acquire, self.index, iid, rec.vid, chunks, check)
             obj = await self.index.run(final)
         except BaseException:
             await loop.run_in_executor(None, refs.settle, self.index, iid)

@@ -186,3 +186,38 @@ def test_bodies_held_in_memory_are_bounded(make_server):
     # A body larger than the whole budget runs alone rather than never.
     big = os.urandom(4 * MiB)
     assert server.admin.put(f"/v1/vaults/acme/chunks/{sha(big)}", content=big).status_code == 201
+
+
+def test_an_idle_writer_gives_its_group_buffers_back(tmp_path):
+    """The group buffers (64 MiB per data directory once written) are handed
+    back to the system after a second with nothing to write: their pages
+    read as zeros again, and the next write still lands intact."""
+    import threading as _t
+
+    from vault.store import Store, block_sums
+
+    store = Store([tmp_path / "d"], segment_bytes=8 << 20)
+    store.open({}, {})
+    writer = store.writers[0]
+    data = os.urandom(256 << 10)
+    done = _t.Event()
+    loc = {}
+
+    def put(d: bytes) -> None:
+        done.clear()
+        store.append(0, 1, bytes.fromhex(sha(d)), d, block_sums(d), lambda l, e: (loc.update(l=l, e=e), done.set()))
+        assert done.wait(10) and loc["e"] is None
+
+    put(data)
+    deadline = time.monotonic() + 10
+    while not writer._released and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert writer._released
+    bufs = [writer._free.get_nowait() for _ in range(writer.BUFFERS)]
+    assert all(b[:len(data) + 4096].count(0) == len(data) + 4096 for b in bufs)  # pages dropped: zeros
+    for b in bufs:
+        writer._free.put(b)
+    again = os.urandom(300 << 10)
+    put(again)
+    assert bytes(store.read(loc["l"].seg_id, loc["l"].offset, len(again))) == again
+    store.close()

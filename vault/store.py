@@ -266,6 +266,8 @@ class SegmentWriter:
     """
 
     BUFFERS = 4
+    # After this long with nothing to write, the group buffers' pages go back.
+    IDLE_RELEASE_SECONDS = 1.0
     PIECE = 1 << 20
     IO_THREADS = 4
 
@@ -278,7 +280,9 @@ class SegmentWriter:
         self._failed: OSError | None = None
         self._free: queue.SimpleQueue[mmap.mmap] = queue.SimpleQueue()
         for _ in range(self.BUFFERS):
-            self._free.put(mmap.mmap(-1, GROUP_MAX + ALIGN))
+            # Private: MADV_DONTNEED then frees the pages (on a shared
+            # anonymous mapping it would only unmap them, and keep the data).
+            self._free.put(mmap.mmap(-1, GROUP_MAX + ALIGN, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS))
         self._syncq: queue.SimpleQueue = queue.SimpleQueue()
         self._io = concurrent.futures.ThreadPoolExecutor(self.IO_THREADS, thread_name_prefix=f"segio-{dir_idx}")
         self._fd = -1
@@ -287,6 +291,7 @@ class SegmentWriter:
         self.cap = 0                 # bytes preallocated for the active segment
         self.queued = 0              # bytes of records queued, not yet taken by the assembler
         self._need_new = True        # no active segment that may take the next group
+        self._released = True        # the free buffers' pages were given back (assembler)
         self._bad_segs: set[int] = set()  # unsealed segments with a group failed for lack of space (syncer)
         # Padded end of the last acknowledged group of each unsealed segment (syncer).
         self._acked_end: dict[int, int] = {}
@@ -416,7 +421,8 @@ class SegmentWriter:
     def _take(self) -> list[_Pending] | None:
         with self._cv:
             while not self._queue and not self._stopping:
-                self._cv.wait()
+                if not self._cv.wait(self.IDLE_RELEASE_SECONDS) and not self._queue and not self._released:
+                    self._release_buffers()
             if not self._queue:
                 return None
             group: list[_Pending] = []
@@ -427,6 +433,21 @@ class SegmentWriter:
                 size += item.size
             self.queued -= size
             return group
+
+    def _release_buffers(self) -> None:
+        """Give the pages of the free group buffers back to the system (64 MiB
+        per data directory once written): an idle writer holds no memory.
+        They come back zeroed, page by page, when the next group is copied in."""
+        bufs = []
+        while True:
+            try:
+                bufs.append(self._free.get_nowait())
+            except queue.Empty:
+                break
+        for buf in bufs:
+            buf.madvise(mmap.MADV_DONTNEED)
+            self._free.put(buf)
+        self._released = True
 
     def _run(self) -> None:
         while True:
@@ -459,6 +480,7 @@ class SegmentWriter:
 
     def _issue(self, items: list[_Pending], size: int) -> None:
         buf = self._free.get()  # back-pressure: at most BUFFERS groups in flight
+        self._released = False
         pos = 0
         locs = []
         for item in items:

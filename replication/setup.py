@@ -128,15 +128,18 @@ class Replication:
         if self.scrubber.state == "running" or (self._scrub is not None and not self._scrub.done()):
             return False
         self._scrub = asyncio.ensure_future(self.runner.run_now(self.scrubber.name))
-        # Failures are logged and counted by the runner.
+        # Failures are logged and counted by the runner. A finished pass
+        # leaves the task list, or every pass asked for would stay in it.
         self._scrub.add_done_callback(lambda t: t.cancelled() or t.exception())
+        self._scrub.add_done_callback(self._tasks.remove)
         self._tasks.append(self._scrub)
         return True
 
     async def stop(self) -> None:
-        for t in self._tasks:
+        tasks = list(self._tasks)
+        for t in tasks:
             t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         await asyncio.gather(*(w.stop() for w in self.workers.values()), return_exceptions=True)
         await self.restorer.stop()
         for r in self.replicas.values():

@@ -221,3 +221,25 @@ def test_an_idle_writer_gives_its_group_buffers_back(tmp_path):
     put(again)
     assert bytes(store.read(loc["l"].seg_id, loc["l"].offset, len(again))) == again
     store.close()
+
+
+def test_reads_kept_in_bulk_hold_no_file_descriptors(tmp_path):
+    """Compaction keeps up to 1,000 records read at once: copies, not mappings
+    (each mapping of a page-cache range holds a file descriptor of its own)."""
+    from vault.store import Store, block_sums
+
+    store = Store([tmp_path / "d"], segment_bytes=8 << 20, direct_io=False)
+    store.open({}, {})
+    locs = []
+    for i in range(200):
+        d = os.urandom(5000)
+        ev = threading.Event()
+        store.append(0, 1, bytes.fromhex(sha(d)), d, block_sums(d), lambda l, e: (locs.append((l, d)), ev.set()))
+        assert ev.wait(10)
+    before = len(os.listdir("/proc/self/fd"))
+    kept = [store.read(loc.seg_id, loc.offset, len(d), mapped=False) for loc, d in locs]
+    assert len(os.listdir("/proc/self/fd")) - before <= 1
+    assert [bytes(k) for k in kept] == [d for _, d in locs]
+    mapped = [store.read(loc.seg_id, loc.offset, len(d)) for loc, d in locs]
+    assert [bytes(k) for k in mapped] == [d for _, d in locs]
+    store.close()

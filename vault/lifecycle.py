@@ -688,7 +688,8 @@ class GarbageCollector(Job):
         for rec in recs:
             off, vid, digest, length = rec
             try:
-                data = self.store.read(seg_id, off, length, what=f"vault id {vid} chunk {digest.hex()}")
+                data = self.store.read(seg_id, off, length, what=f"vault id {vid} chunk {digest.hex()}",
+                                       mapped=False)
             except E.ChunkCorrupt as e:
                 # Never copy damage around: the record stays where it is (and
                 # so does its segment) until scrub repairs it from a replica.

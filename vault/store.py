@@ -1085,13 +1085,15 @@ class Store:
             _fsync_dir(path.parent)
 
     def read(self, seg_id: int, offset: int, length: int, start: int = 0, end: int | None = None,
-             what: str = "", nowait: bool = False) -> bytes | memoryview | None:
+             what: str = "", nowait: bool = False, mapped: bool = True) -> bytes | memoryview | None:
         """Read data bytes ``[start, end)`` of a record, verifying every block it touches.
 
-        A range in the page cache is mapped rather than copied. With
-        ``nowait`` the read is served only from the page cache and returns
-        None instead of waiting for the disk. Raises
-        :class:`ChunkCorrupt` if a block's checksum does not match.
+        A range in the page cache is mapped rather than copied, unless
+        ``mapped`` is False: every live mapping holds a file descriptor of
+        its own, so callers that keep many results at once (compaction holds
+        up to 1,000) take copies. With ``nowait`` the read is served only
+        from the page cache and returns None instead of waiting for the disk.
+        Raises :class:`ChunkCorrupt` if a block's checksum does not match.
         """
         end = length if end is None else end
         if start >= end:
@@ -1103,11 +1105,11 @@ class Store:
         bstart = first * BLOCK
         bend = min(length, (last + 1) * BLOCK)
         nsums = 8 * (last - first + 1)
-        mapped = all_cached(fd, sums_off + 8 * first, dstart + bend)
-        cached = self._cached(fd, sums_off + 8 * first, dstart + bend - 1) if mapped is None else mapped
+        resident = all_cached(fd, sums_off + 8 * first, dstart + bend)
+        cached = self._cached(fd, sums_off + 8 * first, dstart + bend - 1) if resident is None else resident
         if nowait and not cached:
             return None
-        if mapped:
+        if resident and mapped:
             # Every page of the range is in the page cache: map it instead of
             # copying it. The checksums are computed over the mapped pages and
             # the socket send copies from those same pages; the mapping goes

@@ -318,8 +318,11 @@ def parse_metrics(text: str) -> dict:
     """Cumulative latency buckets per (route, method), and requests per status class."""
     hist: dict[tuple[str, str], dict[float, float]] = defaultdict(dict)
     statuses: Counter = Counter()
+    index_mem = 0.0
     for fam in text_string_to_metric_families(text):
-        if fam.name == "objvault_http_request_duration_seconds":
+        if fam.name == "objvault_index_memory_bytes":
+            index_mem = sum(s.value for s in fam.samples)
+        elif fam.name == "objvault_http_request_duration_seconds":
             for s in fam.samples:
                 if s.name.endswith("_bucket"):
                     hist[(s.labels["route"], s.labels["method"])][float(s.labels["le"])] = s.value
@@ -327,7 +330,7 @@ def parse_metrics(text: str) -> dict:
             for s in fam.samples:
                 if s.name.endswith("_total"):
                     statuses[s.labels["status"][0] + "xx"] += s.value
-    return {"hist": dict(hist), "statuses": dict(statuses)}
+    return {"hist": dict(hist), "statuses": dict(statuses), "index_mem": index_mem}
 
 
 def hist_delta(new: dict, old: dict | None) -> dict[tuple[str, str], dict[float, float]]:
@@ -903,6 +906,10 @@ class Soak:
                 if n:
                     s["server_p99_ms"][f"{method} {route}"] = None if le == math.inf else round(le * 1000, 1)
             s["server_status_total"] = scrape["statuses"]
+            # RocksDB's caches fill towards their caps as the index is read:
+            # RSS without them tells growth of the caches from a leak.
+            s["index_mem_mib"] = round(scrape["index_mem"] / MiB, 1)
+            s["rss_less_index_mib"] = round(s["rss_mib"] - scrape["index_mem"] / MiB, 1)
         else:
             self.scrapes.append(self.scrapes[-1] if self.scrapes else {"hist": {}, "statuses": {}})
         r = await self.call("admin_replication", "GET", "/v1/admin/replication", record=False)
@@ -1290,6 +1297,9 @@ def summarize(soak: Soak, stop: dict, fsck: dict, log: dict) -> tuple[dict, list
     if len(win) >= 2:
         summary["rss_mib"] = flat([s["rss_mib"] for s in win])
         summary["rss_anon_mib"] = flat([s["anon_mib"] for s in win])
+        if all("rss_less_index_mib" in s for s in win):
+            summary["index_mem_mib"] = flat([s["index_mem_mib"] for s in win])
+            summary["rss_less_index_mib"] = flat([s["rss_less_index_mib"] for s in win])
         summary["fds"] = flat([s["fds"] for s in win])
         summary["fds"]["peak_between_samples"] = max(s.get("fds_peak", s["fds"]) for s in win)
         summary["fds"]["limit"] = soak.fd_limit
@@ -1375,7 +1385,8 @@ def print_summary(summary: dict, failures: list[str]) -> None:
     p()
     p(f"== summary: {summary['load_seconds'] / 60:.1f} min of load; window = last "
       f"{summary['window_seconds'] / 60:.1f} min ({summary['window_samples']} samples)")
-    for k, unit in (("rss_mib", "MiB"), ("rss_anon_mib", "MiB"), ("fds", "")):
+    for k, unit in (("rss_mib", "MiB"), ("rss_anon_mib", "MiB"), ("index_mem_mib", "MiB"),
+                    ("rss_less_index_mib", "MiB"), ("fds", "")):
         if k in summary:
             x = summary[k]
             p(f"{k:<12} min {x['min']} {unit}  max {x['max']} {unit}  (+{x['growth'] * 100:.1f}%)  "

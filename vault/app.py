@@ -117,6 +117,8 @@ class Vault:
         yield gauge("objvault_data_dir_free_bytes", "Free bytes on each data directory's filesystem", ["dir"],
                     [([d], free) for d, free in self.store.free_bytes()])
         yield gauge("objvault_segments", "Segment files", [], [([], len(self.store.paths))])
+        yield gauge("objvault_index_memory_bytes", "Bytes the index (RocksDB) holds in memory, by kind", ["kind"],
+                    [([k], v) for k, v in self.index.memory().items()])
 
     def ready_problems(self) -> list[str]:
         problems = []

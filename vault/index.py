@@ -389,6 +389,18 @@ class Index:
             it.next()
         del it
 
+    def memory(self) -> dict[str, int]:
+        """Bytes RocksDB holds in memory: the shared block cache (at most 64 MiB),
+        the memtables of all column families (at most 64 MiB, plus those being
+        flushed) and the table readers' index and filter blocks (they grow
+        with the number of chunks)."""
+        out = {"block_cache": self.db.property_int_value("rocksdb.block-cache-usage") or 0,
+               "memtables": 0, "table_readers": 0}
+        for cf in self.cf.values():
+            out["memtables"] += cf.property_int_value("rocksdb.cur-size-all-mem-tables") or 0
+            out["table_readers"] += cf.property_int_value("rocksdb.estimate-table-readers-mem") or 0
+        return out
+
     # -- writes (through the committer) ---------------------------------------
 
     def submit(self, fn: Callable[[Txn], Any]) -> concurrent.futures.Future:

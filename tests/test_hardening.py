@@ -11,25 +11,16 @@ from pathlib import Path
 
 import pytest
 
+from tests.rawhttp import recv_head, request_head
 from tests.server import sha
 
 MiB = 1 << 20
 
 
-def _head(method: str, path: str, length: int, token: str) -> bytes:
-    return (f"{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n"
-            f"Content-Length: {length}\r\n\r\n").encode()
-
-
 def _response(sock: socket.socket) -> tuple[int, dict[str, str]]:
     """The status and headers of the answer on ``sock`` (0 if none came)."""
     sock.settimeout(30)
-    buf = b""
-    while b"\r\n\r\n" not in buf:
-        got = sock.recv(4096)
-        if not got:
-            break
-        buf += got
+    buf = recv_head(sock)
     if not buf.startswith(b"HTTP/1.1 "):
         return 0, {}
     lines = buf.split(b"\r\n\r\n", 1)[0].decode().split("\r\n")
@@ -50,7 +41,7 @@ def _race(server, paths: list[str], bodies: list[bytes]) -> list[int]:
     socks = []
     for path, body in zip(paths, bodies):
         s = socket.create_connection(("127.0.0.1", server.port))
-        s.sendall(_head("POST" if path.startswith("/restic/") else "PUT", path, len(body), server.admin_token))
+        s.sendall(request_head("POST" if path.startswith("/restic/") else "PUT", path, len(body), server.admin_token))
         socks.append(s)
     time.sleep(0.5)  # every handler has started and decided before a body byte arrives
 
@@ -103,7 +94,7 @@ def test_a_streamed_body_refused_at_indexing_leaves_no_file(server):
     body = os.urandom(12 * MiB)
     before = _segment_bytes(server.data_dirs[0])
     s = socket.create_connection(("127.0.0.1", server.port))
-    s.sendall(_head("PUT", f"/v1/vaults/acme/chunks/{sha(body)}", len(body), server.admin_token))
+    s.sendall(request_head("PUT", f"/v1/vaults/acme/chunks/{sha(body)}", len(body), server.admin_token))
     s.sendall(body[:MiB])
     time.sleep(0.3)
     assert server.admin.patch("/v1/vaults/acme", json={"quota_bytes": MiB}).status_code == 200
@@ -161,11 +152,11 @@ def test_bodies_held_in_memory_are_bounded(make_server):
     first, second = os.urandom(2 * MiB), os.urandom(2 * MiB)
     # The first upload takes 2 MiB of the budget and stalls mid-body.
     s = socket.create_connection(("127.0.0.1", server.port))
-    s.sendall(_head("PUT", f"/v1/vaults/acme/chunks/{sha(first)}", len(first), server.admin_token))
+    s.sendall(request_head("PUT", f"/v1/vaults/acme/chunks/{sha(first)}", len(first), server.admin_token))
     s.sendall(first[:1000])
     time.sleep(0.3)
     s2 = socket.create_connection(("127.0.0.1", server.port))
-    s2.sendall(_head("PUT", f"/v1/vaults/acme/chunks/{sha(second)}", len(second), server.admin_token))
+    s2.sendall(request_head("PUT", f"/v1/vaults/acme/chunks/{sha(second)}", len(second), server.admin_token))
     status, headers = _response(s2)
     s2.close()
     assert status == 503 and headers["Retry-After"] == "1"
@@ -243,3 +234,19 @@ def test_reads_kept_in_bulk_hold_no_file_descriptors(tmp_path):
     mapped = [store.read(loc.seg_id, loc.offset, len(d)) for loc, d in locs]
     assert [bytes(k) for k in mapped] == [d for _, d in locs]
     store.close()
+
+
+def test_memory_the_allocator_keeps_is_given_back():
+    """Freed heap memory pinned under a live block stays in RSS until trimmed."""
+    from vault.workers import MemoryTrim, _rss_bytes
+
+    blocks = [bytearray(64 << 10) for _ in range(800)]  # 50 MiB from the heap (under the mmap threshold)
+    for b in blocks:
+        b[::4096] = b"x" * len(b[::4096])  # touch every page
+    keep = blocks[-1]
+    del blocks
+    before = _rss_bytes()
+    stats = MemoryTrim().run_once()
+    assert stats["released_bytes"] >= 20 << 20, (before, stats)
+    assert _rss_bytes() < before - (20 << 20)
+    del keep

@@ -190,13 +190,17 @@ def _apply(obj: Any, data: Mapping[str, Any], prefix: str, base: Path | None = N
         setattr(obj, key, _coerce(full, value, fields[key].type))
 
 
-def _validate(cfg: Config) -> None:
+def _check_address(key: str, value: str) -> None:
     try:
-        host, port = cfg.listen.rsplit(":", 1)
+        host, port = value.rsplit(":", 1)
         if not host or not (1 <= int(port) <= 65535):
             raise ValueError
     except ValueError:
-        raise ConfigError(f"config key 'listen': expected HOST:PORT, got {cfg.listen!r}") from None
+        raise ConfigError(f"config key {key!r}: expected HOST:PORT, got {value!r}") from None
+
+
+def _validate(cfg: Config) -> None:
+    _check_address("listen", cfg.listen)
     if not cfg.data_dirs:
         raise ConfigError("config key 'data_dirs': at least one data directory is required")
     if len(set(os.path.abspath(d) for d in cfg.data_dirs)) != len(cfg.data_dirs):
@@ -212,12 +216,9 @@ def _validate(cfg: Config) -> None:
     if cfg.stream_threshold_bytes < 64 << 10:
         raise ConfigError("config key 'stream_threshold_bytes': at least 65536")
     if cfg.metrics_listen:
-        try:
-            host, port = cfg.metrics_listen.rsplit(":", 1)
-            if not host or not (1 <= int(port) <= 65535):
-                raise ValueError
-        except ValueError:
-            raise ConfigError(f"config key 'metrics_listen': expected HOST:PORT, got {cfg.metrics_listen!r}") from None
+        _check_address("metrics_listen", cfg.metrics_listen)
+        if cfg.metrics_listen == cfg.listen:
+            raise ConfigError("config key 'metrics_listen': must differ from 'listen'")
     for name in ("header_timeout_seconds", "body_idle_timeout_seconds", "keepalive_timeout_seconds",
                  "body_memory_wait_seconds"):
         if not 0 < getattr(cfg, name) <= 86400:

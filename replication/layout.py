@@ -210,18 +210,35 @@ class BlobReplica:
             if not await self._put(MARKER, body, create=True):
                 raw = await self._get(MARKER)
         if raw is not None:
-            try:
-                have = json.loads(raw)
-            except ValueError:
-                raise LayoutError(f"target {self.name!r}: {MARKER} is not JSON") from None
-            if have.get("format") != FORMAT or have.get("version") != VERSION:
-                raise LayoutError(f"target {self.name!r}: {MARKER} describes {have.get('format')!r} "
-                                  f"version {have.get('version')!r}, not {FORMAT} {VERSION}")
-            if have.get("encryption") != want["encryption"] or have.get("key_id") != want["key_id"]:
-                raise LayoutError(f"target {self.name!r}: the replica was written with encryption "
-                                  f"{have.get('encryption')!r} key id {have.get('key_id')!r}; this server has "
-                                  f"{want['encryption']!r} key id {want['key_id']!r} (wrong encryption_key_file?)")
+            self._check_marker(raw)
         self._opened = True
+
+    async def check_marker(self) -> None:
+        """Like :meth:`open`, but never writes: raise :class:`LayoutError` if the
+        target has no marker or one that does not match this configuration.
+
+        For readers (checkpoint download): a wrong URL must be reported, not
+        turned into a new, empty replica.
+        """
+        raw = await self._get(MARKER)
+        if raw is None:
+            raise LayoutError(f"target {self.name!r}: no {MARKER} at {self.url}: it holds no replica "
+                              "(wrong url or prefix?)")
+        self._check_marker(raw)
+
+    def _check_marker(self, raw: bytes) -> None:
+        want = self.marker()
+        try:
+            have = json.loads(raw)
+        except ValueError:
+            raise LayoutError(f"target {self.name!r}: {MARKER} is not JSON") from None
+        if have.get("format") != FORMAT or have.get("version") != VERSION:
+            raise LayoutError(f"target {self.name!r}: {MARKER} describes {have.get('format')!r} "
+                              f"version {have.get('version')!r}, not {FORMAT} {VERSION}")
+        if have.get("encryption") != want["encryption"] or have.get("key_id") != want["key_id"]:
+            raise LayoutError(f"target {self.name!r}: the replica was written with encryption "
+                              f"{have.get('encryption')!r} key id {have.get('key_id')!r}; this server has "
+                              f"{want['encryption']!r} key id {want['key_id']!r} (wrong encryption_key_file?)")
 
     async def close(self) -> None:
         pass
@@ -331,6 +348,15 @@ class BlobReplica:
 
     async def list_checkpoints(self) -> list[str]:
         return sorted(await self._list("checkpoints/"))
+
+    async def checkpoint_sizes(self) -> dict[str, int]:
+        """Every object under ``checkpoints/``: path → stored size in bytes (sealed size when encrypted)."""
+        async def ls() -> dict[str, int]:
+            out: dict[str, int] = {}
+            async for batch in obstore.list(self.store, "checkpoints/", chunk_size=1000):
+                out.update((m["path"], int(m["size"])) for m in batch)
+            return out
+        return await _retry(f"target {self.name!r}: LIST checkpoints/", ls)
 
     async def get_checkpoint(self, path: str, dest: Path) -> None:
         """Download a checkpoint to ``dest`` as a plain ``.tar.zst``."""

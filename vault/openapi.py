@@ -13,7 +13,7 @@ ROUTES = [
     ("get", "/healthz", "Liveness", None, {200: "serving"}, []),
     ("get", "/readyz", "Readiness: index and data directories open and writable", None,
      {200: "ready", 503: "not ready"}, []),
-    ("get", "/metrics", "Prometheus metrics (objvault_*)", None, {200: "text exposition"}, []),
+    ("get", "/metrics", "Prometheus metrics (objvault_*); per-vault series only with the metrics token or the admin token as Bearer", None, {200: "text exposition"}, []),
     ("get", "/v1/openapi.json", "This document", None, {200: "OpenAPI 3.1"}, []),
     ("post", "/v1/vaults", "Create a vault", "admin", {201: "vault"}, ["bad_name", "bad_json", "vault_exists"]),
     ("get", "/v1/vaults", "List vaults", "admin", {200: "vaults"}, []),

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import http.client
+
 import httpx
 
 from tests.server import Server
@@ -28,6 +31,47 @@ def create_key(srv: Server, vault: str, role: str = "full") -> str:
     r = admin_of(srv).post(f"/v1/vaults/{vault}/keys", json={"role": role})
     assert r.status_code == 201, r.text
     return r.json()["secret"]
+
+
+def assert_problem(r, status: int, code: str | None = None) -> dict:
+    """``r`` is a problem document with this status (and code); a HEAD answer has no body to check."""
+    assert r.status_code == status, (r.status_code, r.text)
+    if r.request.method == "HEAD":
+        return {}
+    assert r.headers["content-type"].split(";")[0] == "application/problem+json", r.headers
+    body = r.json()
+    assert body["status"] == status and isinstance(body["code"], str)
+    if code is not None:
+        assert body["code"] == code, body
+    return body
+
+
+def raw_request(srv: Server, method: str, path: str, body: bytes | None = None,
+                headers: dict | None = None, secret: str | None = None) -> tuple[int, dict, bytes]:
+    """Send ``path`` byte-for-byte (no client-side normalisation or re-encoding)."""
+    conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=30)
+    try:
+        h = {"Authorization": f"Bearer {secret or srv.admin_token}"}
+        if body is not None:
+            h["Content-Type"] = "application/json"
+        h.update(headers or {})
+        conn.request(method, path, body=body, headers=h)
+        resp = conn.getresponse()
+        data = resp.read()
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, data
+    finally:
+        conn.close()
+
+
+# POST /v1/vaults/{vault}/chunks/batch: each frame is the chunk's 32-byte SHA-256,
+# its length (4 bytes, big-endian), then its bytes.
+BATCH_HEADERS = {"Content-Type": "application/vnd.objvault.chunks"}
+
+
+def batch_frames(chunks: list[bytes], digests: list[bytes] | None = None) -> bytes:
+    """The body of a batch upload; ``digests`` replaces the true ones (to send wrong ids)."""
+    digests = digests or [hashlib.sha256(c).digest() for c in chunks]
+    return b"".join(d + len(c).to_bytes(4, "big") + c for d, c in zip(digests, chunks))
 
 
 def self_signed(tmp_path) -> tuple[str, str]:

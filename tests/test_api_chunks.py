@@ -14,23 +14,12 @@ import uuid
 import httpx
 import pytest
 
-from tests.apihelpers import SMALL_SEGMENTS, admin_of, create_key, create_vault, self_signed  # noqa: F401
+from tests.apihelpers import (SMALL_SEGMENTS, admin_of, assert_problem, create_key, create_vault,  # noqa: F401
+                             self_signed)
 from tests.server import Server, sha
 
 
 MiB = 1 << 20
-
-
-@pytest.fixture(scope="module")
-def srv(tmp_path_factory):
-    s = Server(tmp_path_factory.mktemp("chunks"), env=SMALL_SEGMENTS).start()
-    yield s
-    s.stop()
-
-
-@pytest.fixture(scope="module")
-def admin(srv):
-    return srv.client(verify=False)
 
 
 @pytest.fixture(scope="module")
@@ -63,18 +52,6 @@ def usage(srv: Server, vault: str) -> dict:
     r = srv.client(verify=False).get(f"/v1/vaults/{vault}")
     assert r.status_code == 200, r.text
     return r.json()["usage"]
-
-
-def assert_problem(r, status: int, code: str | None = None) -> dict:
-    assert r.status_code == status, (r.status_code, r.text)
-    if r.request.method == "HEAD":
-        return {}
-    assert r.headers["content-type"].split(";")[0] == "application/problem+json", r.headers
-    body = r.json()
-    assert body["status"] == status and isinstance(body["code"], str)
-    if code is not None:
-        assert body["code"] == code, body
-    return body
 
 
 def raw_exchange(srv: Server, head: bytes, body: bytes, half_close: bool = True,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import concurrent.futures
-import http.client
 import json
 import os
 import unicodedata
@@ -15,37 +14,12 @@ from urllib.parse import quote
 import httpx
 import pytest
 
-from tests.apihelpers import SMALL_SEGMENTS, admin_of, create_key, create_vault  # noqa: F401
+from tests.apihelpers import admin_of, assert_problem, create_key, create_vault, raw_request  # noqa: F401
 from tests.server import Server, sha
-
-
-
-@pytest.fixture(scope="module")
-def srv(tmp_path_factory):
-    s = Server(tmp_path_factory.mktemp("objects"), env=SMALL_SEGMENTS).start()
-    yield s
-    s.stop()
-
-
-@pytest.fixture(scope="module")
-def admin(srv):
-    return srv.client(verify=False)
 
 
 def uniq(prefix: str = "o") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
-
-
-def assert_problem(r, status: int, code: str | None = None) -> dict:
-    assert r.status_code == status, (r.status_code, r.text)
-    if r.request.method == "HEAD":
-        return {}
-    assert r.headers["content-type"].split(";")[0] == "application/problem+json", r.headers
-    body = r.json()
-    assert body["status"] == status and isinstance(body["code"], str)
-    if code is not None:
-        assert body["code"] == code, body
-    return body
 
 
 def usage(admin, vault: str) -> dict:
@@ -54,20 +28,10 @@ def usage(admin, vault: str) -> dict:
 
 def raw(srv: Server, method: str, path: str, body: dict | None = None, secret: str | None = None,
         headers: dict | None = None) -> tuple[int, bytes]:
-    """Send ``path`` exactly as given: no client-side normalisation or re-encoding."""
-    conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=30)
-    try:
-        h = {"Authorization": f"Bearer {secret or srv.admin_token}"}
-        data = None
-        if body is not None:
-            data = json.dumps(body).encode()
-            h["Content-Type"] = "application/json"
-        h.update(headers or {})
-        conn.request(method, path, body=data, headers=h)
-        resp = conn.getresponse()
-        return resp.status, resp.read()
-    finally:
-        conn.close()
+    """Send ``path`` exactly as given, with ``body`` as JSON: ``(status, body)``."""
+    data = None if body is None else json.dumps(body).encode()
+    status, _, answer = raw_request(srv, method, path, data, headers=headers, secret=secret)
+    return status, answer
 
 
 def enc(key: str) -> str:

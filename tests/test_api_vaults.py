@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import http.client
 import json
 import uuid
 from datetime import datetime
@@ -10,25 +9,13 @@ from datetime import datetime
 import httpx
 import pytest
 
-from tests.apihelpers import SMALL_SEGMENTS, admin_of, create_key, create_vault  # noqa: F401
-from tests.server import Server, sha
+from tests.apihelpers import admin_of, create_key, create_vault, raw_request  # noqa: F401
+from tests.server import sha
 
 
 VAULT_FIELDS = {"name", "created", "quota_bytes", "append_only", "retention_days", "usage"}
 USAGE_FIELDS = {"stored_bytes", "logical_bytes", "chunks", "objects"}
 ZERO_USAGE = {"stored_bytes": 0, "logical_bytes": 0, "chunks": 0, "objects": 0}
-
-
-@pytest.fixture(scope="module")
-def srv(tmp_path_factory):
-    s = Server(tmp_path_factory.mktemp("vaults"), env=SMALL_SEGMENTS).start()
-    yield s
-    s.stop()
-
-
-@pytest.fixture(scope="module")
-def admin(srv):
-    return srv.client(verify=False)
 
 
 def uniq(prefix: str = "v") -> str:
@@ -47,23 +34,6 @@ def assert_problem(r, status: int, code: str | None = None) -> dict:
     if code is not None:
         assert body["code"] == code, body
     return body
-
-
-def raw_request(srv: Server, method: str, path: str, body: bytes | None = None,
-                headers: dict | None = None, secret: str | None = None) -> tuple[int, dict, bytes]:
-    """Send ``path`` byte-for-byte (no client-side normalisation or re-encoding)."""
-    conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=30)
-    try:
-        h = {"Authorization": f"Bearer {secret or srv.admin_token}"}
-        if body is not None:
-            h["Content-Type"] = "application/json"
-        h.update(headers or {})
-        conn.request(method, path, body=body, headers=h)
-        resp = conn.getresponse()
-        data = resp.read()
-        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, data
-    finally:
-        conn.close()
 
 
 def assert_vault_doc(doc: dict, name: str, quota=None, append_only=False, retention_days=0) -> None:

@@ -8,21 +8,8 @@ import uuid
 import httpx
 import pytest
 
-from tests.apihelpers import SMALL_SEGMENTS, admin_of, create_key, create_vault  # noqa: F401
+from tests.apihelpers import admin_of, create_key, create_vault  # noqa: F401
 from tests.server import Server, sha
-
-
-
-@pytest.fixture(scope="module")
-def srv(tmp_path_factory):
-    s = Server(tmp_path_factory.mktemp("auth"), env=SMALL_SEGMENTS).start()
-    yield s
-    s.stop()
-
-
-@pytest.fixture(scope="module")
-def admin(srv):
-    return srv.client(verify=False)
 
 
 def uniq(prefix: str = "v") -> str:

@@ -12,28 +12,17 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
 import obstore
 
-from tests.server import Server
+from tests.replhelpers import s3_target
+from tests.server import OBJVAULT, Server
 from vault.index import Index
 
-OBJVAULT = str(Path(sys.executable).parent / "objvault")
-PREFIX = "replica"
-
-
-def s3_target(bucket, name: str = "offsite", **extra) -> str:
-    """A ``[[replication.targets]]`` table for ``bucket`` (values of ``extra`` are TOML-quoted)."""
-    lines = ["[[replication.targets]]", f'name = "{name}"', 'kind = "s3"',
-             f'url = "s3://{bucket.name}/{PREFIX}"', f'endpoint = "{bucket.endpoint}"',
-             f'region = "{bucket.region}"', f'access_key_id = "{bucket.access_key}"',
-             f'secret_access_key = "{bucket.secret_key}"']
-    lines += [f"{k} = {json.dumps(v)}" for k, v in extra.items()]
-    return "\n".join(lines) + "\n"
+PREFIX = "replica"  # s3_target's default prefix
 
 
 def bucket_checkpoints(bucket) -> dict[str, int]:

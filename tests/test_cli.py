@@ -10,16 +10,8 @@ import uuid
 import httpx
 import pytest
 
-from tests.apihelpers import SMALL_SEGMENTS, admin_of, create_vault  # noqa: F401
+from tests.apihelpers import admin_of, create_vault  # noqa: F401
 from tests.server import OBJVAULT, Server, free_port
-
-
-
-@pytest.fixture(scope="module")
-def srv(tmp_path_factory):
-    s = Server(tmp_path_factory.mktemp("cli"), env=SMALL_SEGMENTS).start()
-    yield s
-    s.stop()
 
 
 def uniq(prefix: str = "cli") -> str:

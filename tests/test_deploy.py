@@ -11,7 +11,6 @@ import re
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.server import OBJVAULT, free_port
 from vault.config import Config, GCConfig, ScrubConfig, TargetConfig, apply_toml, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,18 +32,11 @@ COMPOSE = DEPLOY / "compose.yaml"
 COMPOSE_TOML = DEPLOY / "compose.objvault.toml"
 UNIT = DEPLOY / "objvault.service"
 DOCKERFILE = DEPLOY / "Dockerfile"
-OBJVAULT = Path(sys.executable).parent / "objvault"
 
 
 # --------------------------------------------------------------------------
 # helpers
 # --------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def dockerfile_instructions() -> list[tuple[str, str]]:

@@ -16,32 +16,17 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.apihelpers import SMALL_SEGMENTS, admin_of, create_vault
 from tests.server import Server, sha
 from vault import errors as E
 from vault.store import all_cached
 
 
-# Segments are preallocated: 64 MiB instead of the default 1 GiB keeps each test server small on disk.
-SMALL_SEGMENTS = {"OBJVAULT_SEGMENT_BYTES": str(64 << 20)}
 KiB, MiB = 1 << 10, 1 << 20
 
 
 def uniq(prefix: str = "dur") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
-
-
-def admin_of(srv: Server) -> httpx.Client:
-    """One admin client per server (re-made after a restart closed it)."""
-    c = getattr(srv, "_admin_client", None)
-    if c is None or c.is_closed:
-        c = srv._admin_client = srv.client(verify=False)
-    return c
-
-
-def create_vault(srv: Server, name: str, **fields) -> dict:
-    r = admin_of(srv).post("/v1/vaults", json={"name": name, **fields})
-    assert r.status_code == 201, r.text
-    return r.json()
 
 
 def _uploader(srv: Server, vault: str, stop: threading.Event, acked: list, refused: list) -> None:

@@ -1,18 +1,11 @@
 """objvault fsck: the segments alone are enough to rebuild every chunk location."""
 
-import json
 import os
 import subprocess
 
+from tests.fsckhelpers import fsck
 from tests.server import OBJVAULT, sha
 from vault.index import Index
-
-
-def fsck(server, *args):
-    env = dict(os.environ, OBJVAULT_DATA_DIRS=",".join(str(d) for d in server.data_dirs))
-    env.pop("OBJVAULT_CONFIG", None)
-    r = subprocess.run([OBJVAULT, "fsck", *args], env=env, capture_output=True, text=True, timeout=120)
-    return r.returncode, json.loads(r.stdout)
 
 
 def test_fsck_finds_and_rebuilds_a_lost_chunk_entry(server):

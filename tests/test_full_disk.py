@@ -16,7 +16,6 @@ that would go past it fails with ENOSPC. ``OBJVAULT_TEST_FULL_DISK=ext4``,
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -27,7 +26,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.server import OBJVAULT, Server, sha
+from tests.apihelpers import BATCH_HEADERS, batch_frames
+from tests.fsckhelpers import run_fsck
+from tests.server import Server, sha
 from vault.index import ChunkMeta, Index
 from vault.store import Store
 
@@ -284,15 +285,9 @@ def locations(s: Server) -> dict[str, int]:
 
 
 def fsck(s: Server) -> dict:
-    env = dict(os.environ, OBJVAULT_DATA_DIRS=",".join(str(d) for d in s.data_dirs))
-    env.pop("OBJVAULT_CONFIG", None)
-    r = subprocess.run([OBJVAULT, "fsck"], env=env, capture_output=True, text=True, timeout=120)
+    r = run_fsck(s)
     assert r.returncode == 0, r.stdout + r.stderr
     return json.loads(r.stdout)
-
-
-def batch_body(chunks: list[bytes]) -> bytes:
-    return b"".join(hashlib.sha256(d).digest() + len(d).to_bytes(4, "big") + d for d in chunks)
 
 
 def test_a_full_data_dir_answers_507_and_resumes_when_space_returns(small_fs, make_server, tmp_path):
@@ -335,8 +330,8 @@ def test_a_full_data_dir_answers_507_and_resumes_when_space_returns(small_fs, ma
     assert_no_space(put(c, os.urandom(SMALL)), fs.data)
     assert_no_space(put(c, os.urandom(STREAMED)), fs.data)
     batch = [os.urandom(600_000) for _ in range(3)]
-    assert_no_space(c.post("/v1/vaults/acme/chunks/batch", content=batch_body(batch),
-                           headers={"Content-Type": "application/vnd.objvault.chunks"}), fs.data)
+    assert_no_space(c.post("/v1/vaults/acme/chunks/batch", content=batch_frames(batch),
+                           headers=BATCH_HEADERS), fs.data)
     assert no_tmp_files(fs) == []
     # Full is not failed: reads work and the server stays ready.
     assert_all_read_back(c, acked)

@@ -23,8 +23,8 @@ from hypothesis import strategies as st
 from hypothesis.stateful import (RuleBasedStateMachine, initialize, invariant, precondition, rule,
                                  run_state_machine_as_test)
 
+from tests.gchelpers import GC_ENV, check_index, recount
 from tests.server import Server, sha
-from tests.test_lifecycle import GC_ENV, check_index, recount
 
 _rnd = random.Random(1234)
 # Sizes spread over one to several 64 KiB blocks, so 1 MiB segments fill,

@@ -3,30 +3,19 @@
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
 from collections import Counter
 
 import pytest
 
-from tests.server import OBJVAULT, sha
+from tests.apihelpers import BATCH_HEADERS, batch_frames
+from tests.fsckhelpers import fsck
+from tests.server import sha
 from vault import refs
 from vault import errors as E
 from vault.index import PENDING, ChunkIds, ChunkMeta, Index, ObjectMeta, vid_bytes
 
 N = refs.REF_SLICE * 2 + 100  # three slices
-
-
-def fsck(server):
-    env = dict(os.environ, OBJVAULT_DATA_DIRS=",".join(str(d) for d in server.data_dirs))
-    env.pop("OBJVAULT_CONFIG", None)
-    r = subprocess.run([OBJVAULT, "fsck"], env=env, capture_output=True, text=True, timeout=300)
-    return r.returncode, json.loads(r.stdout)
-
-
-def _batch(chunks: list[bytes]) -> bytes:
-    return b"".join(bytes.fromhex(sha(c)) + len(c).to_bytes(4, "big") + c for c in chunks)
 
 
 @pytest.fixture
@@ -35,8 +24,8 @@ def big(server):
     server.create_vault("acme")
     chunks = [i.to_bytes(4, "big") * 8 for i in range(N)]
     for i in range(0, N, 10_000):
-        r = server.admin.post("/v1/vaults/acme/chunks/batch", content=_batch(chunks[i:i + 10_000]),
-                              headers={"Content-Type": "application/vnd.objvault.chunks"})
+        r = server.admin.post("/v1/vaults/acme/chunks/batch", content=batch_frames(chunks[i:i + 10_000]),
+                              headers=BATCH_HEADERS)
         assert r.status_code == 200, r.text
     return server, [sha(c) for c in chunks]
 
@@ -64,7 +53,7 @@ def test_large_objects_keep_refcounts_exact(big):
     r = c.put("/v1/vaults/acme/objects/b", json={"chunks": ids}, headers={"If-None-Match": "*"})
     assert r.status_code == 412
     server.stop()
-    code, report = fsck(server)
+    code, report = fsck(server, timeout=300)  # N chunks to check
     assert code == 0 and report["ok"] and report["refcount_mismatches"] == 0, report
     assert report["reference_intents_settled"] == 0
 

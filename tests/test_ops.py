@@ -15,22 +15,10 @@ import httpx
 import pytest
 
 from tests.apihelpers import SMALL_SEGMENTS, admin_of, create_key, create_vault  # noqa: F401
-from tests.server import Server, sha
+from tests.server import sha
 
 
 MiB = 1 << 20
-
-
-@pytest.fixture(scope="module")
-def srv(tmp_path_factory):
-    s = Server(tmp_path_factory.mktemp("ops"), env=SMALL_SEGMENTS).start()
-    yield s
-    s.stop()
-
-
-@pytest.fixture(scope="module")
-def admin(srv):
-    return srv.client(verify=False)
 
 
 def uniq(prefix: str = "ops") -> str:

@@ -4,8 +4,8 @@ uploading, SIGKILL of the vault mid-replication, the delete delay, an
 encrypted bucket holding no plaintext, index checkpoints, lag reporting
 (API, metrics, CLI).
 
-Helpers here are shared with test_restore.py, test_scrub.py and
-test_replication_peer.py.
+The helpers shared with test_restore.py, test_scrub.py and
+test_replication_peer.py are in ``tests/replhelpers.py``.
 """
 
 from __future__ import annotations
@@ -13,79 +13,20 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import obstore
 import pytest
 
 from replication.checkpoint import unpack_tarball
 from replication.crypto import Sealer
-from replication.layout import BlobReplica
 from replication.target import Manifest
-from tests.server import Server
-from vault.config import TargetConfig
+from tests.replhelpers import blobs, bucket_get, layout, put_object, s3_target, status, upload, wait_drained
+from tests.server import OBJVAULT
 from vault.index import Index
 
-OBJVAULT = str(Path(sys.executable).parent / "objvault")
 
-
-# -- helpers ------------------------------------------------------------------------
-
-# Test servers preallocate their active segment: keep it small.
-SMALL_SEGMENTS = {"OBJVAULT_SEGMENT_BYTES": str(16 << 20)}
-
-
-@pytest.fixture
-def mkserver(make_server):
-    """``make_server`` with small segments (env merged)."""
-    def make(name: str = "srv", env: dict | None = None, **kw) -> Server:
-        return make_server(name, env={**SMALL_SEGMENTS, **(env or {})}, **kw)
-    return make
-
-
-
-def s3_target(bucket, name: str = "offsite", prefix: str = "replica", **extra) -> str:
-    """A ``[[replication.targets]]`` table for ``bucket`` (values of ``extra`` are TOML-quoted)."""
-    lines = ["[[replication.targets]]", f'name = "{name}"', 'kind = "s3"',
-             f'url = "s3://{bucket.name}/{prefix}"', f'endpoint = "{bucket.endpoint}"',
-             f'region = "{bucket.region}"', f'access_key_id = "{bucket.access_key}"',
-             f'secret_access_key = "{bucket.secret_key}"']
-    for k, v in extra.items():
-        lines.append(f"{k} = {json.dumps(v)}")
-    return "\n".join(lines) + "\n"
-
-
-def target_cfg(bucket, name: str = "offsite", prefix: str = "replica", key_file: str = "") -> TargetConfig:
-    return TargetConfig(name=name, kind="s3", url=f"s3://{bucket.name}/{prefix}", endpoint=bucket.endpoint,
-                        region=bucket.region, access_key_id=bucket.access_key,
-                        secret_access_key=bucket.secret_key, encryption_key_file=key_file)
-
-
-def layout(bucket, prefix: str = "replica", key: bytes | None = None) -> BlobReplica:
-    """The layout's naming rules, to find things in the bucket."""
-    return BlobReplica(target_cfg(bucket, prefix=prefix), bucket.new_store(prefix=prefix), Sealer(key))
-
-
-def status(server: Server, name: str = "offsite") -> dict:
-    r = server.admin.get("/v1/admin/replication")
-    assert r.status_code == 200, r.text
-    return next(t for t in r.json()["targets"] if t["name"] == name)
-
-
-def wait_drained(server: Server, name: str = "offsite", timeout: float = 60, delayed: bool = False) -> dict:
-    """Wait until the target has nothing pending (but deletes waiting for their delay,
-    unless ``delayed``)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        st = status(server, name)
-        left = st["pending_entries"] - (0 if delayed else st["delayed_entries"])
-        if left == 0:
-            return st
-        if time.monotonic() > deadline:
-            raise AssertionError(f"target {name} did not catch up: {st}\n{server.log_tail()}")
-        time.sleep(0.05)
+# -- helpers ----------------------------------------------------------------------------
 
 
 def bucket_list(bucket, prefix: str = "replica") -> dict[str, int]:
@@ -94,29 +35,6 @@ def bucket_list(bucket, prefix: str = "replica") -> dict[str, int]:
         for m in batch:
             out[m["path"][len(prefix) + 1:]] = m["size"]
     return out
-
-
-def bucket_get(bucket, path: str) -> bytes | None:
-    try:
-        return bytes(obstore.get(bucket.store, path).bytes())
-    except FileNotFoundError:
-        return None
-
-
-def upload(server: Server, vault: str, blobs: list[bytes], client=None) -> list[str]:
-    c = client or server.admin
-    return [server.put_chunk(c, vault, b) for b in blobs]
-
-
-def put_object(server: Server, vault: str, key: str, ids: list[str], meta: bytes = b"") -> None:
-    import base64
-    r = server.admin.put(f"/v1/vaults/{vault}/objects/{key}",
-                         json={"chunks": ids, "meta": base64.b64encode(meta).decode()})
-    assert r.status_code == 201, r.text
-
-
-def blobs(n: int, size: int, tag: bytes = b"") -> list[bytes]:
-    return [tag + os.urandom(size - len(tag)) for _ in range(n)]
 
 
 def check_replica(bucket, vault: str, chunks: dict[str, bytes], objects: dict[str, list[str]],

@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import time
 
+from tests.replhelpers import blobs, dump_vault, fill, put_object, status, upload, wait_drained, wait_restore
 from tests.server import Server
-from tests.test_replication import blobs, mkserver, put_object, status, upload, wait_drained  # noqa: F401
-from tests.test_restore import dump_vault, fill, wait_restore
 
 
 def peer_target(peer: Server, **extra) -> str:

@@ -6,20 +6,15 @@ real restic client is driven in tests/test_restic.py.
 
 from __future__ import annotations
 
-import hashlib
 import os
 
 import httpx
 import pytest
 
-from tests.server import Server
+from tests.server import Server, sha
 
 V1 = "application/vnd.x.restic.rest.v1"
 V2 = "application/vnd.x.restic.rest.v2"
-
-
-def sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def repo(server: Server, vault: str, secret: str | None) -> httpx.Client:

@@ -6,54 +6,12 @@ from __future__ import annotations
 
 import os
 import subprocess
-import time
 
 import obstore
 
-from tests.server import Server
-from tests.test_replication import (OBJVAULT, blobs, bucket_get, layout, mkserver, put_object,  # noqa: F401
-                                    s3_target, upload, wait_drained)
-
-
-def dump_vault(srv: Server, vault: str) -> dict:
-    """Everything a client can see of a vault: config, usage, objects, chunk bytes."""
-    c = srv.admin
-    doc = c.get(f"/v1/vaults/{vault}").json()
-    objects, chunks, after = {}, {}, ""
-    while True:
-        page = c.get(f"/v1/vaults/{vault}/objects", params={"start_after": after, "limit": 1000}).json()
-        for o in page["objects"]:
-            full = c.get(f"/v1/vaults/{vault}/objects/{o['key']}").json()
-            objects[o["key"]] = full
-            for cid in full["chunks"]:
-                if cid not in chunks:
-                    r = c.get(f"/v1/vaults/{vault}/chunks/{cid}")
-                    assert r.status_code == 200, r.text
-                    chunks[cid] = r.content
-        if not page["next"]:
-            break
-        after = page["next"]
-    doc.pop("created")
-    return {"vault": doc, "objects": objects, "chunks": chunks}
-
-
-def fill(srv: Server, vault: str) -> None:
-    data = blobs(12, 50_000) + blobs(2, 600_000) + [b"", b"tiny"]
-    ids = upload(srv, vault, data)
-    put_object(srv, vault, "a", ids[:6], meta=b"first")
-    put_object(srv, vault, "nested/dir/b with space", ids[4:], meta=b"\x00\x01binary")
-    put_object(srv, vault, "c/ünïcode", [ids[0], ids[0], ids[13]])
-    put_object(srv, vault, "empty", [])
-
-
-def wait_restore(srv: Server, timeout: float = 60) -> dict:
-    deadline = time.monotonic() + timeout
-    while True:
-        st = srv.admin.get("/v1/admin/restore").json()
-        if st["state"] in ("done", "failed"):
-            return st
-        assert time.monotonic() < deadline, st
-        time.sleep(0.05)
+from tests.replhelpers import (blobs, bucket_get, dump_vault, fill, layout, put_object, s3_target, upload,
+                               wait_drained, wait_restore)
+from tests.server import OBJVAULT
 
 
 def test_restore_rebuilds_a_vault_on_an_empty_server(mkserver, s3bucket):

@@ -11,8 +11,8 @@ import subprocess
 import time
 from pathlib import Path
 
-from tests.server import Server
-from tests.test_replication import OBJVAULT, mkserver, put_object, s3_target, upload, wait_drained  # noqa: F401
+from tests.replhelpers import put_object, s3_target, upload, wait_drained
+from tests.server import OBJVAULT, Server
 
 
 def flip_byte(data_dir: Path, pattern: bytes, skip: int = 100) -> None:

@@ -19,6 +19,7 @@ import httpx
 import pytest
 
 from tests.apihelpers import SMALL_SEGMENTS, admin_of, create_key, create_vault
+from tests.rawhttp import recv_head, request_head
 from tests.server import Server, sha
 
 KiB = 1 << 10
@@ -49,12 +50,9 @@ def connect(srv: Server, timeout: float = 5.0) -> socket.socket:
 
 def read_response(sock: socket.socket) -> tuple[int, dict, bytes, bytes]:
     """One response: ``(status, headers, body, raw head)``; raises socket.timeout if none comes."""
-    buf = b""
-    while b"\r\n\r\n" not in buf:
-        data = sock.recv(65536)
-        if not data:
-            raise ConnectionError(f"closed after {buf!r}")
-        buf += data
+    buf = recv_head(sock)
+    if b"\r\n\r\n" not in buf:
+        raise ConnectionError(f"closed after {buf!r}")
     head, _, rest = buf.partition(b"\r\n\r\n")
     lines = head.decode("latin-1").split("\r\n")
     headers = {}
@@ -167,8 +165,7 @@ def _stall(srv: Server, head: bytes, sent: bytes) -> tuple[int, bytes, float]:
 
 
 def _put_head(srv: Server, vault: str, cid: str, length: int) -> bytes:
-    return (f"PUT /v1/vaults/{vault}/chunks/{cid} HTTP/1.1\r\nHost: x\r\n"
-            f"Authorization: Bearer {srv.admin_token}\r\nContent-Length: {length}\r\n\r\n").encode()
+    return request_head("PUT", f"/v1/vaults/{vault}/chunks/{cid}", length, srv.admin_token)
 
 
 @pytest.mark.parametrize("size", [10 * KiB, 1 << 20], ids=["buffered", "streamed"])
@@ -217,13 +214,7 @@ def _expect(srv: Server, method: str, path: str, body: bytes, auth: str | None) 
     if auth:
         head += f"Authorization: {auth}\r\n"
     sock.sendall((head + "\r\n").encode())
-    buf = b""
-    while b"\r\n\r\n" not in buf:
-        piece = sock.recv(65536)
-        if not piece:
-            break
-        buf += piece
-    return sock, buf
+    return sock, recv_head(sock)
 
 
 def test_100_continue_only_after_authentication(srv):

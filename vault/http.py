@@ -60,21 +60,46 @@ MAX_DETAIL_CHARS = 1024
 AUTH_CHALLENGE = 'Bearer realm="objvault", Basic realm="objvault"'
 
 
-def problem(err: E.VaultError, instance: str = "") -> web.Response:
+# The native API's HTTP status of every domain error, by its code: the one
+# place a storage or service error meets HTTP (restic shares it).
+STATUS: dict[str, int] = {
+    "bad_request": 400, "bad_name": 400, "bad_json": 400, "digest_mismatch": 400, "truncated": 400,
+    "unauthorized": 401,
+    "forbidden": 403, "reserved_key": 403, "append_only": 403, "retention": 403,
+    "no_such_vault": 404, "no_such_chunk": 404, "no_such_object": 404, "no_such_key": 404, "not_found": 404,
+    "method_not_allowed": 405,
+    "request_timeout": 408,
+    "vault_exists": 409, "vault_locked": 409, "missing_chunks": 409, "conflict": 409,
+    "length_required": 411,
+    "precondition_failed": 412,
+    "too_large": 413,
+    "unsupported_encoding": 415,
+    "range_not_satisfiable": 416,
+    "unavailable": 503,
+    "quota_exceeded": 507, "no_space": 507,
+}
+
+
+def status_of(err: E.VaultError) -> int:
+    return STATUS.get(err.code, 500)
+
+
+def problem(err: E.VaultError, instance: str = "", status: int | None = None) -> web.Response:
+    status = status or status_of(err)
     detail = err.detail if len(err.detail) <= MAX_DETAIL_CHARS else err.detail[:MAX_DETAIL_CHARS] + "…"
-    body = {"type": f"https://objvault.dev/problems/{err.code}", "title": err.title, "status": err.status,
+    body = {"type": f"https://objvault.dev/problems/{err.code}", "title": err.title, "status": status,
             "detail": detail, "code": err.code}
     if instance:
         body["instance"] = instance
     body.update(err.extra)
     headers = {}
-    if err.status == 401:
+    if status == 401:
         headers["WWW-Authenticate"] = AUTH_CHALLENGE
-    if err.status == 416 and "size" in err.extra:
+    if status == 416 and "size" in err.extra:
         headers["Content-Range"] = f"bytes */{err.extra['size']}"
     if "retry_after" in err.extra:
         headers["Retry-After"] = str(err.extra["retry_after"])
-    return web.Response(status=err.status, body=json.dumps(body).encode(), content_type=PROBLEM,
+    return web.Response(status=status, body=json.dumps(body).encode(), content_type=PROBLEM,
                         headers=headers)
 
 
@@ -117,7 +142,7 @@ async def _handle(request: web.Request, handler) -> web.StreamResponse:
         resp = await handler(request)
     except E.VaultError as e:
         resp = problem(e, request.path)
-        if e.status >= 500:
+        if resp.status >= 500:
             log.error("request failed", extra={"route": route_of(request), "code": e.code, "detail": e.detail})
         if not _body_consumed(request):
             resp.force_close()
@@ -135,8 +160,8 @@ async def _handle(request: web.Request, handler) -> web.StreamResponse:
             raise
         else:
             err = E.VaultError(e.reason or "error")
-            err.status, err.code, err.title = e.status, "http_" + str(e.status), e.reason or "Error"
-            resp = problem(err, request.path)
+            err.code, err.title = "http_" + str(e.status), e.reason or "Error"
+            resp = problem(err, request.path, e.status)
     except (ConnectionResetError, asyncio.CancelledError):
         raise
     except Exception:

@@ -1,7 +1,7 @@
 """Periodic RocksDB checkpoints shipped to bucket targets.
 
 Every ``checkpoint_interval_seconds`` (per target; 0 = never) the index is
-checkpointed (rocksdict ``Checkpoint``: hard links of the live SST files plus
+checkpointed (:meth:`vault.meta.Index.checkpoint`: hard links of the live SST files plus
 a copy of the WAL, consistent as of one instant), packed as ``tar`` + zstd
 and uploaded to ``checkpoints/<UTC stamp>.tar.zst`` on the target (sealed in
 frames when the target is encrypted); the newest few are kept. Together with
@@ -23,24 +23,24 @@ from pathlib import Path
 from typing import Any
 
 import zstandard
-from rocksdict import AccessType, Checkpoint, Rdict
 
 from vault.config import TargetConfig
+from vault.meta import Index
 from vault.workers import Job
 
-from .outbox import checkpoint_key, target_id
+from vault.meta.outbox import checkpoint_key, target_id
 
 log = logging.getLogger("objvault.replication")
 
 
-def make_tarball(index: Any, workdir: Path, stamp: str) -> Path:
+def make_tarball(index: Index, workdir: Path, stamp: str) -> Path:
     """Checkpoint the index into ``workdir`` and pack it; returns the ``.tar.zst`` path."""
     workdir.mkdir(parents=True, exist_ok=True)
     cp = workdir / f"checkpoint-{stamp}"
     out = workdir / f"checkpoint-{stamp}.tar.zst"
     shutil.rmtree(cp, ignore_errors=True)
     try:
-        Checkpoint(index.db).create_checkpoint(str(cp))
+        index.checkpoint(cp)
         with open(out, "wb") as f:
             with zstandard.ZstdCompressor(level=3, threads=-1).stream_writer(f) as z:
                 with tarfile.open(fileobj=z, mode="w|") as tar:
@@ -61,54 +61,6 @@ def unpack_tarball(src: Path, dest: Path) -> Path:
     with tarfile.open(fileobj=io.BytesIO(data), mode="r") as tar:
         tar.extractall(dest, filter="data")
     return dest / "index"
-
-
-class CheckpointError(Exception):
-    """A downloaded checkpoint is not a usable index (the message names the path)."""
-
-
-def verify_index(path: Path) -> dict:
-    """Open an unpacked checkpoint's index read-only and read every entry of every
-    column family; RocksDB checks each block's checksum as it reads it.
-
-    Returns ``{"vaults": [names], "entries": {column family: count}}``. Raises
-    :class:`CheckpointError` naming ``path`` if RocksDB cannot open or read it, or
-    if it has no ``vaults`` column family (then it is not an objvault index).
-    Nothing in ``path`` is changed.
-    """
-    try:
-        cfs = Rdict.list_cf(str(path))
-    except Exception as e:
-        raise CheckpointError(f"{path}: RocksDB cannot open it: {e}") from None
-    if "vaults" not in cfs:
-        raise CheckpointError(f"{path}: not an objvault index (no 'vaults' column family; it has "
-                              f"{', '.join(sorted(cfs))})")
-    try:
-        db = Rdict(str(path), access_type=AccessType.read_only())
-    except Exception as e:
-        raise CheckpointError(f"{path}: RocksDB cannot open it: {e}") from None
-    counts: dict[str, int] = {}
-    vaults: list[str] = []
-    try:
-        for name in cfs:
-            # The iterator, not keys(): only the iterator's status() reports a
-            # block that failed its checksum instead of ending the scan early.
-            it = db.get_column_family(name).iter()
-            it.seek_to_first()
-            n = 0
-            while it.valid():
-                if name == "vaults":
-                    vaults.append(bytes(it.key()).decode("utf-8", "replace"))
-                n += 1
-                it.next()
-            it.status()
-            del it
-            counts[name] = n
-    except Exception as e:
-        raise CheckpointError(f"{path}: RocksDB cannot read it: {e}") from None
-    finally:
-        db.close()
-    return {"vaults": sorted(vaults), "entries": counts}
 
 
 def stamp_time(stamp: str) -> datetime | None:
@@ -136,7 +88,7 @@ class Checkpointer(Job):
         self.workdir = ctx.cfg.first_data_dir / "replication-tmp"
 
     def last(self) -> float:
-        raw = self.ctx.index.get("meta", checkpoint_key(self.tid))
+        raw = self.ctx.index.marker(checkpoint_key(self.tid))
         return float(raw.decode()) if raw else 0.0
 
     def first_delay(self) -> float:
@@ -156,7 +108,7 @@ class Checkpointer(Job):
         finally:
             tarball.unlink(missing_ok=True)
         now = time.time()
-        await self.ctx.index.run(lambda txn: txn.put("meta", checkpoint_key(self.tid), repr(now).encode()))
+        await self.ctx.index.run(lambda txn: txn.put_marker(checkpoint_key(self.tid), repr(now).encode()))
         stats = {"path": path, "bytes": size, "seconds": round(time.monotonic() - t0, 3)}
         log.info("index checkpoint shipped", extra={"target": self.cfg.name, **stats})
         return stats

@@ -248,7 +248,9 @@ def _clear_destination(dest: Path, created: Path | None) -> None:
 
 
 def cmd_checkpoint_download(args: argparse.Namespace) -> None:
-    from .checkpoint import CheckpointError, unpack_tarball, verify_index
+    from vault.meta.checkpoint import CheckpointError, read_checkpoint
+
+    from .checkpoint import unpack_tarball
 
     cfg, tcfg, replica = _offline_target(args)
     dest = Path(args.to).absolute()
@@ -281,7 +283,7 @@ def cmd_checkpoint_download(args: argparse.Namespace) -> None:
             raise _fail(f"target {tcfg.name!r}: {pick['path']} holds no index/ directory")
         print(f"verifying {index}", file=sys.stderr, flush=True)
         try:
-            found = verify_index(index)
+            found = read_checkpoint(index)
         except CheckpointError as e:
             raise _fail(f"target {tcfg.name!r}: {pick['path']}: {e}") from None
     except BaseException:

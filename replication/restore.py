@@ -28,29 +28,28 @@ import time
 from typing import Any
 
 from vault import errors as E
-from vault.index import ObjectMeta, Txn, vid_bytes
-from vault.service import Principal, VaultRec, _live_vault, write_object
+from vault.meta import ObjectMeta, Txn, VaultRec
+from vault.meta.outbox import target_id
+from vault.meta.schema import restoring_key
+from vault.service import Principal, _live_vault, write_object
 
-from .outbox import target_id
 from .target import Manifest, Replica
 
 log = logging.getLogger("objvault.restore")
 
 ADMIN = Principal(admin=True)
 OBJECTS_AT_ONCE = 8
-MARK = b"restore:"
 
 
 def restore_object_op(rec: VaultRec, m: Manifest, source: str = ""):
     """Put an object as the replica recorded it (creation time included);
     its event is tagged with the ``source`` target, which already holds it."""
-    okey = vid_bytes(rec.vid) + m.key.encode()
 
     def op(txn: Txn) -> ObjectMeta:
         _live_vault(txn, rec)
         extra = (("restored", source),) if source else ()
         return write_object(txn, rec, m.key, list(m.chunks), m.meta, m.created or txn.now,
-                            txn.get("objects", okey), *extra)
+                            txn.object_packed(rec.vid, m.key), *extra)
 
     return op
 
@@ -80,7 +79,7 @@ class Restorer:
         if self._task is not None and not self._task.done():
             raise E.Conflict(f"a restore of vault {self.state['vault']!r} is running")
         idx = self.ctx.index
-        if idx.get("vaults", vault.encode()) is not None and idx.get("meta", MARK + vault.encode()) is None:
+        if idx.vault(vault) is not None and idx.marker(restoring_key(vault)) is None:
             raise E.VaultExists(f"vault {vault!r} already exists here: restore rebuilds a vault on a server "
                                 "that does not have it")
         self.state = {"state": "running", "vault": vault, "from": target, "chunks": 0, "objects": 0,
@@ -127,14 +126,12 @@ class Restorer:
         doc = await replica.get_vault(vault)
         if doc is None:
             raise E.NoSuchVault(f"target {target!r} holds no vault {vault!r}")
-        raw = idx.get("vaults", vault.encode())
-        if raw is None:
+        rec = idx.vault(vault)
+        if rec is None:
             def create(txn: Txn) -> None:
-                txn.put("meta", MARK + vault.encode(), json.dumps({"from": target, "at": txn.now}).encode())
+                txn.put_marker(restoring_key(vault), json.dumps({"from": target, "at": txn.now}).encode())
             await idx.run(create)
             rec = await svc.create_vault({"name": vault}, ADMIN)
-        else:
-            rec = VaultRec.load(raw)
         handles = await replica.object_handles(vault)
         st["objects_total"] = len(handles)
         concurrency = max(1, getattr(replica, "concurrency", 8))
@@ -207,5 +204,5 @@ class Restorer:
         fields = {k: doc[k] for k in ("quota_bytes", "append_only", "retention_days") if k in doc}
         if fields:
             await svc.update_vault(vault, fields, ADMIN)
-        await idx.run(lambda txn: txn.delete("meta", MARK + vault.encode()))
+        await idx.run(lambda txn: txn.delete_marker(restoring_key(vault)))
         return problems

@@ -30,12 +30,15 @@ import hashlib
 import json
 import logging
 import time
+from itertools import islice
 from typing import Any
 
 from vault import errors as E
-from vault.index import ChunkMeta, ObjectMeta, Txn, vid_bytes
-from vault.service import VaultRec, _seg_update, iso
-from vault.store import Location, block_sums, nblocks, record_size
+from vault.meta import ChunkMeta, ObjectMeta, Txn, VaultRec
+from vault.meta.schema import (QUARANTINE, SCRUB_EPOCH, SCRUB_LAST_PASS, chunk_digest, chunk_key, quarantine_chunk,
+                               quarantine_key, vid_of)
+from vault.service import iso
+from vault.store import Location, block_sums, nblocks
 
 from vault.workers import Job
 
@@ -44,15 +47,8 @@ from .worker import Context
 
 log = logging.getLogger("objvault.scrub")
 
-QUARANTINE = b"quarantine:"
-LAST_PASS = b"scrub:last_pass"
-EPOCH = b"scrub:epoch"
 PAGE = 2048
 OBJECTS_LISTED = 100
-
-
-def qkey(vid: int, digest: bytes) -> bytes:
-    return QUARANTINE + vid_bytes(vid) + digest
 
 
 def check_chunk(store, meta: ChunkMeta, digest: bytes, what: str) -> str:
@@ -82,7 +78,7 @@ class Healer:
 
         Concurrent calls for the same chunk share one repair.
         """
-        k = vid_bytes(rec.vid) + digest
+        k = chunk_key(rec.vid, digest)
         fut = self._busy.get(k)
         if fut is not None:
             return await asyncio.shield(fut)
@@ -155,9 +151,9 @@ class Healer:
     def referencing(self, vid: int, digest: bytes) -> list[str]:
         """Keys of the objects of vault ``vid`` that reference ``digest`` (at most 100)."""
         out = []
-        for k, v in self.ctx.index.iter_prefix("objects", vid_bytes(vid)):
+        for name, v in self.ctx.index.objects(vid):
             if digest in ObjectMeta.unpack(v).chunks:
-                out.append(k[8:].decode())
+                out.append(name)
                 if len(out) >= OBJECTS_LISTED:
                     break
         return out
@@ -193,19 +189,12 @@ class Healer:
                     w.abort()
                     raise
             loc = await loop.run_in_executor(None, stream)
-        old_dir = store.seg_dir.get(old.seg_id, dir_idx)
 
         def op(txn: Txn) -> bool:
-            key = vid_bytes(rec.vid) + digest
-            raw = txn.get("chunks", key)
-            cur = ChunkMeta.unpack(raw) if raw is not None else None
-            if cur is None or (cur.seg_id, cur.offset) != (old.seg_id, old.offset):
-                # Gone (GC) or moved (compaction) meanwhile: the new record is dead bytes.
-                _seg_update(txn, loc.seg_id, loc.dir_idx, loc.offset + loc.size, 0)
+            # Gone (GC) or moved (compaction) meanwhile: the new record is dead bytes.
+            cur = txn.chunk(rec.vid, digest)
+            if not txn.repoint_chunk(chunk_key(rec.vid, digest), cur, old.seg_id, old.offset, loc):
                 return False
-            txn.put("chunks", key, cur._replace(seg_id=loc.seg_id, offset=loc.offset).pack())
-            _seg_update(txn, loc.seg_id, loc.dir_idx, loc.offset + loc.size, loc.size)
-            _seg_update(txn, old.seg_id, old_dir, None, -record_size(old.length))
             if not fence:
                 _unmark(txn, rec.vid, digest)
             return True
@@ -216,12 +205,11 @@ class Healer:
     def damaged(self) -> list[dict]:
         """Damaged chunks still indexed (stale quarantine records are dropped from the list)."""
         out = []
-        for k, v in self.ctx.index.iter_prefix("meta", QUARANTINE):
+        for k, v in self.ctx.index.markers(QUARANTINE):
             d = json.loads(v)
             if not d.get("damaged"):
                 continue
-            vid = int.from_bytes(k[len(QUARANTINE):len(QUARANTINE) + 8], "big")
-            if self.ctx.index.get("chunks", vid_bytes(vid) + k[len(QUARANTINE) + 8:]) is None:
+            if self.ctx.index.chunk(*quarantine_chunk(k)) is None:
                 continue
             out.append({"vault": d["vault"], "chunk": d["chunk"], "since": iso(d["since"]),
                         "reason": d["reason"], "objects": d.get("objects", []), "tried": d.get("tried", [])})
@@ -243,15 +231,15 @@ def _sha_eq(data: bytes, digest: bytes) -> bool:
 
 def _mark(txn: Txn, rec: VaultRec, digest: bytes, reason: str, damaged: bool = False,
           objects: list[str] | None = None, tried: list[str] | None = None) -> None:
-    k = qkey(rec.vid, digest)
-    raw = txn.get("meta", k)
+    k = quarantine_key(rec.vid, digest)
+    raw = txn.marker(k)
     since = json.loads(raw)["since"] if raw is not None else txn.now
-    txn.put("meta", k, json.dumps({"vault": rec.name, "chunk": digest.hex(), "since": since, "reason": reason,
+    txn.put_marker(k, json.dumps({"vault": rec.name, "chunk": digest.hex(), "since": since, "reason": reason,
                                    "damaged": damaged, "objects": objects or [], "tried": tried or []}).encode())
 
 
 def _unmark(txn: Txn, vid: int, digest: bytes) -> None:
-    txn.delete("meta", qkey(vid, digest))
+    txn.delete_marker(quarantine_key(vid, digest))
 
 
 class TokenBucket:
@@ -292,14 +280,14 @@ class Scrubber(Job):
         """Seconds until the next pass is due: ``interval`` after the last pass, or
         after the first start of this server (recorded) when there was none."""
         idx = self.ctx.index
-        raw = idx.get("meta", LAST_PASS)
+        raw = idx.marker(SCRUB_LAST_PASS)
         if raw is not None:
             since = json.loads(raw).get("finished", 0)
         else:
-            epoch = idx.get("meta", EPOCH)
+            epoch = idx.marker(SCRUB_EPOCH)
             if epoch is None:
                 since = time.time()
-                idx.run_sync(lambda txn: txn.put("meta", EPOCH, repr(since).encode()))
+                idx.run_sync(lambda txn: txn.put_marker(SCRUB_EPOCH, repr(since).encode()))
             else:
                 since = float(epoch.decode())
         return max(0.0, since + self.interval - time.time())
@@ -321,13 +309,7 @@ class Scrubber(Job):
         store, idx = self.ctx.store, self.ctx.index
         start = None
         while True:
-            page = []
-            for k, v in idx.iter_prefix("chunks", b"", start):
-                if start is not None and k == start:
-                    continue
-                page.append((k, ChunkMeta.unpack(v)))
-                if len(page) == PAGE:
-                    break
+            page = list(islice(idx.all_chunks(start), PAGE))
             if not page:
                 break
             start = page[-1][0]
@@ -336,7 +318,7 @@ class Scrubber(Job):
             async def one(k: bytes, meta: ChunkMeta) -> None:
                 async with sem:
                     await bucket.take(meta.length)
-                    vid, digest = int.from_bytes(k[:8], "big"), k[8:]
+                    vid, digest = vid_of(k), chunk_digest(k)
                     what = f"chunk {digest.hex()}"
                     verdict = await loop.run_in_executor(None, check_chunk, store, meta, digest, what)
                     if verdict == "moved":
@@ -369,21 +351,18 @@ class Scrubber(Job):
                 break
         p["finished"] = time.time()
         p["seconds"] = round(p["finished"] - p["started"], 3)
-        await idx.run(lambda txn: txn.put("meta", LAST_PASS, json.dumps(p).encode()))
+        await idx.run(lambda txn: txn.put_marker(SCRUB_LAST_PASS, json.dumps(p).encode()))
         self.last = dict(p)
         return {k: v for k, v in p.items() if k not in ("started", "finished")}
 
     def _rec(self, vid: int) -> VaultRec:
-        for _, v in self.ctx.index.iter_prefix("vaults", b""):
-            rec = VaultRec.load(v)
+        for rec in self.ctx.index.vaults():
             if rec.vid == vid:
                 return rec
-        raw = self.ctx.index.get("meta", b"dead_vault:" + vid_bytes(vid))
-        name = json.loads(raw)["name"] if raw is not None else f"vid-{vid}"
-        return VaultRec(name, vid, 0.0)
+        return VaultRec(self.ctx.index.dead_vault_name(vid) or f"vid-{vid}", vid, 0.0)
 
     def status(self) -> dict:
-        raw = self.ctx.index.get("meta", LAST_PASS)
+        raw = self.ctx.index.marker(SCRUB_LAST_PASS)
         last = self.last or (json.loads(raw) if raw else None)
         out = {"state": self.state, "rate_bytes_per_second": self.rate,
                "interval_seconds": self.interval}

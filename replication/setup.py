@@ -23,11 +23,12 @@ from aiohttp import web
 from vault import errors as E
 from vault import http
 from vault.app import ROUTES, STARTUP
+from vault.meta.outbox import forget_targets_op
 from vault.metrics import gauge
 from vault.workers import runner_of
 
 from .checkpoint import Checkpointer
-from .outbox import OutboxHook, forget_targets_op
+from .outbox import OutboxHook
 from .restore import Restorer
 from .scrub import Healer, Scrubber
 from .target import open_target

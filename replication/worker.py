@@ -38,12 +38,13 @@ from typing import Any, Awaitable, Callable
 
 from vault import errors as E
 from vault.config import TargetConfig
-from vault.index import ChunkMeta, vid_bytes
-from vault.service import VaultRec, iso
+from vault.meta import ChunkMeta, VaultRec
+from vault.meta.outbox import (CHUNK_DELETE, CHUNK_PUT, DELQ, OBJECT_DELETE, OBJECT_PUT, PUTQ, VAULT_DELETE,
+                               VAULT_PUT, Entry, first_entry, iter_queue, remove_op, seeded_key, outbox_stats,
+                               target_id)
+from vault.service import iso
 
-from .outbox import (CHUNK_DELETE, CHUNK_PUT, DELQ, OBJECT_DELETE, OBJECT_PUT, PUTQ, VAULT_DELETE, VAULT_PUT,
-                     Entry, Stats, TargetSlot, first_entry, iter_queue, remove_op, seed_chunks_op,
-                     seed_objects_op, seed_vault_op, seeded_key, stats_key, target_id)
+from .outbox import TargetSlot, seed_chunks_op, seed_objects_op, seed_vault_op
 from .target import Manifest, Replica, Skip, TargetError
 
 log = logging.getLogger("objvault.replication")
@@ -84,23 +85,20 @@ class Context:
         self.heal: Callable[[VaultRec, bytes, ChunkMeta], Awaitable[bool]] | None = None
 
     def live(self, name: str) -> VaultRec | None:
-        raw = self.index.get("vaults", name.encode())
-        return VaultRec.load(raw) if raw is not None else None
+        return self.index.vault(name)
 
     def live_vid(self, name: str) -> int | None:
         rec = self.live(name)
         return rec.vid if rec is not None else None
 
     def chunk_meta(self, vid: int, digest: bytes) -> ChunkMeta | None:
-        raw = self.index.get("chunks", vid_bytes(vid) + digest)
-        return ChunkMeta.unpack(raw) if raw is not None else None
+        return self.index.chunk(vid, digest)
 
     def has_object(self, vid: int, key: str) -> bool:
-        return self.index.get("objects", vid_bytes(vid) + key.encode()) is not None
+        return self.index.object_packed(vid, key) is not None
 
     def chunk_ids(self, vid: int):
-        for k, _ in self.index.iter_prefix("chunks", vid_bytes(vid)):
-            yield k[8:]
+        return self.index.chunk_digests(vid)
 
     async def load_chunk(self, vault: str, vid: int, digest: bytes) -> bytes | None:
         """The primary's bytes of a chunk, verified (block checksums); None if it no longer exists.
@@ -505,19 +503,20 @@ class TargetWorker:
         data written before it existed. Duplicates of live entries are harmless."""
         idx = self.ctx.index
         fp = self.fingerprint()
-        if idx.get("meta", seeded_key(self.tid)) == fp:
+        if idx.marker(seeded_key(self.tid)) == fp:
             return 0
         n = 0
-        names = [k.decode() for k, _ in idx.iter_prefix("vaults", b"")]
+        names = idx.vault_names()
         for name in names:
             if not self.cfg.matches(name):
                 continue
             vid = await idx.run(seed_vault_op(self.slot, name))
             if vid is None:
                 continue
-            for cf, make in (("chunks", seed_chunks_op), ("objects", seed_objects_op)):
-                page: list[bytes] = []
-                for k, _ in idx.iter_prefix(cf, vid_bytes(vid)):
+            for ids, make in ((idx.chunk_digests(vid), seed_chunks_op),
+                              ((k for k, _ in idx.objects(vid)), seed_objects_op)):
+                page: list = []
+                for k in ids:
                     page.append(k)
                     if len(page) == 1000:
                         n += await idx.run(make(self.slot, name, vid, page))
@@ -525,7 +524,7 @@ class TargetWorker:
                         self.notify()
                 if page:
                     n += await idx.run(make(self.slot, name, vid, page))
-        await idx.run(lambda txn: txn.put("meta", seeded_key(self.tid), fp))
+        await idx.run(lambda txn: txn.put_marker(seeded_key(self.tid), fp))
         if n:
             log.info("replication seeded", extra={"target": self.cfg.name, "entries": n})
         self.notify()
@@ -548,7 +547,7 @@ class TargetWorker:
 
     def status(self) -> dict:
         idx = self.ctx.index
-        entries, nbytes, delayed = Stats.get(idx.get("meta", stats_key(self.tid)))
+        entries, nbytes, delayed = outbox_stats(idx, self.tid)
         now = time.time()
         oldest = 0.0
         first = first_entry(idx, self.tid, PUTQ)

@@ -9,14 +9,14 @@ record is really in its segment file.
 
 from __future__ import annotations
 
-import json
 import os
 from collections import Counter
 from pathlib import Path
 
 import httpx
 
-from vault.index import ChunkMeta, Index, ObjectMeta, SegMeta, Usage, vid_bytes
+from vault.meta import Index, ObjectMeta, Usage
+from vault.meta.schema import chunk_digest, vid_of
 from vault.store import FILE_HEADER_SIZE, parse_record_header, record_size
 
 # Grace 0 and no background passes: each test runs GC itself and sees its effect
@@ -64,14 +64,13 @@ def check_index(data_dir: Path, live_vaults_only: bool = False) -> dict:
     data_dir = Path(data_dir)
     idx = Index(data_dir / "index")
     try:
-        vaults = {json.loads(v)["vid"]: json.loads(v)["name"] for _, v in idx.iter_prefix("vaults", b"")}
-        dead = {int.from_bytes(k[len(b"dead_vault:"):], "big") for k, _ in idx.iter_prefix("meta", b"dead_vault:")}
-        segs = {int.from_bytes(k, "big"): SegMeta.unpack(v) for k, v in idx.iter_prefix("segments", b"")}
+        vaults = {rec.vid: rec.name for rec in idx.vaults()}
+        dead = set(idx.dead_vaults())
+        segs = dict(idx.segments())
         refs: Counter = Counter()
         logical: Counter = Counter()
         nobj: Counter = Counter()
-        for k, v in idx.iter_prefix("objects", b""):
-            vid = int.from_bytes(k[:8], "big")
+        for vid, _, v in idx.all_objects():
             obj = ObjectMeta.unpack(v)
             nobj[vid] += 1
             logical[vid] += obj.size
@@ -83,9 +82,8 @@ def check_index(data_dir: Path, live_vaults_only: bool = False) -> dict:
         fds: dict[int, int] = {}
         seen = set()
         try:
-            for k, v in idx.iter_prefix("chunks", b""):
-                vid, digest = int.from_bytes(k[:8], "big"), k[8:]
-                m = ChunkMeta.unpack(v)
+            for k, m in idx.all_chunks():
+                vid, digest = vid_of(k), chunk_digest(k)
                 seen.add((vid, digest))
                 assert vid in vaults or vid in dead, f"chunk {digest.hex()} of unknown vault id {vid}"
                 assert m.refcount == refs[(vid, digest)], (digest.hex(), m.refcount, refs[(vid, digest)])
@@ -106,7 +104,7 @@ def check_index(data_dir: Path, live_vaults_only: bool = False) -> dict:
             assert seg.live_bytes == live[sid], (sid, seg, live[sid])
             assert seg.end >= FILE_HEADER_SIZE or seg.live_bytes == 0
         for vid in vaults:
-            u = Usage.unpack(idx.get("usage", vid_bytes(vid)))
+            u = idx.usage(vid)
             assert u == Usage(stored[vid], logical[vid], nchunks[vid], nobj[vid]), (vaults[vid], u)
         return {"segments": len(segs), "chunks": sum(nchunks.values()), "dead_vaults": len(dead),
                 "live_bytes": sum(live.values())}

@@ -20,7 +20,7 @@ import obstore
 
 from tests.replhelpers import s3_target
 from tests.server import OBJVAULT, Server
-from vault.index import Index
+from vault.meta import Index
 
 PREFIX = "replica"  # s3_target's default prefix
 

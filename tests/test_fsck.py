@@ -5,7 +5,8 @@ import subprocess
 
 from tests.fsckhelpers import fsck
 from tests.server import OBJVAULT, sha
-from vault.index import Index
+from vault.meta import Index
+from vault.meta.schema import chunk_digest
 
 
 def test_fsck_finds_and_rebuilds_a_lost_chunk_entry(server):
@@ -22,8 +23,8 @@ def test_fsck_finds_and_rebuilds_a_lost_chunk_entry(server):
 
     # Lose one chunk entry from the index (as a damaged index would).
     idx = Index(server.data_dirs[0] / "index")
-    key = next(k for k, _ in idx.iter_prefix("chunks", b"") if k.endswith(bytes.fromhex(ids[4])))
-    idx.run_sync(lambda txn: txn.delete("chunks", key))
+    key = next(k for k, _ in idx.all_chunks() if chunk_digest(k) == bytes.fromhex(ids[4]))
+    idx.run_sync(lambda txn: txn.delete_chunk_at(key))
     idx.close()
 
     code, report = fsck(server)

@@ -29,7 +29,8 @@ import pytest
 from tests.apihelpers import BATCH_HEADERS, batch_frames
 from tests.fsckhelpers import run_fsck
 from tests.server import Server, sha
-from vault.index import ChunkMeta, Index
+from vault.meta import Index
+from vault.meta.schema import chunk_digest
 from vault.store import Store
 
 MiB = 1 << 20
@@ -274,10 +275,10 @@ def locations(s: Server) -> dict[str, int]:
             store.register_segment(sid, idx, path)
         scanned = {(sid, off, digest) for sid in list(store.paths) for off, _, digest, _ in store.scan_segment(sid)}
         out = {}
-        for key, raw in index.iter_prefix("chunks", b""):
-            meta = ChunkMeta.unpack(raw)
-            assert (meta.seg_id, meta.offset, key[8:]) in scanned, (key[8:].hex(), meta)
-            out[key[8:].hex()] = store.seg_dir[meta.seg_id]
+        for key, meta in index.all_chunks():
+            digest = chunk_digest(key)
+            assert (meta.seg_id, meta.offset, digest) in scanned, (digest.hex(), meta)
+            out[digest.hex()] = store.seg_dir[meta.seg_id]
         return out
     finally:
         index.close()

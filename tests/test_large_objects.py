@@ -13,7 +13,7 @@ from tests.fsckhelpers import fsck
 from tests.server import sha
 from vault import refs
 from vault import errors as E
-from vault.index import PENDING, ChunkIds, ChunkMeta, Index, ObjectMeta, vid_bytes
+from vault.meta import PENDING, ChunkIds, ChunkMeta, Index, ObjectMeta
 
 N = refs.REF_SLICE * 2 + 100  # three slices
 
@@ -67,20 +67,20 @@ def _index_with_chunks(path, n: int) -> tuple[Index, list[bytes]]:
 
     def op(txn):
         for d in ids:
-            txn.put("chunks", vid_bytes(1) + d, ChunkMeta(1, 0, 10, 0, PENDING, txn.now, 0.0).pack())
+            txn.put_chunk(1, d, ChunkMeta(1, 0, 10, 0, PENDING, txn.now, 0.0))
     index.run_sync(op)
     return index, ids
 
 
 def _counts(index: Index, ids: list[bytes]) -> list[int]:
-    return [ChunkMeta.unpack(index.get("chunks", vid_bytes(1) + d)).refcount for d in ids]
+    return [index.chunk(1, d).refcount for d in ids]
 
 
 def test_an_acquire_cut_short_is_undone_at_the_next_start(tmp_path):
     index, ids = _index_with_chunks(tmp_path / "idx", N)
     chunks = ids + ids[:10]
     payload = ObjectMeta(0.0, 0, chunks, b"").pack()
-    iid = index.run_sync(lambda txn: refs.open_intent(txn, refs.ACQUIRE, 1, payload))
+    iid = index.run_sync(lambda txn: txn.open_intent(refs.ACQUIRE, 1, payload))
     calls = []
 
     def check(txn, part, metas):
@@ -93,15 +93,15 @@ def test_an_acquire_cut_short_is_undone_at_the_next_start(tmp_path):
     assert sum(_counts(index, ids)) == 2 * refs.REF_SLICE  # two slices applied, the third not
     index.close()
     index = Index(tmp_path / "idx")
-    assert refs.pending(index) == [iid]
+    assert index.pending_intents() == [iid]
     assert refs.settle_all(index) == 1
-    assert _counts(index, ids) == [0] * N and refs.pending(index) == []
+    assert _counts(index, ids) == [0] * N and index.pending_intents() == []
     index.close()
 
 
 def test_a_refused_acquire_is_undone(tmp_path):
     index, ids = _index_with_chunks(tmp_path / "idx", N)
-    iid = index.run_sync(lambda txn: refs.open_intent(txn, refs.ACQUIRE, 1, ObjectMeta(0.0, 0, ids, b"").pack()))
+    iid = index.run_sync(lambda txn: txn.open_intent(refs.ACQUIRE, 1, ObjectMeta(0.0, 0, ids, b"").pack()))
 
     def check(txn, part, metas):
         if part[0][0] == ids[refs.REF_SLICE]:
@@ -129,7 +129,7 @@ def test_a_release_cut_short_is_finished_at_the_next_start(tmp_path):
     assert refs.settle_all(index) == 1
     counts = _counts(index, ids)
     assert counts == [0] * N
-    states = {ChunkMeta.unpack(index.get("chunks", vid_bytes(1) + d)).state for d in ids}
+    states = {index.chunk(1, d).state for d in ids}
     assert states == {2}  # deletable, from now: GC's grace starts at the release
     index.close()
 

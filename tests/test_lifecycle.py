@@ -27,7 +27,7 @@ import pytest
 
 from tests.gchelpers import GC_ENV, check_index, recount
 from tests.server import OBJVAULT, Server, sha
-from vault.index import Index, jdump, vid_bytes
+from vault.meta import Index
 from vault.workers import Job, Runner
 
 
@@ -552,13 +552,13 @@ def test_usage_history_daily_snapshot_and_pruning(make_server):
     old, recent = (today - timedelta(days=401)).isoformat(), (today - timedelta(days=399)).isoformat()
     idx = Index(s.data_dirs[0] / "index")
     try:
-        vid = json.loads(idx.get("vaults", b"hist"))["vid"]
+        vid = idx.vault("hist").vid
 
         def seed(txn):
             for day, stored in ((old, 1), (recent, 2)):
-                txn.put("usage_hist", day.encode() + vid_bytes(vid),
-                        jdump({"name": "hist", "vid": vid, "quota_bytes": None, "at": 0, "stored_bytes": stored,
-                               "logical_bytes": stored, "chunks": 1, "objects": 1}))
+                txn.snapshot_usage(day, vid, {"name": "hist", "vid": vid, "quota_bytes": None, "at": 0,
+                                              "stored_bytes": stored, "logical_bytes": stored, "chunks": 1,
+                                              "objects": 1})
 
         idx.run_sync(seed)
     finally:

@@ -23,7 +23,7 @@ from replication.crypto import Sealer
 from replication.target import Manifest
 from tests.replhelpers import blobs, bucket_get, layout, put_object, s3_target, status, upload, wait_drained
 from tests.server import OBJVAULT
-from vault.index import Index
+from vault.meta import Index
 
 
 # -- helpers ----------------------------------------------------------------------------

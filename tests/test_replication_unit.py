@@ -13,12 +13,14 @@ import pytest
 
 from replication.crypto import FRAME, KeyFileError, SealError, Sealer, load_key
 from replication.layout import BlobReplica
-from replication.outbox import PUTQ, OutboxHook, Stats, iter_queue, stats_key, target_id
+from replication.outbox import OutboxHook
 from replication.target import Manifest, TargetError, open_target
 from replication.worker import Context, TargetWorker
 from vault.app import Vault
 from vault.config import GCConfig, TargetConfig, load_config
 from vault.lifecycle import GarbageCollector
+from vault.meta import VaultRec
+from vault.meta.outbox import PUTQ, forget_targets_op, iter_queue, outbox_stats, stats_key, target_id
 from vault.service import Principal
 
 ADMIN = Principal(admin=True)
@@ -149,16 +151,16 @@ async def test_hook_writes_entries_in_the_same_batch_and_only_for_matching_targe
         return [(e.kind, e.vault) for e in iter_queue(vault.index, target_id(name), PUTQ)]
     assert entries("all") == [("V", "acme"), ("V", "other"), ("C", "acme"), ("C", "other")]
     assert entries("acme-only") == [("V", "acme"), ("C", "acme")]
-    assert Stats.get(vault.index.get("meta", stats_key(target_id("all")))) == (4, 1500, 0)
+    assert outbox_stats(vault.index, target_id("all")) == (4, 1500, 0)
 
     # An op that fails after emitting leaves neither its change nor an entry.
     def failing(txn):
-        txn.put("vaults", b"ghost", b"{}")
+        txn.put_vault(VaultRec("ghost", 999, 0.0))
         txn.emit("vault_put", acme)
         raise RuntimeError("boom")
     with pytest.raises(RuntimeError):
         await vault.index.run(failing)
-    assert vault.index.get("vaults", b"ghost") is None
+    assert vault.index.vault("ghost") is None
     assert len(entries("all")) == 4
 
 
@@ -265,7 +267,6 @@ def test_manifest_encoding_roundtrip():
 
 
 async def test_records_of_a_removed_target_are_dropped(vault, tmp_path):
-    from replication.outbox import forget_targets_op
     t1 = TargetConfig(name="kept", kind="local", url="file:///x")
     t2 = TargetConfig(name="removed", kind="local", url="file:///y")
     vault.index.event_hooks.append(OutboxHook([t1, t2], vault.index))
@@ -279,8 +280,8 @@ async def test_records_of_a_removed_target_are_dropped(vault, tmp_path):
     assert total == 31
     assert len(list(iter_queue(vault.index, target_id("kept"), PUTQ))) == 31
     assert list(iter_queue(vault.index, target_id("removed"), PUTQ)) == []
-    assert vault.index.get("meta", stats_key(target_id("removed"))) is None
-    assert vault.index.get("meta", stats_key(target_id("kept"))) is not None
+    assert vault.index.marker(stats_key(target_id("removed"))) is None
+    assert vault.index.marker(stats_key(target_id("kept"))) is not None
 
 
 def test_bucket_urls_map_to_obstore_stores(tmp_path):

@@ -23,7 +23,7 @@ from . import errors as E
 from . import http, refs
 from .budget import MemoryBudget
 from .config import Config
-from .index import Index, SegMeta, Txn, seg_key
+from .meta import Index, Txn
 from .logs import setup_logging
 from .metrics import Metrics, gauge
 from .service import VaultService
@@ -88,9 +88,7 @@ class Vault:
         """
         known: dict[int, int] = {}
         ends: dict[int, int] = {}
-        for k, v in self.index.iter_prefix("segments", b""):
-            seg = SegMeta.unpack(v)
-            sid = int.from_bytes(k, "big")
+        for sid, seg in self.index.segments():
             known[sid] = seg.dir_idx
             if not seg.sealed:
                 ends[sid] = seg.end
@@ -98,20 +96,14 @@ class Vault:
 
         def seal(txn: Txn) -> None:
             for sid in ends:
-                raw = txn.get("segments", seg_key(sid))
-                txn.put("segments", seg_key(sid), SegMeta.unpack(raw)._replace(sealed=1).pack())
+                txn.seal_segment(sid)
 
         if ends:
             self.index.run_sync(seal)
         self.store.sealed_hook = self._on_sealed
 
     def _on_sealed(self, seg_id: int, end: int) -> None:
-        def seal(txn: Txn) -> None:
-            raw = txn.get("segments", seg_key(seg_id))
-            if raw is not None:
-                txn.put("segments", seg_key(seg_id), SegMeta.unpack(raw)._replace(sealed=1).pack())
-
-        self.index.submit(seal)
+        self.index.submit(lambda txn: txn.seal_segment(seg_id))
 
     def _gauges(self):
         yield gauge("objvault_data_dir_free_bytes", "Free bytes on each data directory's filesystem", ["dir"],

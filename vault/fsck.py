@@ -16,7 +16,8 @@ from collections import Counter, defaultdict
 
 from . import refs
 from .config import Config
-from .index import DELETABLE, PENDING, REFERENCED, ChunkMeta, Index, ObjectMeta, SegMeta, Txn, Usage, seg_key, vid_bytes
+from .meta import DELETABLE, PENDING, REFERENCED, ChunkMeta, Index, ObjectMeta, SegMeta, Txn, Usage
+from .meta.schema import chunk_digest, chunk_key, vid_of
 from .errors import ChunkCorrupt
 from .store import FILE_HEADER_SIZE, Store, record_size
 
@@ -53,8 +54,7 @@ def _check(index: Index, store: Store, rebuild: bool, progress) -> dict:
                     "rebuilt": rebuild}
     # 1. every chunk entry points at a record whose header names that chunk
     entries: dict[bytes, ChunkMeta] = {}
-    for key, raw in index.iter_prefix("chunks", b""):
-        meta = ChunkMeta.unpack(raw)
+    for key, meta in index.all_chunks():
         entries[key] = meta
         report["chunk_entries"] += 1
         ok = meta.seg_id in store.paths
@@ -63,31 +63,31 @@ def _check(index: Index, store: Store, rebuild: bool, progress) -> dict:
                 hdr = store.read_record_header(meta.seg_id, meta.offset)
             except OSError:
                 hdr = None
-            ok = hdr is not None and vid_bytes(hdr[0]) + hdr[1] == key and hdr[2] == meta.length
+            ok = hdr is not None and chunk_key(hdr[0], hdr[1]) == key and hdr[2] == meta.length
         if not ok:
-            report["bad_entries"].append({"vid": int.from_bytes(key[:8], "big"), "chunk": key[8:].hex()})
+            report["bad_entries"].append({"vid": vid_of(key), "chunk": chunk_digest(key).hex()})
     progress(f"checked {len(entries)} chunk entries")
     # 2. objects: references and recounts
     refs: Counter = Counter()
     usage: dict[int, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
-    for key, raw in index.iter_prefix("objects", b""):
+    for vid, name, raw in index.all_objects():
         obj = ObjectMeta.unpack(raw)
-        vid = int.from_bytes(key[:8], "big")
         report["objects"] += 1
         usage[vid][1] += obj.size
         usage[vid][3] += 1
         for c in obj.chunks:
-            refs[key[:8] + c] += 1
-            if key[:8] + c not in entries and len(report["missing_references"]) < 1000:
-                report["missing_references"].append({"vid": vid, "object": key[8:].decode(errors="replace"),
+            ckey = chunk_key(vid, c)
+            refs[ckey] += 1
+            if ckey not in entries and len(report["missing_references"]) < 1000:
+                report["missing_references"].append({"vid": vid, "object": name.decode(errors="replace"),
                                                       "chunk": c.hex()})
     for key, meta in entries.items():
         if meta.refcount != refs.get(key, 0):
             report["refcount_mismatches"] += 1
-        usage[int.from_bytes(key[:8], "big")][0] += meta.length
-        usage[int.from_bytes(key[:8], "big")][2] += 1
+        usage[vid_of(key)][0] += meta.length
+        usage[vid_of(key)][2] += 1
     for vid, (stored, logical, chunks, objects) in usage.items():
-        have = Usage.unpack(index.get("usage", vid_bytes(vid)))
+        have = index.usage(vid)
         want = Usage(stored, logical, chunks, objects)
         if have != want:
             report["usage_mismatches"].append({"vid": vid, "index": have.as_dict(), "recount": want.as_dict()})
@@ -110,7 +110,7 @@ def _rebuild(index: Index, store: Store, entries: dict, refs: Counter, progress)
         end = FILE_HEADER_SIZE
         for off, vid, digest, length in store.scan_segment(sid):
             end = off + record_size(length)
-            key = vid_bytes(vid) + digest
+            key = chunk_key(vid, digest)
             try:
                 data = store.read(sid, off, length, what=f"segment {sid} offset {off}") if length else b""
             except ChunkCorrupt:
@@ -130,10 +130,10 @@ def _rebuild(index: Index, store: Store, entries: dict, refs: Counter, progress)
     now = time.time()
 
     def op(txn: Txn) -> dict:
-        usage: dict[bytes, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
-        for key, _ in list(txn.items("chunks", b"")):
+        usage: dict[int, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
+        for key, _ in list(index.all_chunks()):
             if key not in found:
-                txn.delete("chunks", key)
+                txn.delete_chunk_at(key)
         for key, (sid, off, length) in found.items():
             old = entries.get(key)
             rc = refs.get(key, 0)
@@ -142,24 +142,24 @@ def _rebuild(index: Index, store: Store, entries: dict, refs: Counter, progress)
                 state = DELETABLE
             created = old.created_at if old is not None else now
             zero_since = 0.0 if rc else (old.zero_since if old is not None and old.zero_since else now)
-            txn.put("chunks", key, ChunkMeta(sid, off, length, rc, state, created, zero_since).pack())
-            usage[key[:8]][0] += length
-            usage[key[:8]][2] += 1
+            txn.put_chunk_at(key, ChunkMeta(sid, off, length, rc, state, created, zero_since))
+            usage[vid_of(key)][0] += length
+            usage[vid_of(key)][2] += 1
             seg_meta[sid][3] += record_size(length)
-        for key, raw in txn.items("objects", b""):
+        for vid, _, raw in index.all_objects():
             created, size, _ = ObjectMeta.header(raw)
-            usage[key[:8]][1] += size
-            usage[key[:8]][3] += 1
-        for key, _ in list(txn.items("usage", b"")):
-            if key not in usage:
-                txn.delete("usage", key)
+            usage[vid][1] += size
+            usage[vid][3] += 1
+        for vid, _ in list(index.usages()):
+            if vid not in usage:
+                txn.delete_usage(vid)
         for vid, vals in usage.items():
-            txn.put("usage", vid, Usage(*vals).pack())
-        for key, _ in list(txn.items("segments", b"")):
-            if int.from_bytes(key, "big") not in seg_meta:
-                txn.delete("segments", key)
+            txn.put_usage(vid, Usage(*vals))
+        for sid, _ in list(index.segments()):
+            if sid not in seg_meta:
+                txn.delete_segment(sid)
         for sid, vals in seg_meta.items():
-            txn.put("segments", seg_key(sid), SegMeta(*vals).pack())
+            txn.put_segment(sid, SegMeta(*vals))
         return {"records_indexed": len(found), "bad_records": bad_records}
 
     return index.run_sync(op)

@@ -30,10 +30,10 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from . import errors as E
 from .budget import MemoryBudget
-from .index import ChunkIds
+from .meta import ChunkIds, VaultRec
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .names import chunk_id, decode_path_segment, object_key, vault_name
-from .service import ROLES, Principal, VaultRec, VaultService
+from .service import ROLES, Principal, VaultService
 
 log = logging.getLogger("objvault.http")
 

@@ -45,40 +45,28 @@ import collections
 import csv
 import functools
 import io
-import json
 import logging
 import os
 import re
-import struct
 import time
 from datetime import date, datetime, timedelta, timezone
-from typing import Any, Callable, Iterable
+from typing import Callable, Iterable
 
 from aiohttp import web
-from rocksdict import ReadOptions
 
 from . import errors as E
 from .config import GCConfig
-from .index import ChunkMeta, Index, SegMeta, Txn, Usage, jdump, seg_key, vid_bytes
+from .meta import Index, SegMeta, Txn, Usage, VaultRec
+from .meta.schema import chunk_digest, chunk_key, vid_of
 from .metrics import gauge
-from .service import VaultRec
 from .store import (ALIGN, FILE_HEADER_SIZE, Location, Store, block_sums, file_header, record_header,
                     record_size)
 from .workers import Job, runner_of
 
 log = logging.getLogger("objvault.gc")
 
-DEAD_VAULT_PREFIX = b"dead_vault:"
 HISTORY_KEEP_DAYS = 400
 HISTORY_INTERVAL_SECONDS = 3600.0
-
-# The sweep tests the refcount straight from the packed ChunkMeta bytes:
-# most chunks are alive, and unpacking a million of them costs more than
-# the rest of the scan together.
-_RC = slice(struct.calcsize("<IQQ"), struct.calcsize("<IQQQ"))
-_FAST_RC = ChunkMeta._S.format == "<IQQQBdd"
-_ZERO8 = bytes(8)
-
 
 def _utc_day(ts: float) -> str:
     return datetime.fromtimestamp(ts, timezone.utc).date().isoformat()
@@ -87,60 +75,13 @@ def _utc_day(ts: float) -> str:
 # -- committer helpers ------------------------------------------------------------
 
 
-_MISSING = object()
-
-
-def _usage_add(txn: Txn, vid: int, **delta: int) -> None:
-    key = vid_bytes(vid)
-    txn.put("usage", key, Usage.unpack(txn.get("usage", key)).add(**delta).pack())
-
-
-def _seg_live(txn: Txn, seg_id: int, delta: int) -> None:
-    raw = txn.get("segments", seg_key(seg_id))
-    if raw is None:  # cannot happen while an indexed chunk points into it
-        log.error("live bytes of an unknown segment", extra={"segment": seg_id, "delta": delta})
-        return
-    seg = SegMeta.unpack(raw)
-    txn.put("segments", seg_key(seg_id), seg._replace(live_bytes=seg.live_bytes + delta).pack())
-
-
-def _seg_record(txn: Txn, loc: Location, live: bool) -> None:
-    """A record at ``loc`` is durable: extend the segment's committed end (so a
-    restart does not cut it off) and count it as live if the index uses it."""
-    key = seg_key(loc.seg_id)
-    raw = txn.get("segments", key)
-    seg = SegMeta.unpack(raw) if raw else SegMeta(loc.dir_idx, 0, 0, 0, txn.now)
-    seg = seg._replace(end=max(seg.end, loc.offset + loc.size),
-                       live_bytes=seg.live_bytes + (loc.size if live else 0))
-    txn.put("segments", key, seg.pack())
-
-
-def _repoint(txn: Txn, key: bytes, old_seg: int, old_offset: int, loc: Location, raw: Any = _MISSING) -> bool:
-    """Point chunk ``key`` at its copy ``loc`` if it still points at the old record.
-
-    False if the chunk was deleted or moved meanwhile (the copy is then dead bytes).
-    ``raw`` is the chunk's entry if the caller already read it.
-    """
-    if raw is _MISSING:
-        raw = txn.get("chunks", key)
-    moved = False
-    if raw is not None:
-        meta = ChunkMeta.unpack(raw)
-        if meta.seg_id == old_seg and meta.offset == old_offset:
-            txn.put("chunks", key, meta._replace(seg_id=loc.seg_id, offset=loc.offset).pack())
-            _seg_live(txn, old_seg, -record_size(meta.length))
-            moved = True
-    _seg_record(txn, loc, moved)
-    return moved
-
-
 def _repoint_many(txn: Txn, seg_id: int, copies: list[tuple[tuple, Location]]) -> tuple[int, int]:
     """Repoint each copied record ``(offset, vid, digest, length)`` of ``seg_id`` to its
     copy; returns how many were moved and their bytes."""
     moved = nbytes = 0
-    keys = [vid_bytes(vid) + digest for (_, vid, digest, _), _ in copies]
-    for key, raw, ((offset, _, _, _), loc) in zip(keys, txn.get_many("chunks", keys), copies):
-        if _repoint(txn, key, seg_id, offset, loc, raw):
+    keys = [chunk_key(vid, digest) for (_, vid, digest, _), _ in copies]
+    for key, meta, ((offset, _, _, _), loc) in zip(keys, txn.chunks_at(keys), copies):
+        if txn.repoint_chunk(key, meta, seg_id, offset, loc):
             moved += 1
             nbytes += loc.size
     return moved, nbytes
@@ -156,42 +97,33 @@ def _delete_chunks(keys: list[bytes], grace: float, vaults: dict[int, VaultRec])
         usage: dict[int, list[int]] = {}
         segs: dict[int, int] = {}
         deleted = freed = 0
-        for key, raw in zip(keys, txn.get_many("chunks", keys)):
-            if raw is None:
+        for key, meta in zip(keys, txn.chunks_at(keys)):
+            if meta is None:
                 continue
-            meta = ChunkMeta.unpack(raw)
             # The re-check that makes GC safe: a re-upload (created_at) or a
             # new reference since the scan keeps the chunk.
             if meta.refcount != 0 or meta.created_at > cutoff or meta.zero_since > cutoff:
                 continue
-            txn.delete("chunks", key)
-            vid = int.from_bytes(key[:8], "big")
+            txn.delete_chunk_at(key)
+            vid = vid_of(key)
             u = usage.setdefault(vid, [0, 0])
             u[0] += meta.length
             u[1] += 1
             segs[meta.seg_id] = segs.get(meta.seg_id, 0) + record_size(meta.length)
-            txn.emit("chunk_delete", vaults.get(vid, vid), key[8:])
+            txn.emit("chunk_delete", vaults.get(vid, vid), chunk_digest(key))
             deleted += 1
             freed += meta.length
         for vid, (nbytes, n) in usage.items():
-            _usage_add(txn, vid, stored=-nbytes, chunks=-n)
+            txn.add_usage(vid, stored=-nbytes, chunks=-n)
         for seg_id, nbytes in segs.items():
-            _seg_live(txn, seg_id, -nbytes)
+            txn.seg_update(seg_id, -nbytes)
         return deleted, freed
 
     return op
 
 
 def _purge_objects(keys: list[bytes]) -> Callable[[Txn], int]:
-    def op(txn: Txn) -> int:
-        n = 0
-        for key, raw in zip(keys, txn.get_many("objects", keys)):
-            if raw is not None:
-                txn.delete("objects", key)
-                n += 1
-        return n
-
-    return op
+    return lambda txn: txn.delete_objects_at(keys)
 
 
 def _purge_chunks(keys: list[bytes]) -> Callable[[Txn], int]:
@@ -200,29 +132,15 @@ def _purge_chunks(keys: list[bytes]) -> Callable[[Txn], int]:
     def op(txn: Txn) -> int:
         segs: dict[int, int] = {}
         n = 0
-        for key, raw in zip(keys, txn.get_many("chunks", keys)):
-            if raw is None:
+        for key, meta in zip(keys, txn.chunks_at(keys)):
+            if meta is None:
                 continue
-            meta = ChunkMeta.unpack(raw)
-            txn.delete("chunks", key)
+            txn.delete_chunk_at(key)
             segs[meta.seg_id] = segs.get(meta.seg_id, 0) + record_size(meta.length)
             n += 1
         for seg_id, nbytes in segs.items():
-            _seg_live(txn, seg_id, -nbytes)
+            txn.seg_update(seg_id, -nbytes)
         return n
-
-    return op
-
-
-def _finish_dead_vault(marker: bytes, vid: int) -> Callable[[Txn], bool]:
-    def op(txn: Txn) -> bool:
-        prefix = vid_bytes(vid)
-        if next(txn.items("objects", prefix), None) is not None or \
-                next(txn.items("chunks", prefix), None) is not None:
-            return False
-        txn.delete("usage", prefix)
-        txn.delete("meta", marker)
-        return True
 
     return op
 
@@ -233,15 +151,14 @@ def _drop_segments(seg_ids: list[int], active: set[int]) -> Callable[[Txn], tupl
     def op(txn: Txn) -> tuple[list[int], list[tuple[int, int]]]:
         dropped, kept = [], []
         for sid in seg_ids:
-            raw = txn.get("segments", seg_key(sid))
-            if raw is None:
+            seg = txn.segment(sid)
+            if seg is None:
                 dropped.append(sid)
                 continue
-            seg = SegMeta.unpack(raw)
             if seg.live_bytes != 0 or sid in active:
                 kept.append((sid, seg.live_bytes))
                 continue
-            txn.delete("segments", seg_key(sid))
+            txn.delete_segment(sid)
             dropped.append(sid)
         return dropped, kept
 
@@ -343,15 +260,7 @@ def _fsync_dir(path) -> None:
 
 def _seal(seg_id: int) -> Callable[[Txn], bool]:
     """Op: mark a finished compaction output sealed; False if nothing was ever indexed in it."""
-
-    def op(txn: Txn) -> bool:
-        raw = txn.get("segments", seg_key(seg_id))
-        if raw is None:
-            return False
-        txn.put("segments", seg_key(seg_id), SegMeta.unpack(raw)._replace(sealed=1).pack())
-        return True
-
-    return op
+    return lambda txn: txn.seal_segment(seg_id)
 
 
 # -- the GC job ----------------------------------------------------------------------
@@ -427,76 +336,34 @@ class GarbageCollector(Job):
 
     # -- dead vaults -----------------------------------------------------------------
 
-    def _first_keys(self, cf: str, prefix: bytes, n: int) -> list[bytes]:
-        out = []
-        for k, _ in self.index.iter_prefix(cf, prefix):
-            out.append(k)
-            if len(out) >= n:
-                break
-        return out
-
-    def _count(self, cf: str, prefix: bytes) -> int:
-        return sum(1 for _ in self.index.iter_prefix(cf, prefix))
-
     async def _dead_vaults(self, stats: dict, dry_run: bool) -> None:
         loop = asyncio.get_running_loop()
-        markers = await loop.run_in_executor(None, lambda: [k for k, _ in self.index.iter_prefix(
-            "meta", DEAD_VAULT_PREFIX)])
-        stats["dead_vaults"] = len(markers)
-        for marker in markers:
-            vid = int.from_bytes(marker[len(DEAD_VAULT_PREFIX):], "big")
-            prefix = vid_bytes(vid)
+        vids = await loop.run_in_executor(None, self.index.dead_vaults)
+        stats["dead_vaults"] = len(vids)
+        for vid in vids:
             if dry_run:
-                stats["dead_vault_objects_deleted"] += await loop.run_in_executor(None, self._count, "objects", prefix)
-                stats["dead_vault_chunks_deleted"] += await loop.run_in_executor(None, self._count, "chunks", prefix)
+                stats["dead_vault_objects_deleted"] += await loop.run_in_executor(None, self.index.count_objects, vid)
+                stats["dead_vault_chunks_deleted"] += await loop.run_in_executor(None, self.index.count_chunks, vid)
                 continue
             # Objects first: even a dead vault never has an object whose chunk is gone.
-            for cf, make, stat in (("objects", _purge_objects, "dead_vault_objects_deleted"),
-                                   ("chunks", _purge_chunks, "dead_vault_chunks_deleted")):
+            for first, make, stat in ((self.index.object_keys, _purge_objects, "dead_vault_objects_deleted"),
+                                      (self.index.chunk_keys, _purge_chunks, "dead_vault_chunks_deleted")):
                 while True:
-                    keys = await loop.run_in_executor(None, self._first_keys, cf, prefix, self.batch)
+                    keys = await loop.run_in_executor(None, first, vid, self.batch)
                     if not keys:
                         break
                     stats[stat] += await self.index.run(make(keys))
                     self.progress[stat] = stats[stat]
-            if await self.index.run(_finish_dead_vault(marker, vid)):
+            if await self.index.run(lambda txn: txn.finish_dead_vault(vid)):
                 stats["dead_vaults_purged"] += 1
                 log.info("dead vault purged", extra={"vid": vid})
 
     # -- sweep -----------------------------------------------------------------------
 
-    def _scan(self, after: bytes | None, cutoff: float, live: set[int]) -> tuple[list[tuple[bytes, int]], int, bytes | None]:
-        """Read up to ``scan_slice`` chunk entries after ``after``; return GC candidates,
-        the number read and the last key (None at the end)."""
-        cf = self.index.cf["chunks"]
-        found: list[tuple[bytes, int]] = []
-        n = 0
-        last = None
-        # The scan must not evict the block cache: ingest's lookups and the
-        # delete ops' re-checks need its index and filter blocks (measured at
-        # 1M chunks: a delete op's lookups took 330 ms after a filling scan,
-        # 150 ms without, and 10 ms as one MultiGet, see Txn.get_many).
-        ro = ReadOptions()
-        ro.fill_cache(False)
-        for k, v in (cf.items(read_opt=ro) if after is None else cf.items(from_key=after, read_opt=ro)):
-            if k == after:
-                continue
-            n += 1
-            last = k
-            if (v[_RC] == _ZERO8) if _FAST_RC else ChunkMeta.unpack(v).refcount == 0:
-                meta = ChunkMeta.unpack(v)
-                if meta.created_at <= cutoff and meta.zero_since <= cutoff and \
-                        int.from_bytes(k[:8], "big") in live:
-                    found.append((k, meta.length))
-            if n >= self.scan_slice:
-                return found, n, last
-        return found, n, None
-
     async def _sweep(self, stats: dict, dry_run: bool) -> None:
         loop = asyncio.get_running_loop()
         grace = float(self.cfg.grace_seconds)
-        vaults = await loop.run_in_executor(None, lambda: {
-            rec.vid: rec for rec in (VaultRec.load(v) for _, v in self.index.iter_prefix("vaults", b""))})
+        vaults = await loop.run_in_executor(None, lambda: {rec.vid: rec for rec in self.index.vaults()})
         live = set(vaults)
         pending: list[bytes] = []
         after: bytes | None = None
@@ -512,7 +379,8 @@ class GarbageCollector(Job):
 
         while True:
             t0 = time.monotonic()
-            found, n, after = await loop.run_in_executor(None, self._scan, after, self.clock() - grace, live)
+            found, n, after = await loop.run_in_executor(None, self.index.unreferenced_chunks, after,
+                                                         self.scan_slice, self.clock() - grace, live)
             spent = time.monotonic() - t0
             stats["chunks_scanned"] += n
             self.progress["chunks_scanned"] = stats["chunks_scanned"]
@@ -541,7 +409,7 @@ class GarbageCollector(Job):
             return 0
 
     def _candidates(self) -> list[tuple[float, int, SegMeta]]:
-        segs = [(int.from_bytes(k, "big"), SegMeta.unpack(v)) for k, v in self.index.iter_prefix("segments", b"")]
+        segs = list(self.index.segments())
         active = self.store.active_segments()
         now = time.monotonic()
         threshold = self.cfg.compact_threshold
@@ -671,16 +539,13 @@ class GarbageCollector(Job):
     def _live_records(self, seg_id: int) -> list[tuple[int, int, bytes, int]]:
         """Records of ``seg_id`` the index still points to: ``(offset, vid, digest, length)``."""
         records = list(self.store.scan_segment(seg_id))
-        cf = self.index.cf["chunks"]
         live = []
         for i in range(0, len(records), 1000):
             part = records[i:i + 1000]
-            values = cf.get([vid_bytes(vid) + digest for _, vid, digest, _ in part])
-            for rec, raw in zip(part, values):
-                if raw is not None:
-                    meta = ChunkMeta.unpack(raw)
-                    if meta.seg_id == seg_id and meta.offset == rec[0]:
-                        live.append(rec)
+            metas = self.index.chunks_at([chunk_key(vid, digest) for _, vid, digest, _ in part])
+            for rec, meta in zip(part, metas):
+                if meta is not None and meta.seg_id == seg_id and meta.offset == rec[0]:
+                    live.append(rec)
         return live
 
     def _read(self, seg_id: int, recs: list) -> list[tuple[tuple, bytes | None, bytes]]:
@@ -785,18 +650,13 @@ def usage_row(name: str, usage: Usage, quota: int | None) -> dict:
 
 def current_usage(index: Index) -> list[dict]:
     """Every live vault's usage now, by name."""
-    rows = []
-    for _, raw in index.iter_prefix("vaults", b""):
-        rec = VaultRec.load(raw)
-        rows.append(usage_row(rec.name, Usage.unpack(index.get("usage", vid_bytes(rec.vid))), rec.quota_bytes))
-    return rows
+    return [usage_row(rec.name, index.usage(rec.vid), rec.quota_bytes) for rec in index.vaults()]
 
 
 def usage_history(index: Index, day: str) -> list[dict]:
     """The snapshot taken on ``day`` (YYYY-MM-DD), by name; empty if none."""
     rows = []
-    for _, raw in index.iter_prefix("usage_hist", day.encode()):
-        d = json.loads(raw)
+    for d in index.usage_snapshots(day):
         rows.append(usage_row(d["name"], Usage(d["stored_bytes"], d["logical_bytes"], d["chunks"], d["objects"]),
                               d.get("quota_bytes")))
     return sorted(rows, key=lambda r: r["name"])
@@ -832,47 +692,32 @@ class UsageHistory(Job):
         loop = asyncio.get_running_loop()
         today = _utc_day(self.clock())
         vids = await loop.run_in_executor(None, lambda: [
-            (rec.vid, rec.name, rec.quota_bytes)
-            for rec in (VaultRec.load(v) for _, v in self.index.iter_prefix("vaults", b""))])
+            (rec.vid, rec.name, rec.quota_bytes) for rec in self.index.vaults()])
         written = 0
         for i in range(0, len(vids), self.batch):
             written += await self.index.run(functools.partial(self._snapshot, today, vids[i:i + self.batch]))
-        cutoff = (date.fromisoformat(today) - timedelta(days=self.keep_days)).isoformat().encode()
+        cutoff = (date.fromisoformat(today) - timedelta(days=self.keep_days)).isoformat()
         pruned = 0
         while True:
-            old = await loop.run_in_executor(None, self._older, cutoff)
+            old = await loop.run_in_executor(None, self.index.usage_snapshot_keys_before, cutoff, self.batch)
             if not old:
                 break
             pruned += await self.index.run(functools.partial(self._prune, old))
         return {"date": today, "snapshots_written": written, "snapshots_pruned": pruned}
 
-    def _older(self, cutoff: bytes) -> list[bytes]:
-        out = []
-        for k, _ in self.index.iter_prefix("usage_hist", b""):
-            if k[:10] >= cutoff or len(out) >= self.batch:
-                break
-            out.append(k)
-        return out
-
     @staticmethod
     def _snapshot(day: str, vids: list[tuple[int, str, int | None]], txn: Txn) -> int:
         n = 0
         for vid, name, quota in vids:
-            key = day.encode() + vid_bytes(vid)
-            if txn.get("usage_hist", key) is not None:
+            if txn.vault(name) is None:  # deleted since the listing
                 continue
-            if txn.get("vaults", name.encode()) is None:  # deleted since the listing
-                continue
-            u = Usage.unpack(txn.get("usage", vid_bytes(vid)))
-            txn.put("usage_hist", key, jdump({"name": name, "vid": vid, "quota_bytes": quota, "at": txn.now,
-                                              **u.as_dict()}))
-            n += 1
+            doc = {"name": name, "vid": vid, "quota_bytes": quota, "at": txn.now, **txn.usage(vid).as_dict()}
+            n += txn.snapshot_usage(day, vid, doc)
         return n
 
     @staticmethod
     def _prune(keys: list[bytes], txn: Txn) -> int:
-        for k in keys:
-            txn.delete("usage_hist", k)
+        txn.delete_usage_snapshots(keys)
         return len(keys)
 
 

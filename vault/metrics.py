@@ -2,7 +2,7 @@
 
 Core modules report through small recorder interfaces
 (:class:`vault.service.Recorder`, :class:`vault.store.NullRecorder`,
-:class:`vault.index.IndexRecorder`, :class:`vault.workers.JobRecorder`);
+:class:`vault.meta.IndexRecorder`, :class:`vault.workers.JobRecorder`);
 :class:`Metrics` implements all of them. Names follow
 ``objvault_<thing>_<unit>[_total]`` in base units.
 

@@ -1,6 +1,6 @@
 """Chunk reference counts of objects, and large objects' references in slices.
 
-rocksdict holds the GIL for the whole of a batch write, about 2.3 µs an
+RocksDB's Python binding holds the GIL for the whole of a batch write, about 2.3 µs an
 entry (measured: a batch of 1,000,000 entries stops every thread, the event
 loop included, for 2.3 s; 100,000 for 0.12-0.15 s). An object that
 references more than :data:`REF_SLICE` chunks therefore has its refcounts
@@ -19,7 +19,7 @@ chunk being released keeps its count until its slice runs, so GC frees it
 later, never earlier. Only the counts themselves are briefly above their
 final value, never below.
 
-The intent's payload is a packed :class:`vault.index.ObjectMeta` (for a
+The intent's payload is a packed :class:`vault.meta.ObjectMeta` (for a
 release, the old object record as it was), so the slices can be computed
 again, identically, by whoever settles the intent.
 """
@@ -33,15 +33,13 @@ from collections.abc import Sequence
 from typing import Callable, Iterable
 
 from . import errors as E
-from .index import DELETABLE, REFERENCED, ChunkMeta, Index, ObjectMeta, Txn, vid_bytes
+from .meta import DELETABLE, REFERENCED, ChunkMeta, Index, ObjectMeta, Txn
 
 log = logging.getLogger("objvault")
 
 # References changed in one op: at ~2.3 µs an entry, about 20 ms of GIL.
 REF_SLICE = 8192
 ACQUIRE, RELEASE = 1, 2
-INTENT = b"refs_intent:"
-_DONE = b"/done"
 
 Pairs = list[tuple[bytes, int]]
 
@@ -59,9 +57,7 @@ def slice_pairs(chunks: Sequence[bytes], k: int) -> Pairs:
 
 def lookup(txn: Txn, vid: int, ids: list[bytes]) -> dict[bytes, ChunkMeta]:
     """The entries of those of ``ids`` the vault holds (one MultiGet)."""
-    prefix = vid_bytes(vid)
-    return {d: ChunkMeta.unpack(raw) for d, raw in zip(ids, txn.get_many("chunks", [prefix + d for d in ids]))
-            if raw is not None}
+    return {d: meta for d, meta in zip(ids, txn.chunks(vid, ids)) if meta is not None}
 
 
 def apply(txn: Txn, vid: int, pairs: Iterable[tuple[bytes, int]], metas: dict[bytes, ChunkMeta] | None = None) -> None:
@@ -69,7 +65,6 @@ def apply(txn: Txn, vid: int, pairs: Iterable[tuple[bytes, int]], metas: dict[by
 
     ``metas``: entries already looked up in this op, if the caller has them."""
     pairs = [(d, n) for d, n in pairs if n]
-    prefix = vid_bytes(vid)
     if metas is None:
         metas = lookup(txn, vid, [d for d, _ in pairs])
     for d, n in pairs:
@@ -85,7 +80,7 @@ def apply(txn: Txn, vid: int, pairs: Iterable[tuple[bytes, int]], metas: dict[by
             meta = meta._replace(refcount=0, state=DELETABLE, zero_since=txn.now)
         else:
             meta = meta._replace(refcount=rc, state=REFERENCED, zero_since=0.0)
-        txn.put("chunks", prefix + d, meta.pack())
+        txn.put_chunk(vid, d, meta)
 
 
 def is_large(nrefs: int) -> bool:
@@ -95,36 +90,18 @@ def is_large(nrefs: int) -> bool:
 # -- intents -------------------------------------------------------------------------
 
 
-def _key(iid: int) -> bytes:
-    return INTENT + iid.to_bytes(8, "big")
-
-
-def open_intent(txn: Txn, kind: int, vid: int, payload: bytes) -> int:
-    """Record an intent (in the caller's op) and return its id."""
-    iid = txn.counter("refs_intent")
-    txn.put("meta", _key(iid), bytes([kind]) + vid_bytes(vid) + payload)
-    txn.put("meta", _key(iid) + _DONE, (0).to_bytes(4, "big"))
-    return iid
-
-
-def close_intent(txn: Txn, iid: int) -> None:
-    txn.delete("meta", _key(iid))
-    txn.delete("meta", _key(iid) + _DONE)
-
-
 def _slice_op(iid: int, vid: int, k: int, part: Pairs, sign: int, expect: int, then: int,
               check: Callable[[Txn, Pairs, dict[bytes, ChunkMeta]], None] | None = None) -> Callable[[Txn], None]:
     """An op adding ``sign`` × the references of slice ``k``, valid only while
     the intent's progress is ``expect``; it leaves the progress at ``then``."""
     def op(txn: Txn) -> None:
-        done = txn.get("meta", _key(iid) + _DONE)
-        if done is None or int.from_bytes(done, "big") != expect:
+        if txn.intent_progress(iid) != expect:
             raise RuntimeError(f"reference intent {iid}: slice {k} out of order")
         metas = lookup(txn, vid, [d for d, _ in part])
         if check is not None:
             check(txn, part, metas)
         apply(txn, vid, [(d, sign * n) for d, n in part], metas)
-        txn.put("meta", _key(iid) + _DONE, then.to_bytes(4, "big"))
+        txn.set_intent_progress(iid, then)
     return op
 
 
@@ -146,30 +123,24 @@ def settle(index: Index, iid: int) -> str:
     An acquire is undone (its object was never written); a release is
     completed (its object is gone). Returns what was done.
     """
-    raw = index.get("meta", _key(iid))
-    if raw is None:
+    intent = index.intent(iid)
+    if intent is None:
         return "none"
-    kind, vid = raw[0], int.from_bytes(raw[1:9], "big")
-    chunks = ObjectMeta.unpack(raw[9:]).chunks
-    done = int.from_bytes(index.get("meta", _key(iid) + _DONE) or b"\0", "big")
+    kind, vid, obj, done = intent
+    chunks = obj.chunks
     if kind == ACQUIRE:
         for k in range(done - 1, -1, -1):
             index.run_sync(_slice_op(iid, vid, k, slice_pairs(chunks, k), -1, k + 1, k))
     else:
         for k in range(done, nslices(chunks)):
             index.run_sync(_slice_op(iid, vid, k, slice_pairs(chunks, k), -1, k, k + 1))
-    index.run_sync(lambda txn: close_intent(txn, iid))
+    index.run_sync(lambda txn: txn.close_intent(iid))
     return "undone" if kind == ACQUIRE else "released"
-
-
-def pending(index: Index) -> list[int]:
-    return [int.from_bytes(k[len(INTENT):len(INTENT) + 8], "big")
-            for k, _ in index.iter_prefix("meta", INTENT) if not k.endswith(_DONE)]
 
 
 def settle_all(index: Index) -> int:
     """Settle every intent left by a stop in the middle (at start-up, and by fsck)."""
-    ids = pending(index)
+    ids = index.pending_intents()
     for iid in ids:
         what = settle(index, iid)
         log.info("reference intent settled", extra={"intent": iid, "action": what})
@@ -188,7 +159,7 @@ def release(txn: Txn, vid: int, old_raw: bytes | None, pending: list[int] | None
     if not is_large(ObjectMeta.header(old_raw)[2]):
         apply(txn, vid, [(d, -n) for d, n in Counter(ObjectMeta.unpack(old_raw).chunks).items()])
         return
-    iid = open_intent(txn, RELEASE, vid, old_raw)
+    iid = txn.open_intent(RELEASE, vid, old_raw)
     if pending is not None:
         pending.append(iid)
     else:

@@ -33,9 +33,9 @@ from aiohttp import web
 from . import app as app_module
 from . import errors as E
 from . import http
-from .index import ObjectMeta
+from .meta import ObjectMeta, VaultRec
 from .names import CHUNK_RE, chunk_id, decode_path_segment, vault_name
-from .service import Principal, VaultRec, VaultService
+from .service import Principal, VaultService
 
 log = logging.getLogger("objvault.restic")
 

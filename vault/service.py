@@ -2,7 +2,7 @@
 
 Handlers parse and authenticate; everything that touches the disk or the
 index happens here, through :class:`vault.store.Store` and the single
-committer of :class:`vault.index.Index`. Errors are :mod:`vault.errors`.
+committer of :class:`vault.meta.Index`. Errors are :mod:`vault.errors`.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import json
 import logging
 import os
 import secrets
@@ -25,8 +24,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable
 from . import errors as E
 from . import refs
 from .config import Config
-from .index import (PENDING, ChunkMeta, Index, ObjectMeta, SegMeta, Txn,
-                    Usage, jdump, seg_key, vid_bytes)
+from .meta import PENDING, ChunkMeta, Index, KeyRec, ObjectMeta, Txn, Usage, VaultRec
 from .names import vault_name
 from .store import Location, Store, block_sums
 
@@ -71,31 +69,6 @@ class Principal:
     @property
     def who(self) -> str:
         return "admin" if self.admin else f"key:{self.key_id}"
-
-
-@dataclass
-class VaultRec:
-    name: str
-    vid: int
-    created: float
-    quota_bytes: int | None = None
-    append_only: bool = False
-    retention_days: int = 0
-
-    @classmethod
-    def load(cls, raw: bytes) -> "VaultRec":
-        d = json.loads(raw)
-        return cls(d["name"], d["vid"], d["created"], d.get("quota_bytes"), d.get("append_only", False),
-                   d.get("retention_days", 0))
-
-    def dump(self) -> bytes:
-        return jdump({"name": self.name, "vid": self.vid, "created": self.created, "quota_bytes": self.quota_bytes,
-                      "append_only": self.append_only, "retention_days": self.retention_days})
-
-    def public(self, usage: Usage) -> dict:
-        return {"name": self.name, "created": iso(self.created), "quota_bytes": self.quota_bytes,
-                "append_only": self.append_only, "retention_days": self.retention_days,
-                "usage": usage.as_dict()}
 
 
 class Recorder:
@@ -144,7 +117,7 @@ class VaultService:
         # before its caller is answered, so a revoked key fails on the next
         # request. Secrets are still compared (constant time) on every call.
         self._vaults: dict[str, VaultRec] = {}
-        self._keys: dict[str, dict] = {}
+        self._keys: dict[str, KeyRec] = {}
         # Quota bytes held per vault id by uploads in flight (event loop only).
         self._reserved: dict[int, int] = {}
         index.event_hooks.append(self._invalidate_on)
@@ -170,14 +143,11 @@ class VaultService:
             key_id = secret[len(KEY_PREFIX):].split("_", 1)[0]
             rec = self._keys.get(key_id)
             if rec is None and key_id.isalnum():
-                raw = self.index.get("keys", key_id.encode())
-                if raw is not None:
-                    rec = json.loads(raw)
-                    rec["hash"] = bytes.fromhex(rec["hash"])
-                    if len(self._keys) < 100_000:
-                        self._keys[key_id] = rec
-            if rec is not None and hmac.compare_digest(digest, rec["hash"]):
-                return Principal(False, rec["vault"], rec["vid"], rec["role"], key_id)
+                rec = self.index.key(key_id)
+                if rec is not None and len(self._keys) < 100_000:
+                    self._keys[key_id] = rec
+            if rec is not None and hmac.compare_digest(digest, rec.hash):
+                return Principal(False, rec.vault, rec.vid, rec.role, key_id)
         raise E.Unauthorized("invalid credentials")
 
     def vault_for(self, who: Principal, name: str, role: str = "read") -> VaultRec:
@@ -200,22 +170,23 @@ class VaultService:
     def get_vault(self, name: str) -> VaultRec:
         rec = self._vaults.get(name)
         if rec is None:
-            raw = self.index.get("vaults", name.encode())
-            if raw is None:
+            rec = self.index.vault(name)
+            if rec is None:
                 raise E.NoSuchVault(f"no such vault {name!r}")
-            rec = VaultRec.load(raw)
             if len(self._vaults) < 100_000:
                 self._vaults[name] = rec
         return rec
 
     def usage(self, vid: int) -> Usage:
-        return Usage.unpack(self.index.get("usage", vid_bytes(vid)))
+        return self.index.usage(vid)
 
     def vault_json(self, rec: VaultRec) -> dict:
-        return rec.public(self.usage(rec.vid))
+        return {"name": rec.name, "created": iso(rec.created), "quota_bytes": rec.quota_bytes,
+                "append_only": rec.append_only, "retention_days": rec.retention_days,
+                "usage": self.usage(rec.vid).as_dict()}
 
     def list_vaults(self) -> list[VaultRec]:
-        return [VaultRec.load(v) for _, v in self.index.iter_prefix("vaults", b"")]
+        return self.index.vaults()
 
     async def create_vault(self, body: dict, who: Principal) -> VaultRec:
         name = body.get("name")
@@ -225,10 +196,10 @@ class VaultService:
         fields = _validate_vault_fields(body, creating=True)
 
         def op(txn: Txn) -> VaultRec:
-            if txn.get("vaults", name.encode()) is not None:
+            if txn.vault(name) is not None:
                 raise E.VaultExists(f"vault {name!r} already exists")
             rec = VaultRec(name, txn.counter("vid"), txn.now, **fields)
-            txn.put("vaults", name.encode(), rec.dump())
+            txn.put_vault(rec)
             txn.emit("vault_put", rec)
             return rec
 
@@ -240,14 +211,11 @@ class VaultService:
         fields = _validate_vault_fields(body, creating=False)
 
         def op(txn: Txn) -> tuple[VaultRec, dict]:
-            raw = txn.get("vaults", name.encode())
-            if raw is None:
-                raise E.NoSuchVault(f"no such vault {name!r}")
-            rec = VaultRec.load(raw)
+            rec = _vault_in(txn, name)
             before = {k: getattr(rec, k) for k in fields}
             for k, v in fields.items():
                 setattr(rec, k, v)
-            txn.put("vaults", name.encode(), rec.dump())
+            txn.put_vault(rec)
             txn.emit("vault_put", rec)
             return rec, before
 
@@ -263,19 +231,12 @@ class VaultService:
         """Remove the vault, its keys and objects; its chunks go to GC (no longer indexed by name)."""
 
         def op(txn: Txn) -> VaultRec:
-            raw = txn.get("vaults", name.encode())
-            if raw is None:
-                raise E.NoSuchVault(f"no such vault {name!r}")
-            rec = VaultRec.load(raw)
+            rec = _vault_in(txn, name)
             if rec.append_only or rec.retention_days > 0:
                 raise E.VaultLocked(f"vault {name!r} is append-only or under retention")
-            txn.delete("vaults", name.encode())
-            for k, v in txn.items("keys", b""):
-                if json.loads(v)["vid"] == rec.vid:
-                    txn.delete("keys", k)
             # The vault's objects, chunks and usage are keyed by its internal id,
             # which is never reused: GC removes them in bounded passes.
-            txn.put("meta", b"dead_vault:" + vid_bytes(rec.vid), jdump({"name": name, "at": txn.now}))
+            txn.delete_vault(rec)
             txn.emit("vault_delete", rec)
             return rec
 
@@ -292,35 +253,28 @@ class VaultService:
         key_id = secrets.token_hex(8)
         secret = f"{KEY_PREFIX}{key_id}_{secrets.token_urlsafe(32)}"
 
-        def op(txn: Txn) -> dict:
-            raw = txn.get("vaults", name.encode())
-            if raw is None:
-                raise E.NoSuchVault(f"no such vault {name!r}")
-            rec = VaultRec.load(raw)
-            doc = {"id": key_id, "vault": name, "vid": rec.vid, "role": role, "label": label or "",
-                   "created": iso(txn.now), "hash": _sha(secret).hex()}
-            txn.put("keys", key_id.encode(), jdump(doc))
+        def op(txn: Txn) -> KeyRec:
+            rec = _vault_in(txn, name)
+            key = KeyRec(key_id, name, rec.vid, role, label or "", iso(txn.now), _sha(secret))
+            txn.put_key(key)
             txn.emit("key_change", name)
-            return doc
+            return key
 
-        doc = await self.index.run(op)
+        key = await self.index.run(op)
         audit.info("key created", extra={"who": who.who, "vault": name, "key": key_id, "role": role})
-        return {"id": key_id, "secret": secret, "role": role, "label": doc["label"], "created": doc["created"]}
+        return {"id": key_id, "secret": secret, "role": role, "label": key.label, "created": key.created}
 
     def list_keys(self, rec: VaultRec) -> list[dict]:
-        out = []
-        for _, v in self.index.iter_prefix("keys", b""):
-            d = json.loads(v)
-            if d["vid"] == rec.vid:
-                out.append({"id": d["id"], "role": d["role"], "label": d["label"], "created": d["created"]})
+        out = [{"id": k.id, "role": k.role, "label": k.label, "created": k.created}
+               for k in self.index.keys() if k.vid == rec.vid]
         return sorted(out, key=lambda d: (d["created"], d["id"]))
 
     async def revoke_key(self, name: str, key_id: str, who: Principal) -> None:
         def op(txn: Txn) -> None:
-            raw = txn.get("keys", key_id.encode()) if key_id.isalnum() else None
-            if raw is None or json.loads(raw)["vault"] != name:
+            key = txn.key(key_id) if key_id.isalnum() else None
+            if key is None or key.vault != name:
                 raise E.NoSuchKey(f"vault {name!r}: no such key {key_id!r}")
-            txn.delete("keys", key_id.encode())
+            txn.delete_key(key_id)
             txn.emit("key_change", name)
 
         await self.index.run(op)
@@ -329,8 +283,7 @@ class VaultService:
     # -- chunks ----------------------------------------------------------------
 
     def chunk_meta(self, rec: VaultRec, digest: bytes) -> ChunkMeta | None:
-        raw = self.index.get("chunks", vid_bytes(rec.vid) + digest)
-        return ChunkMeta.unpack(raw) if raw is not None else None
+        return self.index.chunk(rec.vid, digest)
 
     async def put_chunk(self, rec: VaultRec, digest: bytes, length: int,
                         read: Callable[[int], Awaitable[bytes]],
@@ -462,11 +415,10 @@ class VaultService:
         if isinstance(sums, int):
             raise E.DigestMismatch(f"vault {rec.name!r}: chunk {sums} of the batch does not hash to its id "
                                    f"{chunks[sums][0].hex()}; nothing was stored")
-        prefix = vid_bytes(rec.vid)
-        found = self.index.cf["chunks"].get([prefix + d for d, _ in chunks])
+        found = self.index.chunks_held(rec.vid, [d for d, _ in chunks])
         new: dict[bytes, int] = {}
-        for i, ((digest, body), raw) in enumerate(zip(chunks, found)):
-            if raw is None and digest not in new:
+        for i, ((digest, body), held) in enumerate(zip(chunks, found)):
+            if not held and digest not in new:
                 new[digest] = i
         held = self._reserve(rec, sum(len(chunks[i][1]) for i in new.values()))
         try:
@@ -485,11 +437,11 @@ class VaultService:
                 self.recorder.chunk_written(len(body))
         return out
 
-    async def _put_new(self, rec: VaultRec, chunks: list[tuple[bytes, memoryview]], found: list,
+    async def _put_new(self, rec: VaultRec, chunks: list[tuple[bytes, memoryview]], found: list[bool],
                        new: dict[bytes, int], sums: list[bytes]) -> set[bytes]:
         """Append the ``new`` chunks of a verified batch and index the batch in one op."""
         loop = asyncio.get_running_loop()
-        old = [d for (d, _), raw in zip(chunks, found) if raw is not None]
+        old = [d for (d, _), held in zip(chunks, found) if held]
         fut = loop.create_future()
         if new:
             dir_idx = self.store.pick_dir()
@@ -626,16 +578,8 @@ class VaultService:
         return data
 
     async def missing(self, rec: VaultRec, digests: list[bytes]) -> list[bytes]:
-        prefix = vid_bytes(rec.vid)
-        cf = self.index.cf["chunks"]
-
         def check(part: list[bytes]) -> list[bytes]:
-            out = []
-            for i in range(0, len(part), 65536):  # keys made a slice at a time: bounded memory
-                piece = part[i:i + 65536]
-                found = cf.get([prefix + d for d in piece])
-                out += [d for d, v in zip(piece, found) if v is None]
-            return out
+            return self.index.missing_chunks(rec.vid, part)
 
         if len(digests) <= 64:
             return check(digests)
@@ -667,12 +611,11 @@ class VaultService:
             # finishes (or is undone) even if the client goes away.
             return await asyncio.shield(asyncio.ensure_future(
                 self._put_large_object(rec, key, chunks, meta, role, if_none_match)))
-        okey = vid_bytes(rec.vid) + key.encode()
         released: list[int] = []
 
         def op(txn: Txn) -> ObjectMeta:
             vrec = _live_vault(txn, rec)
-            old_raw = txn.get("objects", okey)
+            old_raw = txn.object_packed(rec.vid, key)
             _may_overwrite(vrec, key, old_raw, role, if_none_match, txn.now)
             return write_object(txn, rec, key, chunks, meta, txn.now, old_raw, released=released)
 
@@ -691,7 +634,6 @@ class VaultService:
         references: counted in slices under an acquire intent, then the
         object written in one op (see :mod:`vault.refs`)."""
         loop = asyncio.get_running_loop()
-        okey = vid_bytes(rec.vid) + key.encode()
         missing: dict[bytes, None] = {}
         for i in range(0, len(chunks), 65536):  # ids made a slice at a time: bounded memory
             missing.update(dict.fromkeys(await self.missing(rec, list(dict.fromkeys(chunks[i:i + 65536])))))
@@ -701,10 +643,9 @@ class VaultService:
         vrec = self.get_vault(rec.name)
         if vrec.vid != rec.vid:
             raise E.NoSuchVault(f"no such vault {rec.name!r}")
-        _may_overwrite(vrec, key, self.index.get("objects", okey), role, if_none_match, time.time())
+        _may_overwrite(vrec, key, self.index.object_packed(rec.vid, key), role, if_none_match, time.time())
         payload = [await loop.run_in_executor(None, ObjectMeta(0.0, 0, chunks, b"").pack)]
-        iid = await self.index.run(lambda txn: refs.open_intent(txn, refs.ACQUIRE, _live_vault(txn, rec).vid,
-                                                                 payload[0]))
+        iid = await self.index.run(lambda txn: txn.open_intent(refs.ACQUIRE, _live_vault(txn, rec).vid, payload[0]))
         payload.clear()  # 32 MB for a million references: not kept while the slices run
         size = [0]
 
@@ -719,14 +660,14 @@ class VaultService:
 
         def final(txn: Txn) -> ObjectMeta:
             vrec = _live_vault(txn, rec)
-            old_raw = txn.get("objects", okey)
+            old_raw = txn.object_packed(rec.vid, key)
             _may_overwrite(vrec, key, old_raw, role, if_none_match, txn.now)
             obj = ObjectMeta(txn.now, size[0], chunks, meta)
-            txn.put("objects", okey, obj.pack())
+            txn.put_object(rec.vid, key, obj)
             old_size = ObjectMeta.header(old_raw)[1] if old_raw is not None else 0
-            _add_usage(txn, rec.vid, logical=obj.size - old_size, objects=0 if old_raw is not None else 1)
+            txn.add_usage(rec.vid, logical=obj.size - old_size, objects=0 if old_raw is not None else 1)
             txn.emit("object_put", rec, key, obj)
-            refs.close_intent(txn, iid)
+            txn.close_intent(iid)
             refs.release(txn, rec.vid, old_raw, released)
             return obj
 
@@ -740,7 +681,7 @@ class VaultService:
         return obj
 
     def get_object(self, rec: VaultRec, key: str) -> ObjectMeta:
-        raw = self.index.get("objects", vid_bytes(rec.vid) + key.encode())
+        raw = self.index.object_packed(rec.vid, key)
         if raw is None:
             raise E.NoSuchObject(f"vault {rec.name!r}: no such object {key!r}")
         return ObjectMeta.unpack(raw)
@@ -752,11 +693,9 @@ class VaultService:
         file): neither append-only nor retention holds it, because a lock
         that cannot be removed would block its repository for good.
         """
-        okey = vid_bytes(rec.vid) + key.encode()
-
         def op(txn: Txn) -> None:
             vrec = _live_vault(txn, rec)
-            raw = txn.get("objects", okey)
+            raw = txn.object_packed(rec.vid, key)
             if raw is None:
                 raise E.NoSuchObject(f"vault {rec.name!r}: no such object {key!r}")
             if vrec.append_only and not ephemeral:
@@ -765,8 +704,8 @@ class VaultService:
             if not ephemeral and vrec.retention_days and txn.now < created + vrec.retention_days * 86400:
                 raise E.RetentionLocked(f"vault {rec.name!r}: object {key!r} is under retention until "
                                         f"{iso(created + vrec.retention_days * 86400)}")
-            txn.delete("objects", okey)
-            _add_usage(txn, rec.vid, logical=-size, objects=-1)
+            txn.delete_object(rec.vid, key)
+            txn.add_usage(rec.vid, logical=-size, objects=-1)
             txn.emit("object_delete", rec, key)
             refs.release(txn, rec.vid, raw, released)
 
@@ -775,16 +714,14 @@ class VaultService:
         await self._settle(released)
 
     def list_objects(self, rec: VaultRec, prefix: str, start_after: str, limit: int) -> tuple[list[dict], str | None]:
-        vp = vid_bytes(rec.vid)
-        start = vp + start_after.encode() + b"\0" if start_after else None
         out: list[dict] = []
         nxt = None
-        for k, v in self.index.iter_prefix("objects", vp + prefix.encode(), start):
+        for name, v in self.index.objects(rec.vid, prefix, start_after):
             if len(out) == limit:
                 nxt = out[-1]["key"]
                 break
             created, size, _ = ObjectMeta.header(v)
-            out.append({"key": k[8:].decode(), "size": size, "created": iso(created)})
+            out.append({"key": name, "size": size, "created": iso(created)})
         return out, nxt
 
 
@@ -826,59 +763,42 @@ def _digest_and_sums(body: bytes, digest: bytes, on_loop: bool = True) -> tuple[
     return True, block_sums(body)
 
 
+def _vault_in(txn: Txn, name: str) -> VaultRec:
+    rec = txn.vault(name)
+    if rec is None:
+        raise E.NoSuchVault(f"no such vault {name!r}")
+    return rec
+
+
 def _live_vault(txn: Txn, rec: VaultRec) -> VaultRec:
-    raw = txn.get("vaults", rec.name.encode())
-    cur = VaultRec.load(raw) if raw is not None else None
+    cur = txn.vault(rec.name)
     if cur is None or cur.vid != rec.vid:
         raise E.NoSuchVault(f"no such vault {rec.name!r}")
     return cur
 
 
-def _add_usage(txn: Txn, vid: int, **delta: int) -> None:
-    key = vid_bytes(vid)
-    txn.put("usage", key, Usage.unpack(txn.get("usage", key)).add(**delta).pack())
-
-
-def _seg_update(txn: Txn, seg_id: int, dir_idx: int, end: int | None, live_delta: int) -> None:
-    key = seg_key(seg_id)
-    raw = txn.get("segments", key)
-    seg = SegMeta.unpack(raw) if raw else SegMeta(dir_idx, 0, 0, 0, txn.now)
-    seg = seg._replace(live_bytes=seg.live_bytes + live_delta,
-                       end=max(seg.end, end) if end is not None else seg.end)
-    txn.put("segments", key, seg.pack())
-
-
 def _touch(txn: Txn, rec: VaultRec, digest: bytes) -> bool:
     """Dedup hit: revive the chunk for a new grace period. False if it is gone."""
     _live_vault(txn, rec)
-    key = vid_bytes(rec.vid) + digest
-    raw = txn.get("chunks", key)
-    if raw is None:
-        return False
-    meta = ChunkMeta.unpack(raw)
     # A re-upload restarts the grace period (ARCHITECTURE.md lifecycle, step 4).
-    txn.put("chunks", key, meta._replace(created_at=txn.now).pack())
-    return True
+    return txn.touch_chunk(rec.vid, digest)
 
 
 def _insert_chunk(txn: Txn, rec: VaultRec, digest: bytes, length: int, loc: Location) -> bool:
     """Index a durable record. True if the chunk was already indexed (its new bytes are dead)."""
     vrec = _live_vault(txn, rec)
-    key = vid_bytes(rec.vid) + digest
-    raw = txn.get("chunks", key)
-    if raw is not None:
-        _seg_update(txn, loc.seg_id, loc.dir_idx, loc.offset + loc.size, 0)
-        txn.put("chunks", key, ChunkMeta.unpack(raw)._replace(created_at=txn.now).pack())
+    if txn.touch_chunk(rec.vid, digest):
+        txn.seg_record(loc, False)
         return True
-    usage = Usage.unpack(txn.get("usage", vid_bytes(rec.vid)))
+    usage = txn.usage(rec.vid)
     if vrec.quota_bytes is not None and usage.stored_bytes + length > vrec.quota_bytes:
-        _seg_update(txn, loc.seg_id, loc.dir_idx, loc.offset + loc.size, 0)
+        txn.seg_record(loc, False)
         raise E.QuotaExceeded(
             f"vault {rec.name!r}: storing chunk {digest.hex()} ({length} bytes) would exceed the quota of "
             f"{vrec.quota_bytes} bytes ({usage.stored_bytes} used)")
-    txn.put("chunks", key, ChunkMeta(loc.seg_id, loc.offset, length, 0, PENDING, txn.now, 0.0).pack())
-    _seg_update(txn, loc.seg_id, loc.dir_idx, loc.offset + loc.size, loc.size)
-    txn.put("usage", vid_bytes(rec.vid), usage.add(stored=length, chunks=1).pack())
+    txn.put_chunk(rec.vid, digest, ChunkMeta(loc.seg_id, loc.offset, length, 0, PENDING, txn.now, 0.0))
+    txn.seg_record(loc, True)
+    txn.put_usage(rec.vid, usage.add(stored=length, chunks=1))
     txn.emit("chunk_put", rec, digest, length)
     return False
 
@@ -887,23 +807,18 @@ def _insert_batch(txn: Txn, rec: VaultRec, entries: list[tuple[bytes, int, Locat
                   touched: list[bytes]) -> set[bytes]:
     """Index a batch of durable records atomically; returns the ids that were already indexed."""
     vrec = _live_vault(txn, rec)
-    prefix = vid_bytes(rec.vid)
     existed: set[bytes] = set()
     added = 0
     for d in touched:
-        raw = txn.get("chunks", prefix + d)
-        if raw is not None:
-            txn.put("chunks", prefix + d, ChunkMeta.unpack(raw)._replace(created_at=txn.now).pack())
+        txn.touch_chunk(rec.vid, d)
     fresh = []
     for d, length, loc in entries:
-        raw = txn.get("chunks", prefix + d)
-        if raw is not None:
+        if txn.touch_chunk(rec.vid, d):
             existed.add(d)
-            txn.put("chunks", prefix + d, ChunkMeta.unpack(raw)._replace(created_at=txn.now).pack())
         else:
             fresh.append((d, length, loc))
             added += length
-    usage = Usage.unpack(txn.get("usage", prefix))
+    usage = txn.usage(rec.vid)
     if vrec.quota_bytes is not None and usage.stored_bytes + added > vrec.quota_bytes:
         raise E.QuotaExceeded(
             f"vault {rec.name!r}: storing {added} bytes would exceed the quota of {vrec.quota_bytes} bytes "
@@ -915,11 +830,11 @@ def _insert_batch(txn: Txn, rec: VaultRec, entries: list[tuple[bytes, int, Locat
         seg[1] = max(seg[1], loc.offset + loc.size)
     for d, length, loc in fresh:
         segs[loc.seg_id][2] += loc.size
-        txn.put("chunks", prefix + d, ChunkMeta(loc.seg_id, loc.offset, length, 0, PENDING, txn.now, 0.0).pack())
+        txn.put_chunk(rec.vid, d, ChunkMeta(loc.seg_id, loc.offset, length, 0, PENDING, txn.now, 0.0))
         txn.emit("chunk_put", rec, d, length)
     for seg_id, (dir_idx, end, live) in segs.items():
-        _seg_update(txn, seg_id, dir_idx, end, live)
-    txn.put("usage", prefix, usage.add(stored=added, chunks=len(fresh)).pack())
+        txn.seg_update(seg_id, live, end=end, dir_idx=dir_idx)
+    txn.put_usage(rec.vid, usage.add(stored=added, chunks=len(fresh)))
     return existed
 
 
@@ -948,16 +863,15 @@ def write_object(txn: Txn, rec: VaultRec, key: str, chunks: list[bytes], meta: b
 
     The old version's references, when it is large, are released under an
     intent (:func:`vault.refs.release`; its id goes to ``released``)."""
-    prefix = vid_bytes(rec.vid)
     counts = Counter(chunks)
     metas: dict[bytes, ChunkMeta] = {}
     missing = []
     for d in counts:
-        raw = txn.get("chunks", prefix + d)
-        if raw is None:
+        entry = txn.chunk(rec.vid, d)
+        if entry is None:
             missing.append(d.hex())
         else:
-            metas[d] = ChunkMeta.unpack(raw)
+            metas[d] = entry
     if missing:
         raise E.MissingChunks(f"vault {rec.name!r}: object {key!r} references {len(missing)} "
                               "chunk(s) the vault does not hold", missing=missing)
@@ -966,7 +880,7 @@ def write_object(txn: Txn, rec: VaultRec, key: str, chunks: list[bytes], meta: b
     old_size = ObjectMeta.header(old_raw)[1] if old_raw is not None else 0
     refs.release(txn, rec.vid, old_raw, released)
     obj = ObjectMeta(created, size, list(chunks), meta)
-    txn.put("objects", prefix + key.encode(), obj.pack())
-    _add_usage(txn, rec.vid, logical=size - old_size, objects=0 if old_raw is not None else 1)
+    txn.put_object(rec.vid, key, obj)
+    txn.add_usage(rec.vid, logical=size - old_size, objects=0 if old_raw is not None else 1)
     txn.emit("object_put", rec, key, obj, *event_extra)
     return obj

@@ -1,4 +1,4 @@
-"""The index: RocksDB column families and the single committer.
+"""The index engine: RocksDB and the single committer.
 
 Every mutation of the index is a function ``op(txn) -> result`` submitted
 to :class:`Index`. One committer thread runs the ops in arrival order,
@@ -9,226 +9,38 @@ there is exactly one committer, read-modify-write of refcounts and usage
 counters needs no locks, and a dedup hit and a GC sweep can never
 interleave. An op that raises leaves no trace in the batch.
 
-Column families (keys are big-endian so iteration follows id order):
-
-``vaults``   name → JSON vault config (includes the internal ``vid``)
-``keys``     key id → JSON key record (vault, role, label, sha256 of secret)
-``chunks``   vid(8) + sha256(32) → :class:`ChunkMeta` (bloom filter: most lookups miss)
-``objects``  vid(8) + key utf-8 → encoded :class:`ObjectMeta`
-``usage``    vid(8) → :class:`Usage`; ``usage_hist`` date + vid → Usage (billing history)
-``segments`` seg id(4) → :class:`SegMeta`
-``outbox``   replication queue (owned by :mod:`replication`)
-``meta``     counters and bookkeeping
+The column families and key layouts are in :mod:`vault.meta.schema`, the
+records in :mod:`vault.meta.records`, the typed operations callers use in
+:mod:`vault.meta.ops`. This module is the engine: RocksDB, the raw
+``get``/``put``/``delete`` those operations stand on, and the committer.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import json
 import os
 import queue
-import struct
 import threading
 import time
 from pathlib import Path
-from collections.abc import Sequence
-from typing import Any, Callable, Iterator, NamedTuple
+from typing import Any, Callable, Iterator
 
-import zstandard
-from rocksdict import (BlockBasedOptions, Cache, Options, Rdict, WriteBatch,
+from rocksdict import (BlockBasedOptions, Cache, Checkpoint, Options, Rdict, WriteBatch,
                        WriteOptions)
 
-from .errors import StorageFailure, VaultError
-
-CFS = ("vaults", "keys", "chunks", "objects", "usage", "usage_hist", "segments", "outbox", "meta")
-
-# Chunk states (ARCHITECTURE.md, "Lifecycle of a chunk").
-PENDING, REFERENCED, DELETABLE = 0, 1, 2
-STATE_NAMES = {PENDING: "pending", REFERENCED: "referenced", DELETABLE: "deletable"}
-
-
-class ChunkMeta(NamedTuple):
-    seg_id: int
-    offset: int
-    length: int
-    refcount: int
-    state: int
-    created_at: float
-    zero_since: float
-
-    _S = struct.Struct("<IQQQBdd")
-
-    def pack(self) -> bytes:
-        return self._S.pack(*self)
-
-    @classmethod
-    def unpack(cls, b: bytes) -> "ChunkMeta":
-        return cls(*cls._S.unpack(b))
-
-
-class Usage(NamedTuple):
-    stored_bytes: int = 0
-    logical_bytes: int = 0
-    chunks: int = 0
-    objects: int = 0
-
-    _S = struct.Struct("<qqqq")
-
-    def pack(self) -> bytes:
-        return self._S.pack(*self)
-
-    @classmethod
-    def unpack(cls, b: bytes | None) -> "Usage":
-        return cls(*cls._S.unpack(b)) if b else cls()
-
-    def add(self, stored=0, logical=0, chunks=0, objects=0) -> "Usage":
-        return Usage(self.stored_bytes + stored, self.logical_bytes + logical,
-                     self.chunks + chunks, self.objects + objects)
-
-    def as_dict(self) -> dict:
-        return self._asdict()
-
-
-class SegMeta(NamedTuple):
-    dir_idx: int
-    sealed: int
-    end: int          # end of the last indexed record (committed end)
-    live_bytes: int   # bytes of records the index still points to
-    created: float
-
-    _S = struct.Struct("<HBQQd")
-
-    def pack(self) -> bytes:
-        return self._S.pack(*self)
-
-    @classmethod
-    def unpack(cls, b: bytes) -> "SegMeta":
-        return cls(*cls._S.unpack(b))
-
-
-class ChunkIds(Sequence):
-    """A manifest's chunk ids, 32 bytes each, back to back in one ``bytes``.
-
-    Reads like a list of ``bytes`` (and compares equal to one), but a
-    million ids cost 32 MB instead of 80 MB of separate objects, and
-    packing them is no join.
-    """
-
-    __slots__ = ("blob",)
-
-    def __init__(self, blob: bytes) -> None:
-        if len(blob) % 32:
-            raise ValueError("chunk ids are 32 bytes each")
-        self.blob = blob
-
-    @classmethod
-    def of(cls, ids: "Sequence[bytes]") -> "ChunkIds":
-        return ids if isinstance(ids, ChunkIds) else cls(b"".join(ids))
-
-    def __len__(self) -> int:
-        return len(self.blob) // 32
-
-    def __getitem__(self, i):  # type: ignore[override]
-        if isinstance(i, slice):
-            start, stop, step = i.indices(len(self))
-            if step == 1:
-                return ChunkIds(self.blob[32 * start:32 * max(start, stop)])
-            return ChunkIds(b"".join(self.blob[32 * k:32 * k + 32] for k in range(start, stop, step)))
-        n = len(self)
-        if i < 0:
-            i += n
-        if not 0 <= i < n:
-            raise IndexError("chunk id index out of range")
-        return self.blob[32 * i:32 * i + 32]
-
-    def __iter__(self) -> Iterator[bytes]:
-        blob = self.blob
-        return (blob[k:k + 32] for k in range(0, len(blob), 32))
-
-    def __contains__(self, digest: object) -> bool:
-        if not isinstance(digest, bytes) or len(digest) != 32:
-            return False
-        pos = self.blob.find(digest)
-        while pos >= 0 and pos % 32:
-            pos = self.blob.find(digest, pos + 1)
-        return pos >= 0
-
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, ChunkIds):
-            return self.blob == other.blob
-        if isinstance(other, (list, tuple)):
-            return len(other) == len(self) and all(isinstance(d, bytes) for d in other) and \
-                b"".join(other) == self.blob
-        return NotImplemented
-
-    def __repr__(self) -> str:
-        return f"ChunkIds({len(self)} ids)"
-
-
-class ObjectMeta(NamedTuple):
-    created: float
-    size: int
-    chunks: Sequence[bytes]
-    meta: bytes
-
-    _H = struct.Struct("<BdQII")
-    # A compressor per thread: python-zstandard's are not thread-safe (two
-    # threads packing large manifests at once crashed the process).
-    _Z = threading.local()
-    # Compressing a sample first tells whether a large manifest is worth it,
-    # without a second manifest-sized buffer for output that is thrown away.
-    _SAMPLE = 1 << 20
-
-    def pack(self) -> bytes:
-        ids = ChunkIds.of(self.chunks).blob
-        parts = [ids, self.meta]
-        flag = 0
-        # Chunk ids are random bytes and rarely compress; only keep zstd's
-        # output when it is smaller (repeated ids in a big manifest).
-        if len(ids) + len(self.meta) > 512:
-            zc = getattr(self._Z, "c", None)
-            if zc is None:
-                zc = self._Z.c = zstandard.ZstdCompressor(level=3)
-            if len(ids) <= self._SAMPLE or len(zc.compress(ids[:self._SAMPLE])) < self._SAMPLE * 0.9:
-                z = zc.compress(ids + self.meta)
-                if len(z) < (len(ids) + len(self.meta)) * 0.9:
-                    parts, flag = [z], 1
-        # One join: a million ids are 32 MB, each copy of them counts.
-        return b"".join([self._H.pack(flag, self.created, self.size, len(self.chunks), len(self.meta)), *parts])
-
-    @classmethod
-    def unpack(cls, b: bytes) -> "ObjectMeta":
-        flag, created, size, n, mlen = cls._H.unpack_from(b)
-        body = b[cls._H.size:]
-        if flag == 1:
-            body = zstandard.ZstdDecompressor().decompress(body, max_output_size=32 * n + mlen)
-        return cls(created, size, ChunkIds(body[:32 * n]), body[32 * n:32 * n + mlen])
-
-    @classmethod
-    def header(cls, b: bytes) -> tuple[float, int, int]:
-        """``(created, size, nchunks)`` without decoding the chunk list."""
-        _, created, size, n, _ = cls._H.unpack_from(b)
-        return created, size, n
-
-
-def vid_bytes(vid: int) -> bytes:
-    return vid.to_bytes(8, "big")
-
-
-def seg_key(seg_id: int) -> bytes:
-    return seg_id.to_bytes(4, "big")
-
-
-def jdump(obj: Any) -> bytes:
-    return json.dumps(obj, separators=(",", ":"), sort_keys=True).encode()
-
+from ..errors import StorageFailure, VaultError
+from .ops import IndexReads, TxnOps
+from .schema import CFS, CHUNKS, OBJECTS
 
 _MISSING = object()
 
 
-class Txn:
-    """One op's view: the database plus earlier writes of the same batch."""
+class Txn(TxnOps):
+    """One op's view: the database plus earlier writes of the same batch.
+
+    The raw ``get``/``put``/``delete`` are for :mod:`vault.meta` alone; callers
+    use the typed operations of :class:`vault.meta.ops.TxnOps`."""
 
     __slots__ = ("index", "batch", "writes", "now", "after", "events")
 
@@ -285,13 +97,6 @@ class Txn:
         """Committed items with ``prefix`` (not including this batch's writes)."""
         yield from self.index.iter_prefix(cf, prefix, start)
 
-    def counter(self, name: str) -> int:
-        """Increment and return a persistent counter in ``meta``."""
-        key = b"counter:" + name.encode()
-        cur = int.from_bytes(self.get("meta", key) or b"\0", "big") + 1
-        self.put("meta", key, cur.to_bytes(8, "big"))
-        return cur
-
 
 class _Op:
     """An op and where its result goes: an asyncio future on ``loop``, or a
@@ -319,8 +124,9 @@ class IndexRecorder:
         pass
 
 
-class Index:
-    """RocksDB with one committer thread; see the module docstring."""
+class Index(IndexReads):
+    """RocksDB with one committer thread; see the module docstring. Reads are
+    the typed ones of :class:`vault.meta.ops.IndexReads`."""
 
     MAX_BATCH_OPS = 2048
 
@@ -343,14 +149,14 @@ class Index:
             o = Options(raw_mode=True)
             bo = BlockBasedOptions()
             bo.set_block_cache(cache)
-            if name in ("chunks", "objects"):
+            if name in (CHUNKS, OBJECTS):
                 bo.set_bloom_filter(10, False)
                 # Index and bloom blocks stay pinned with their table readers
                 # (a few MB per million chunks) instead of competing for the
                 # block cache: measured 7 µs per hit, 1.5 µs per miss at 1M chunks.
                 bo.set_cache_index_and_filter_blocks(False)
             o.set_block_based_table_factory(bo)
-            if name in ("chunks",):
+            if name == CHUNKS:
                 o.optimize_for_point_lookup(64)
                 o.set_block_based_table_factory(bo)
             cfs[name] = o
@@ -379,6 +185,7 @@ class Index:
         return self.cf[cf].get(key)
 
     def iter_prefix(self, cf: str, prefix: bytes, start: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
+        """Committed items of ``cf`` under ``prefix``, from key ``start`` on."""
         it = self.cf[cf].iter()
         it.seek(start if start is not None and start > prefix else prefix)
         while it.valid():
@@ -400,6 +207,11 @@ class Index:
             out["memtables"] += cf.property_int_value("rocksdb.cur-size-all-mem-tables") or 0
             out["table_readers"] += cf.property_int_value("rocksdb.estimate-table-readers-mem") or 0
         return out
+
+    def checkpoint(self, dest: str | os.PathLike) -> None:
+        """A consistent copy of the whole index in the new directory ``dest``
+        (hard links of the live SST files plus a copy of the rest)."""
+        Checkpoint(self.db).create_checkpoint(str(dest))
 
     # -- writes (through the committer) ---------------------------------------
 

@@ -52,7 +52,8 @@ async def build(data_dir: Path, nchunks: int, batch: int = 8) -> dict:
     from vault.app import Vault
     from vault.config import load_config
     from vault.lifecycle import GarbageCollector
-    from vault.service import Principal
+    from vault.policy import Principal
+    from vault.services import VaultSettings
 
     cfg = load_config(env={"OBJVAULT_DATA_DIRS": str(data_dir), "OBJVAULT_ADMIN_TOKEN": TOKEN,
                            "OBJVAULT_SEGMENT_BYTES": str(SEGMENT), "OBJVAULT_GC_GRACE_SECONDS": "0",
@@ -60,8 +61,8 @@ async def build(data_dir: Path, nchunks: int, batch: int = 8) -> dict:
     loop = asyncio.get_running_loop()
     vlt = await loop.run_in_executor(None, Vault, cfg)
     try:
-        svc = vlt.service
-        rec = await svc.create_vault({"name": "cold"}, Principal(admin=True))
+        svc = vlt.services
+        rec = await svc.vaults.create("cold", VaultSettings(), Principal(admin=True))
         rest = os.urandom(1 << 20)[16:]
         sem = asyncio.Semaphore(4)
 
@@ -69,9 +70,9 @@ async def build(data_dir: Path, nchunks: int, batch: int = 8) -> dict:
             async with sem:
                 bodies = [b"%016x" % (b * batch + i) + rest for i in range(batch)]
                 ids = await loop.run_in_executor(None, lambda: [hashlib.sha256(x).digest() for x in bodies])
-                await svc.put_chunks(rec, [(d, memoryview(x)) for d, x in zip(ids, bodies)])
+                await svc.chunks.put_many(rec, [(d, memoryview(x)) for d, x in zip(ids, bodies)])
                 keep = [d for i, d in enumerate(ids) if (b * batch + i) % 3 == 0]
-                await svc.put_object(rec, f"keep/{b:06d}", keep, b"", "full", False)
+                await svc.objects.put(Principal(admin=True), rec, f"keep/{b:06d}", keep, b"", False)
 
         nb = nchunks // batch
         for lo in range(0, nb, 32):

@@ -133,22 +133,23 @@ async def build(data_dir: Path, nchunks: int, per_object: int = 950, batch: int 
                 deleted_objects: int = 50) -> float:
     import types
 
-    import vault.index
+    import vault.meta.engine
     from vault.app import Vault
     from vault.config import load_config
-    from vault.service import Principal
+    from vault.policy import Principal
+    from vault.services import VaultSettings
 
     cfg = load_config(env={"OBJVAULT_DATA_DIRS": str(data_dir), "OBJVAULT_ADMIN_TOKEN": TOKEN})
     loop = asyncio.get_running_loop()
     # Every committer op stamps chunks with the committer's clock (created_at,
     # zero_since): set it back so the state is what two days of use leave.
-    real = vault.index.time
-    vault.index.time = types.SimpleNamespace(time=lambda: real.time() - AGE, perf_counter=real.perf_counter)
+    real = vault.meta.engine.time
+    vault.meta.engine.time = types.SimpleNamespace(time=lambda: real.time() - AGE, perf_counter=real.perf_counter)
     vlt = await loop.run_in_executor(None, Vault, cfg)
     t0 = time.perf_counter()
     try:
-        svc = vlt.service
-        rec = await svc.create_vault({"name": "gcdata"}, Principal(admin=True))
+        svc = vlt.services
+        rec = await svc.vaults.create("gcdata", VaultSettings(), Principal(admin=True))
         tail = os.urandom(56)
         sem = asyncio.Semaphore(8)
 
@@ -156,8 +157,8 @@ async def build(data_dir: Path, nchunks: int, per_object: int = 950, batch: int 
             async with sem:
                 bodies = [(b * batch + i).to_bytes(8, "big") + tail for i in range(batch)]
                 ids = [hashlib.sha256(x).digest() for x in bodies]
-                await svc.put_chunks(rec, [(d, memoryview(x)) for d, x in zip(ids, bodies)])
-                await svc.put_object(rec, f"snap/{b:06d}", ids[:per_object], b"", "full", False)
+                await svc.chunks.put_many(rec, [(d, memoryview(x)) for d, x in zip(ids, bodies)])
+                await svc.objects.put(Principal(admin=True), rec, f"snap/{b:06d}", ids[:per_object], b"", False)
 
         nb = nchunks // batch
         for lo in range(0, nb, 64):
@@ -165,11 +166,11 @@ async def build(data_dir: Path, nchunks: int, per_object: int = 950, batch: int 
             print(f"\r  built {min(nb, lo + 64) * batch} chunks", end="", file=sys.stderr, flush=True)
         print(file=sys.stderr)
         for b in range(0, nb, max(1, nb // deleted_objects)):
-            await svc.delete_object(rec, f"snap/{b:06d}")
+            await svc.objects.delete(rec, f"snap/{b:06d}")
         return time.perf_counter() - t0
     finally:
         await loop.run_in_executor(None, vlt.close)
-        vault.index.time = real
+        vault.meta.engine.time = real
 
 
 def main() -> None:

@@ -31,7 +31,11 @@ from vault import errors as E
 from vault.meta import ObjectMeta, Txn, VaultRec
 from vault.meta.outbox import target_id
 from vault.meta.schema import restoring_key
-from vault.service import Principal, _live_vault, write_object
+from vault.body import Body
+from vault.policy import Principal
+from vault.services import VaultSettings
+from vault.services.objects import write_object
+from vault.services.vaults import live_vault
 
 from .target import Manifest, Replica
 
@@ -46,7 +50,7 @@ def restore_object_op(rec: VaultRec, m: Manifest, source: str = ""):
     its event is tagged with the ``source`` target, which already holds it."""
 
     def op(txn: Txn) -> ObjectMeta:
-        _live_vault(txn, rec)
+        live_vault(txn, rec)
         extra = (("restored", source),) if source else ()
         return write_object(txn, rec, m.key, list(m.chunks), m.meta, m.created or txn.now,
                             txn.object_packed(rec.vid, m.key), *extra)
@@ -121,7 +125,7 @@ class Restorer:
             log.info("restore finished", extra={k: v for k, v in st.items()})
 
     async def _restore(self, vault: str, target: str, replica: Replica) -> list[str]:
-        svc, idx, st = self.ctx.service, self.ctx.index, self.state
+        svc, idx, st = self.ctx.services, self.ctx.index, self.state
         await replica.open()
         doc = await replica.get_vault(vault)
         if doc is None:
@@ -131,7 +135,7 @@ class Restorer:
             def create(txn: Txn) -> None:
                 txn.put_marker(restoring_key(vault), json.dumps({"from": target, "at": txn.now}).encode())
             await idx.run(create)
-            rec = await svc.create_vault({"name": vault}, ADMIN)
+            rec = await svc.vaults.create(vault, VaultSettings(), ADMIN)
         handles = await replica.object_handles(vault)
         st["objects_total"] = len(handles)
         concurrency = max(1, getattr(replica, "concurrency", 8))
@@ -142,7 +146,7 @@ class Restorer:
 
         async def fetch(d: bytes) -> None:
             async with chunk_sem:
-                if svc.chunk_meta(rec, d) is not None:
+                if svc.chunks.meta(rec, d) is not None:
                     return
                 data = await replica.get_chunk(vault, d)
                 if data is None:
@@ -152,18 +156,11 @@ class Restorer:
                 if not ok:
                     raise E.DigestMismatch(f"target {target!r}: chunk {d.hex()} does not match its id")
 
-                async def read(n: int) -> bytes:
-                    return data
-
-                async def pieces():
-                    for i in range(0, len(data), 1 << 20):
-                        yield data[i:i + (1 << 20)]
-
                 mark = (target_id(target), rec.vid, d)
                 if self.hook is not None:
                     self.hook.from_target.add(mark)
                 try:
-                    existed = await svc.put_chunk(rec, d, len(data), read, pieces)
+                    existed = await svc.chunks.put(rec, d, Body.of_bytes(data))
                 finally:
                     if self.hook is not None:
                         self.hook.from_target.discard(mark)
@@ -203,6 +200,6 @@ class Restorer:
         await asyncio.gather(*(worker() for _ in range(OBJECTS_AT_ONCE)))
         fields = {k: doc[k] for k in ("quota_bytes", "append_only", "retention_days") if k in doc}
         if fields:
-            await svc.update_vault(vault, fields, ADMIN)
+            await svc.vaults.update(vault, VaultSettings(**fields), ADMIN)
         await idx.run(lambda txn: txn.delete_marker(restoring_key(vault)))
         return problems

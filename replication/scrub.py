@@ -8,7 +8,7 @@ committer (refcount, state and times unchanged; the old record becomes dead
 bytes for compaction). A chunk no target can repair stays quarantined and is
 reported as *damaged* (log line, ``objvault_scrub_damaged_chunks``, ``GET
 /v1/admin/scrub`` with the objects that reference it). The GET path uses the
-same healer (``service.corruption_handler``): a read that meets a bad
+same healer (``ChunkService.healer``): a read that meets a bad
 checksum is repaired before it is answered, or answers 500 ``chunk_corrupt``,
 never bad bytes.
 
@@ -37,7 +37,7 @@ from vault import errors as E
 from vault.meta import ChunkMeta, ObjectMeta, Txn, VaultRec
 from vault.meta.schema import (QUARANTINE, SCRUB_EPOCH, SCRUB_LAST_PASS, chunk_digest, chunk_key, quarantine_chunk,
                                quarantine_key, vid_of)
-from vault.service import iso
+from vault.timefmt import iso
 from vault.store import Location, block_sums, nblocks
 
 from vault.workers import Job

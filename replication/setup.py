@@ -67,7 +67,7 @@ class Replication:
 
     def start(self) -> None:
         self.vault.index.event_hooks.append(self.hook)
-        self.vault.service.corruption_handler = self.heal_for_read
+        self.vault.services.chunks.healer = self.heal_for_read
         self.vault.metrics.add_callback(self.gauges)
         for w in self.workers.values():
             self._tasks.append(asyncio.ensure_future(w.run_forever()))

@@ -42,7 +42,7 @@ from vault.meta import ChunkMeta, VaultRec
 from vault.meta.outbox import (CHUNK_DELETE, CHUNK_PUT, DELQ, OBJECT_DELETE, OBJECT_PUT, PUTQ, VAULT_DELETE,
                                VAULT_PUT, Entry, first_entry, iter_queue, remove_op, seeded_key, outbox_stats,
                                target_id)
-from vault.service import iso
+from vault.timefmt import iso
 
 from .outbox import TargetSlot, seed_chunks_op, seed_objects_op, seed_vault_op
 from .target import Manifest, Replica, Skip, TargetError
@@ -81,7 +81,7 @@ class Context:
         self.cfg = vault.cfg
         self.index = vault.index
         self.store = vault.store
-        self.service = vault.service
+        self.services = vault.services
         self.heal: Callable[[VaultRec, bytes, ChunkMeta], Awaitable[bool]] | None = None
 
     def live(self, name: str) -> VaultRec | None:

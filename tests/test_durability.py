@@ -333,36 +333,32 @@ async def test_read_through_a_stale_location_looks_again(tmp_path):
     """A GET that looked a chunk up just before compaction moved it finds it at its new place."""
     from vault.app import Vault
     from vault.config import load_config
-    from vault.service import Principal
+    from vault.body import Body
+    from vault.policy import Principal
+    from vault.services import VaultSettings
 
     cfg = load_config(env={"OBJVAULT_DATA_DIRS": str(tmp_path / "data"), "OBJVAULT_ADMIN_TOKEN": "t"})
     v = Vault(cfg)
     try:
-        rec = await v.service.create_vault({"name": "race"}, Principal(admin=True))
+        rec = await v.services.vaults.create("race", VaultSettings(), Principal(admin=True))
         blobs = [os.urandom(70_000 + i) for i in range(2)]
         digests = []
         for data in blobs:
             d = hashlib.sha256(data).digest()
-
-            async def read(n, data=data):
-                return data
-
-            async def pieces(data=data):
-                yield data
-            await v.service.put_chunk(rec, d, len(data), read, pieces)
+            await v.services.chunks.put(rec, d, Body.of_bytes(data))
             digests.append(d)
-        meta = v.service.chunk_meta(rec, digests[0])
-        other = v.service.chunk_meta(rec, digests[1])
+        meta = v.services.chunks.meta(rec, digests[0])
+        other = v.services.chunks.meta(rec, digests[1])
         # the segment the lookup saw is gone
         gone = meta._replace(seg_id=meta.seg_id + 1000)
-        assert await v.service.get_chunk(rec, digests[0], meta=gone) == blobs[0]
+        assert await v.services.chunks.get(rec, digests[0], meta=gone) == blobs[0]
         # the lookup saw a place now holding other bytes
         moved = meta._replace(offset=other.offset)
-        assert bytes(await v.service.get_chunk(rec, digests[0], 5, 70_000, meta=moved)) == blobs[0][5:70_000]
+        assert bytes(await v.services.chunks.get(rec, digests[0], 5, 70_000, meta=moved)) == blobs[0][5:70_000]
         # a chunk deleted meanwhile is a 404, not a corruption
         absent = hashlib.sha256(b"never stored").digest()
         with pytest.raises(E.NoSuchChunk):
-            await v.service.get_chunk(rec, absent, meta=gone)
+            await v.services.chunks.get(rec, absent, meta=gone)
     finally:
         v.close()
 

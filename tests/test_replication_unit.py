@@ -21,7 +21,9 @@ from vault.config import GCConfig, TargetConfig, load_config
 from vault.lifecycle import GarbageCollector
 from vault.meta import VaultRec
 from vault.meta.outbox import PUTQ, forget_targets_op, iter_queue, outbox_stats, stats_key, target_id
-from vault.service import Principal
+from vault.body import Body
+from vault.policy import Principal
+from vault.services import VaultSettings
 
 ADMIN = Principal(admin=True)
 
@@ -128,13 +130,7 @@ def make_worker(v, tmp_path, name="t", delay=0, vaults=("*",), concurrency=4):
 
 async def put_chunk(v, rec, data: bytes) -> bytes:
     d = hashlib.sha256(data).digest()
-
-    async def read(n):
-        return data
-
-    async def pieces():
-        yield data
-    await v.service.put_chunk(rec, d, len(data), read, pieces)
+    await v.services.chunks.put(rec, d, Body.of_bytes(data))
     return d
 
 
@@ -142,8 +138,8 @@ async def test_hook_writes_entries_in_the_same_batch_and_only_for_matching_targe
     t_all = TargetConfig(name="all", kind="local", url="file:///x", vaults=["*"])
     t_acme = TargetConfig(name="acme-only", kind="local", url="file:///y", vaults=["acme*"])
     vault.index.event_hooks.append(OutboxHook([t_all, t_acme], vault.index))
-    acme = await vault.service.create_vault({"name": "acme"}, ADMIN)
-    other = await vault.service.create_vault({"name": "other"}, ADMIN)
+    acme = await vault.services.vaults.create("acme", VaultSettings(), ADMIN)
+    other = await vault.services.vaults.create("other", VaultSettings(), ADMIN)
     await put_chunk(vault, acme, b"a" * 1000)
     await put_chunk(vault, other, b"b" * 500)
 
@@ -167,16 +163,16 @@ async def test_hook_writes_entries_in_the_same_batch_and_only_for_matching_targe
 async def test_deletes_wait_for_the_delay_and_chunks_wait_for_object_deletes(vault, tmp_path):
     w, replica = make_worker(vault, tmp_path, delay=1)
     vault.index.event_hooks.append(OutboxHook([w.cfg], vault.index))
-    rec = await vault.service.create_vault({"name": "acme"}, ADMIN)
+    rec = await vault.services.vaults.create("acme", VaultSettings(), ADMIN)
     a = await put_chunk(vault, rec, os.urandom(3000))
     b = await put_chunk(vault, rec, os.urandom(3000))
-    await vault.service.put_object(rec, "docs/x", [a, b], b"m", "full", False)
+    await vault.services.objects.put(ADMIN, rec, "docs/x", [a, b], b"m", False)
     stats = await w.run_once()
     assert stats["sent"] == 4 and stats["failed"] == 0
     inner = replica.inner
     assert (tmp_path / "t" / inner.chunk_path("acme", a)).exists()
 
-    await vault.service.delete_object(rec, "docs/x")
+    await vault.services.objects.delete(rec, "docs/x")
     gc = GarbageCollector(vault.index, vault.store, GCConfig(grace_seconds=0))
     assert (await gc.run_once())["chunks_deleted"] == 2
     await w.run_once()
@@ -207,12 +203,12 @@ async def test_deletes_wait_for_the_delay_and_chunks_wait_for_object_deletes(vau
 async def test_a_put_supersedes_a_pending_delete_of_the_same_name(vault, tmp_path):
     w, replica = make_worker(vault, tmp_path, delay=0.5)
     vault.index.event_hooks.append(OutboxHook([w.cfg], vault.index))
-    rec = await vault.service.create_vault({"name": "acme"}, ADMIN)
+    rec = await vault.services.vaults.create("acme", VaultSettings(), ADMIN)
     a = await put_chunk(vault, rec, os.urandom(1000))
-    await vault.service.put_object(rec, "k", [a], b"v1", "full", False)
+    await vault.services.objects.put(ADMIN, rec, "k", [a], b"v1", False)
     await w.run_once()
-    await vault.service.delete_object(rec, "k")
-    await vault.service.put_object(rec, "k", [a, a], b"v2", "full", False)
+    await vault.services.objects.delete(rec, "k")
+    await vault.services.objects.put(ADMIN, rec, "k", [a, a], b"v2", False)
     assert w.status()["delayed_entries"] == 0  # the delete is gone with its counters
     await asyncio.sleep(0.6)
     await w.run_once()
@@ -225,10 +221,10 @@ async def test_a_put_supersedes_a_pending_delete_of_the_same_name(vault, tmp_pat
 async def test_puts_of_one_key_arrive_in_order_and_a_restart_resends_what_was_not_confirmed(vault, tmp_path):
     w, replica = make_worker(vault, tmp_path, concurrency=8)
     vault.index.event_hooks.append(OutboxHook([w.cfg], vault.index))
-    rec = await vault.service.create_vault({"name": "acme"}, ADMIN)
+    rec = await vault.services.vaults.create("acme", VaultSettings(), ADMIN)
     chunks = [await put_chunk(vault, rec, os.urandom(2000)) for _ in range(8)]
     for i in range(8):
-        await vault.service.put_object(rec, "same", chunks[:i + 1], str(i).encode(), "full", False)
+        await vault.services.objects.put(ADMIN, rec, "same", chunks[:i + 1], str(i).encode(), False)
     replica.fail["put_chunk"] = 3
     await w.run_once()  # three chunk puts fail: their entries stay
     assert w.status()["pending_entries"] >= 3
@@ -248,9 +244,9 @@ async def test_puts_of_one_key_arrive_in_order_and_a_restart_resends_what_was_no
 
 
 async def test_seeding_a_new_target_enqueues_what_the_vault_already_holds(vault, tmp_path):
-    rec = await vault.service.create_vault({"name": "acme"}, ADMIN)
+    rec = await vault.services.vaults.create("acme", VaultSettings(), ADMIN)
     a = await put_chunk(vault, rec, os.urandom(5000))
-    await vault.service.put_object(rec, "old", [a], b"", "full", False)
+    await vault.services.objects.put(ADMIN, rec, "old", [a], b"", False)
     w, replica = make_worker(vault, tmp_path)
     vault.index.event_hooks.append(OutboxHook([w.cfg], vault.index))
     assert await w.seed() == 2
@@ -270,7 +266,7 @@ async def test_records_of_a_removed_target_are_dropped(vault, tmp_path):
     t1 = TargetConfig(name="kept", kind="local", url="file:///x")
     t2 = TargetConfig(name="removed", kind="local", url="file:///y")
     vault.index.event_hooks.append(OutboxHook([t1, t2], vault.index))
-    rec = await vault.service.create_vault({"name": "acme"}, ADMIN)
+    rec = await vault.services.vaults.create("acme", VaultSettings(), ADMIN)
     for i in range(30):
         await put_chunk(vault, rec, os.urandom(100) + bytes([i]))
     keep = {target_id("kept")}

@@ -26,7 +26,7 @@ from .config import Config
 from .meta import Index, Txn
 from .logs import setup_logging
 from .metrics import Metrics, gauge
-from .service import VaultService
+from .services import Services
 from .store import Store
 
 log = logging.getLogger("objvault")
@@ -60,7 +60,7 @@ def ensure_admin_token(cfg: Config) -> None:
 
 
 class Vault:
-    """The running server's parts: config, index, store, service, metrics."""
+    """The running server's parts: config, index, store, services, metrics."""
 
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
@@ -74,7 +74,7 @@ class Vault:
         self._recover()
         # Reference counts left half-changed by a stop in the middle (vault/refs.py).
         refs.settle_all(self.index)
-        self.service = VaultService(cfg, self.index, self.store, recorder=self.metrics)
+        self.services = Services.build(cfg, self.index, self.store, recorder=self.metrics)
         self.stoppers: list[Callable[[], object]] = []
         self.metrics.add_callback(self._gauges)
         log.info("store open", extra={"data_dirs": cfg.data_dirs, "segments": len(self.store.paths),
@@ -139,7 +139,7 @@ def build_app(cfg: Config) -> web.Application:
         loop = asyncio.get_running_loop()
         vault = await loop.run_in_executor(None, Vault, cfg)
         state["vault"] = vault
-        app[http.SERVICE] = vault.service
+        app[http.SERVICES] = vault.services
         app[http.METRICS] = vault.metrics
         vault.metrics.set_scrape_token(cfg.metrics_token)
         for start in STARTUP:

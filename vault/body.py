@@ -15,6 +15,9 @@ from typing import Any
 
 from . import errors as E
 
+# A body already in memory is handed over in pieces of this size when it is streamed.
+PIECE_BYTES = 1 << 20
+
 
 @dataclass
 class Body:
@@ -37,6 +40,7 @@ class Body:
             return data
 
         async def pieces() -> AsyncIterator[bytes]:
-            yield bytes(data)
+            for i in range(0, len(data), PIECE_BYTES):
+                yield data[i:i + PIECE_BYTES]  # type: ignore[misc]
 
         return cls(len(data), read, pieces)

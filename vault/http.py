@@ -1,7 +1,8 @@
 """HTTP front: routing, authentication, validation, error mapping.
 
-Handlers parse, authenticate, validate, call :class:`vault.service.VaultService`
-and build the response; no handler touches a file or RocksDB itself.
+Handlers parse, authenticate, validate, call the typed services
+(:mod:`vault.services`) and build the response; no handler touches a file
+or RocksDB itself.
 Every :class:`vault.errors.VaultError` becomes an RFC 9457 problem here,
 in one place (:func:`problem`).
 """
@@ -30,14 +31,18 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from . import errors as E
 from .budget import MemoryBudget
-from .meta import ChunkIds, VaultRec
+from .body import Body
+from .meta import ChunkIds, KeyRec, Usage, VaultRec
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .names import chunk_id, decode_path_segment, object_key, vault_name
-from .service import ROLES, Principal, VaultService
+from .policy import Principal
+from .services import NewKey, ObjectEntry, Services, VaultSettings
+from .services.objects import MAX_META_BYTES, MAX_OBJECT_CHUNKS
+from .timefmt import iso
 
 log = logging.getLogger("objvault.http")
 
-SERVICE: web.AppKey[VaultService] = web.AppKey("service", VaultService)
+SERVICES: web.AppKey[Services] = web.AppKey("services", Services)
 METRICS: web.AppKey[Any] = web.AppKey("metrics", object)
 STATE: web.AppKey[dict] = web.AppKey("state", dict)
 BUDGET: web.AppKey[MemoryBudget] = web.AppKey("budget", MemoryBudget)
@@ -196,7 +201,7 @@ def secret_of(request: web.Request) -> str | None:
 
 
 def principal(request: web.Request) -> Principal:
-    return request.app[SERVICE].authenticate(secret_of(request))
+    return request.app[SERVICES].auth.authenticate(secret_of(request))
 
 
 def require_admin(request: web.Request) -> Principal:
@@ -242,6 +247,18 @@ def buffered_reader(request: web.Request) -> tuple[Callable[[int], Awaitable[byt
         return await read_into(request, n)
 
     return held_read, pieces
+
+
+def request_body(request: web.Request) -> Body:
+    """The request's body as the services take it: buffered (from the memory
+    budget), streamed, or spliced from the socket when it can be."""
+    if request.headers.get("Content-Encoding"):
+        raise E.UnsupportedEncoding("Content-Encoding is not supported: send the bytes as they are")
+    length = request.content_length
+    if length is None:
+        raise E.LengthRequired("uploads need a Content-Length")
+    read, pieces = buffered_reader(request)
+    return Body(length, read, pieces, BodySplice.of(request))
 
 
 async def read_into(request: web.Request, n: int) -> bytearray:
@@ -620,7 +637,7 @@ async def metrics_handler(request: web.Request) -> web.Response:
     try:
         secret = secret_of(request)
         full = metrics.is_scrape_token(secret) or (
-            secret is not None and request.app[SERVICE].authenticate(secret).admin)
+            secret is not None and request.app[SERVICES].auth.authenticate(secret).admin)
     except E.Unauthorized:  # a wrong token or malformed Basic: the reduced view, as with none
         pass
     return web.Response(body=metrics.render(full=full), headers={"Content-Type": METRICS_CONTENT_TYPE})
@@ -634,40 +651,69 @@ async def openapi_handler(request: web.Request) -> web.Response:
 # -- vaults and keys ---------------------------------------------------------------
 
 
+def vault_doc(rec: VaultRec, usage: Usage) -> dict:
+    return {"name": rec.name, "created": iso(rec.created), "quota_bytes": rec.quota_bytes,
+            "append_only": rec.append_only, "retention_days": rec.retention_days, "usage": usage.as_dict()}
+
+
+def _vault_json(svc: Services, rec: VaultRec) -> dict:
+    return vault_doc(rec, svc.vaults.usage(rec.vid))
+
+
+def vault_settings(body: dict, creating: bool) -> VaultSettings:
+    """The settings a vault create or PATCH body asks for (BadRequest on unknown fields or bad values)."""
+    allowed = {"quota_bytes", "append_only", "retention_days"} | ({"name"} if creating else set())
+    unknown = set(body) - allowed
+    if unknown:
+        raise E.BadRequest(f"unknown field(s): {', '.join(sorted(unknown))}")
+    return VaultSettings(**{k: v for k, v in body.items() if k != "name"})
+
+
 async def create_vault(request: web.Request) -> web.Response:
     who = require_admin(request)
     body = await read_json_object(request)
-    svc = request.app[SERVICE]
-    rec = await svc.create_vault(body, who)
-    return _json(svc.vault_json(rec), status=201)
+    name = body.get("name")
+    if not isinstance(name, str):
+        raise E.BadName("vault name is required")
+    vault_name(name)
+    svc = request.app[SERVICES]
+    rec = await svc.vaults.create(name, vault_settings(body, creating=True), who)
+    return _json(_vault_json(svc, rec), status=201)
 
 
 async def list_vaults(request: web.Request) -> web.Response:
     require_admin(request)
-    svc = request.app[SERVICE]
-    return _json({"vaults": [svc.vault_json(r) for r in svc.list_vaults()]})
+    svc = request.app[SERVICES]
+    return _json({"vaults": [_vault_json(svc, r) for r in svc.vaults.list()]})
 
 
 async def get_vault(request: web.Request) -> web.Response:
     who = principal(request)
-    svc = request.app[SERVICE]
-    rec = svc.vault_for(who, vault_param(request), "read")
-    return _json(svc.vault_json(rec))
+    svc = request.app[SERVICES]
+    rec = svc.auth.vault_for(who, vault_param(request), "read")
+    return _json(_vault_json(svc, rec))
 
 
 async def patch_vault(request: web.Request) -> web.Response:
     who = require_admin(request)
     name = vault_param(request)
     body = await read_json_object(request)
-    svc = request.app[SERVICE]
-    rec = await svc.update_vault(name, body, who)
-    return _json(svc.vault_json(rec))
+    svc = request.app[SERVICES]
+    rec = await svc.vaults.update(name, vault_settings(body, creating=False), who)
+    return _json(_vault_json(svc, rec))
 
 
 async def delete_vault(request: web.Request) -> web.Response:
     who = require_admin(request)
-    await request.app[SERVICE].delete_vault(vault_param(request), who)
+    await request.app[SERVICES].vaults.delete(vault_param(request), who)
     return web.Response(status=204)
+
+
+def _key_doc(key: KeyRec | NewKey) -> dict:
+    doc = {"id": key.id, "role": key.role, "label": key.label, "created": key.created}
+    if isinstance(key, NewKey):
+        doc = {"id": key.id, "secret": key.secret, **{k: v for k, v in doc.items() if k != "id"}}
+    return doc
 
 
 async def create_key(request: web.Request) -> web.Response:
@@ -676,67 +722,60 @@ async def create_key(request: web.Request) -> web.Response:
     body = await read_json_object(request)
     if set(body) - {"role", "label"}:
         raise E.BadRequest(f"unknown field(s): {', '.join(sorted(set(body) - {'role', 'label'}))}")
-    if body.get("role") not in ROLES:
-        raise E.BadRequest(f"role must be one of {', '.join(ROLES)}")
-    doc = await request.app[SERVICE].create_key(name, body.get("role"), body.get("label"), who)
-    return _json(doc, status=201)
+    label = body.get("label")
+    key = await request.app[SERVICES].auth.create_key(name, body.get("role"), "" if label is None else label, who)
+    return _json(_key_doc(key), status=201)
 
 
 async def list_keys(request: web.Request) -> web.Response:
     require_admin(request)
-    svc = request.app[SERVICE]
-    rec = svc.get_vault(vault_param(request))
-    return _json({"keys": svc.list_keys(rec)})
+    svc = request.app[SERVICES]
+    rec = svc.vaults.get(vault_param(request))
+    return _json({"keys": [_key_doc(k) for k in svc.auth.list_keys(rec)]})
 
 
 async def revoke_key(request: web.Request) -> web.Response:
     who = require_admin(request)
-    await request.app[SERVICE].revoke_key(vault_param(request), request.match_info["key_id"], who)
+    await request.app[SERVICES].auth.revoke_key(vault_param(request), request.match_info["key_id"], who)
     return web.Response(status=204)
 
 
 # -- chunks ------------------------------------------------------------------------
 
 
-def _chunk_target(request: web.Request, role: str) -> tuple[VaultService, VaultRec, bytes]:
-    svc = request.app[SERVICE]
+def _chunk_target(request: web.Request, role: str) -> tuple[Services, VaultRec, bytes]:
+    svc = request.app[SERVICES]
     name = vault_param(request)
     who = principal(request)
     digest = chunk_id(decode_path_segment(_raw_segments(request)[5]))
-    return svc, svc.vault_for(who, name, role), digest
+    return svc, svc.auth.vault_for(who, name, role), digest
 
 
 async def put_chunk(request: web.Request) -> web.Response:
     svc, rec, digest = _chunk_target(request, "append")
-    if request.headers.get("Content-Encoding"):
-        raise E.UnsupportedEncoding("Content-Encoding is not supported: send the chunk bytes as they are")
-    length = request.content_length
-    if length is None:
-        raise E.LengthRequired("chunk uploads need a Content-Length")
-    read, pieces = buffered_reader(request)
-    existed = await svc.put_chunk(rec, digest, length, read, pieces, BodySplice.of(request))
+    existed = await svc.chunks.put(rec, digest, request_body(request))
     return web.Response(status=200 if existed else 201, headers={"ETag": f'"{digest.hex()}"'})
 
 
 async def get_chunk(request: web.Request) -> web.Response:
     svc, rec, digest = _chunk_target(request, "read")
-    meta = svc.chunk_meta(rec, digest)
+    meta = svc.chunks.meta(rec, digest)
     if meta is None:
         raise E.NoSuchChunk(f"vault {rec.name!r}: no such chunk {digest.hex()}")
     rng = parse_range(request.headers.get("Range"), meta.length)
     headers = {"ETag": f'"{digest.hex()}"', "Accept-Ranges": "bytes"}
     if rng is None:
-        data = await svc.get_chunk(rec, digest, meta=meta)
+        data = await svc.chunks.get(rec, digest, meta=meta)
         return web.Response(body=data, headers=headers, content_type="application/octet-stream")
     start, end = rng
-    data = await svc.get_chunk(rec, digest, start, end, meta=meta)
+    data = await svc.chunks.get(rec, digest, start, end, meta=meta)
     headers["Content-Range"] = f"bytes {start}-{end - 1}/{meta.length}"
     return web.Response(status=206, body=data, headers=headers, content_type="application/octet-stream")
 
 
 async def head_chunk(request: web.Request) -> web.Response:
     svc, rec, digest = _chunk_target(request, "read")
-    meta = svc.chunk_meta(rec, digest)
+    meta = svc.chunks.meta(rec, digest)
     if meta is None:
         raise E.NoSuchChunk(f"vault {rec.name!r}: no such chunk {digest.hex()}")
     return await head_response(request, meta.length, {"ETag": f'"{digest.hex()}"', "Accept-Ranges": "bytes"})
@@ -786,13 +825,13 @@ def chunk_ids(ids: Any, what: str = "'ids'") -> list[bytes]:
 
 
 async def missing_chunks(request: web.Request) -> web.Response:
-    svc = request.app[SERVICE]
-    rec = svc.vault_for(principal(request), vault_param(request), "read")
+    svc = request.app[SERVICES]
+    rec = svc.auth.vault_for(principal(request), vault_param(request), "read")
     body = await read_json_object(request)
     ids = body.get("ids")
     if isinstance(ids, list) and len(ids) > MAX_MISSING_IDS:
         raise E.TooLarge(f"at most {MAX_MISSING_IDS} ids per request")
-    missing = await svc.missing(rec, chunk_ids(ids))
+    missing = await svc.chunks.missing(rec, chunk_ids(ids))
     return web.Response(body=('{"missing":["' + '","'.join(d.hex() for d in missing) + '"]}'
                               if missing else '{"missing":[]}').encode(), content_type="application/json")
 
@@ -824,8 +863,8 @@ def parse_batch(body: bytes) -> list[tuple[bytes, memoryview]]:
 
 async def put_chunk_batch(request: web.Request) -> web.Response:
     """Many small chunks in one request (an extension of the API; see docs/api.md)."""
-    svc = request.app[SERVICE]
-    rec = svc.vault_for(principal(request), vault_param(request), "append")
+    svc = request.app[SERVICES]
+    rec = svc.auth.vault_for(principal(request), vault_param(request), "append")
     if request.headers.get("Content-Encoding"):
         raise E.UnsupportedEncoding("Content-Encoding is not supported")
     length = request.content_length
@@ -838,9 +877,9 @@ async def put_chunk_batch(request: web.Request) -> web.Response:
     if not chunks:
         raise E.BadRequest("empty batch")
     for _, body in chunks:
-        if len(body) > svc.config.max_chunk_bytes:
-            raise E.TooLarge(f"a chunk is at most {svc.config.max_chunk_bytes} bytes")
-    existed = await svc.put_chunks(rec, chunks)
+        if len(body) > svc.chunks.config.max_chunk_bytes:
+            raise E.TooLarge(f"a chunk is at most {svc.chunks.config.max_chunk_bytes} bytes")
+    existed = await svc.chunks.put_many(rec, chunks)
     return _json({"stored": existed.count(False), "existed": existed.count(True),
                   "chunks": [{"id": d.hex(), "status": 200 if ex else 201} for (d, _), ex in zip(chunks, existed)]})
 
@@ -848,12 +887,12 @@ async def put_chunk_batch(request: web.Request) -> web.Response:
 # -- objects -------------------------------------------------------------------------
 
 
-def _object_target(request: web.Request, role: str) -> tuple[VaultService, Principal, VaultRec, str]:
-    svc = request.app[SERVICE]
+def _object_target(request: web.Request, role: str) -> tuple[Services, Principal, VaultRec, str]:
+    svc = request.app[SERVICES]
     name = vault_param(request)
     key = object_param(request)
     who = principal(request)
-    return svc, who, svc.vault_for(who, name, role), key
+    return svc, who, svc.auth.vault_for(who, name, role), key
 
 
 class _Manifest(msgspec.Struct, forbid_unknown_fields=True):
@@ -909,7 +948,6 @@ def plain_hex_ids(raw: bytes | memoryview) -> ChunkIds | None:
 
 def decode_manifest(buf: bytes | bytearray) -> tuple[Sequence[bytes], Any]:
     """``(chunk ids, meta)`` of an object PUT's body; raises BadJSON, BadRequest, BadName, TooLarge."""
-    from .service import MAX_OBJECT_CHUNKS
     try:
         doc = _MANIFEST.decode(buf)
     except msgspec.ValidationError as e:
@@ -941,7 +979,6 @@ async def put_object(request: web.Request) -> web.Response:
     else:
         digests, meta_b64 = await asyncio.get_running_loop().run_in_executor(None, decode_manifest, buf)
     del buf
-    from .service import MAX_META_BYTES
     meta = b""
     if meta_b64 is not None:
         if not isinstance(meta_b64, str):
@@ -955,37 +992,35 @@ async def put_object(request: web.Request) -> web.Response:
     inm = request.headers.get("If-None-Match")
     if inm is not None and inm.strip() != "*":
         raise E.BadRequest("only 'If-None-Match: *' is supported")
-    role = "full" if who.admin else who.role
-    obj = await svc.put_object(rec, key, digests, meta, role, inm is not None)
+    obj = await svc.objects.put(who, rec, key, digests, meta, inm is not None)
     return _json({"key": key, "size": obj.size, "chunks": len(obj.chunks)}, status=201)
 
 
 def _object_doc(key: str, obj) -> dict:
-    from .service import iso
     return {"key": key, "size": obj.size, "chunks": [c.hex() for c in obj.chunks],
             "meta": base64.b64encode(obj.meta).decode(), "created": iso(obj.created)}
 
 
 async def get_object(request: web.Request) -> web.Response:
     svc, _, rec, key = _object_target(request, "read")
-    return _json(_object_doc(key, svc.get_object(rec, key)))
+    return _json(_object_doc(key, svc.objects.get(rec, key)))
 
 
 async def head_object(request: web.Request) -> web.Response:
     svc, _, rec, key = _object_target(request, "read")
-    obj = svc.get_object(rec, key)
+    obj = svc.objects.get(rec, key)
     return web.Response(headers={"X-Object-Size": str(obj.size)})
 
 
 async def delete_object(request: web.Request) -> web.Response:
     svc, _, rec, key = _object_target(request, "full")
-    await svc.delete_object(rec, key)
+    await svc.objects.delete(rec, key)
     return web.Response(status=204)
 
 
 async def list_objects(request: web.Request) -> web.Response:
-    svc = request.app[SERVICE]
-    rec = svc.vault_for(principal(request), vault_param(request), "read")
+    svc = request.app[SERVICES]
+    rec = svc.auth.vault_for(principal(request), vault_param(request), "read")
     q = request.query
     prefix = q.get("prefix", "")
     start_after = q.get("start_after", "")
@@ -998,8 +1033,12 @@ async def list_objects(request: web.Request) -> web.Response:
         raise E.BadRequest("limit must be an integer") from None
     if not 1 <= limit <= MAX_LIST:
         raise E.BadRequest(f"limit must be between 1 and {MAX_LIST}")
-    objs, nxt = svc.list_objects(rec, prefix, start_after, limit)
-    return _json({"objects": objs, "next": nxt})
+    objs, nxt = svc.objects.list(rec, prefix, start_after, limit)
+    return _json({"objects": [_entry_doc(o) for o in objs], "next": nxt})
+
+
+def _entry_doc(o: ObjectEntry) -> dict:
+    return {"key": o.key, "size": o.size, "created": iso(o.created)}
 
 
 async def expect_continue(request: web.Request) -> None:
@@ -1024,7 +1063,7 @@ async def expect_continue(request: web.Request) -> None:
         parts = route_of(request).split("/")
         if not who.admin and "{vault}" in parts:
             name = vault_name(decode_path_segment(_raw_segments(request)[parts.index("{vault}")]))
-            request.app[SERVICE].vault_for(who, name, "read")
+            request.app[SERVICES].auth.vault_for(who, name, "read")
     except E.VaultError:
         return None
     await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")

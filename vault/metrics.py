@@ -1,7 +1,7 @@
 """Prometheus metrics. The only module that imports ``prometheus_client``.
 
 Core modules report through small recorder interfaces
-(:class:`vault.service.Recorder`, :class:`vault.store.NullRecorder`,
+(:class:`vault.services.Recorder`, :class:`vault.store.NullRecorder`,
 :class:`vault.meta.IndexRecorder`, :class:`vault.workers.JobRecorder`);
 :class:`Metrics` implements all of them. Names follow
 ``objvault_<thing>_<unit>[_total]`` in base units.

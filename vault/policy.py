@@ -96,14 +96,15 @@ def may_delete_vault(vault: str, append_only: bool, retention_days: int) -> None
         raise E.VaultLocked(f"vault {vault!r} is append-only or under retention")
 
 
-def check_quota(vault: str, quota_bytes: int | None, stored: int, held: int, adding: int, what: str = "") -> None:
+def check_quota(vault: str, quota_bytes: int | None, stored: int, held: int, adding: int, what: str = "",
+                note: str = "") -> None:
     """Raise QuotaExceeded if ``adding`` bytes on top of ``stored`` (and ``held``
     by uploads in flight) would pass the quota."""
     if quota_bytes is None or stored + held + adding <= quota_bytes:
         return
     inflight = f", {held} held by uploads in progress" if held else ""
     raise E.QuotaExceeded(f"vault {vault!r}: storing {what or f'{adding} bytes'} would exceed the quota of "
-                          f"{quota_bytes} bytes ({stored} used{inflight})")
+                          f"{quota_bytes} bytes ({stored} used{inflight}){note}")
 
 
 def lock_weakened(before: dict, append_only: bool, retention_days: int) -> bool:

@@ -15,9 +15,10 @@ and are not backup data. The config is never overwritten (403), as in
 restic's rest-server; re-uploading a file with the bytes it already has is a
 no-op that succeeds for any key that may upload (restic retries uploads).
 
-Handlers only parse, authorize and call :class:`vault.service.VaultService`;
-errors are :mod:`vault.errors` rendered by :func:`vault.http.error_middleware`
-(restic looks only at the status code).
+Handlers only translate: they parse, authorize and call the typed services
+(:mod:`vault.services`), which verify every body against its name and apply
+the policy; errors are :mod:`vault.errors` rendered by
+:func:`vault.http.error_middleware` (restic looks only at the status code).
 """
 
 from __future__ import annotations
@@ -35,7 +36,9 @@ from . import errors as E
 from . import http
 from .meta import ObjectMeta, VaultRec
 from .names import CHUNK_RE, chunk_id, decode_path_segment, vault_name
-from .service import Principal, VaultService
+from .body import Body
+from .policy import Principal
+from .services import Services
 
 log = logging.getLogger("objvault.restic")
 
@@ -48,8 +51,6 @@ CONFIG_LIMIT = 1 << 20
 # A file is served in windows of this size, so a 128 MiB pack never sits
 # whole in memory; each window is read (and block-verified) off the loop.
 WINDOW = 4 << 20
-# Bodies below this are hashed on the event loop (a thread hop costs more).
-INLINE_HASH = 1 << 20
 LIST_PAGE = 10_000
 FILE_METHODS = ("HEAD", "GET", "POST", "DELETE")
 
@@ -64,29 +65,18 @@ def _segments(request: web.Request) -> list[str]:
     return [decode_path_segment(s) for s in raw]
 
 
-def _role(who: Principal) -> str:
-    return "full" if who.admin else who.role
-
-
-def _open(request: web.Request) -> tuple[VaultService, Principal, VaultRec]:
+def _open(request: web.Request) -> tuple[Services, Principal, VaultRec]:
     """Authenticate and find the vault; a key of another vault gets the 404 of a missing one."""
-    svc = request.app[http.SERVICE]
+    svc = request.app[http.SERVICES]
     name = vault_name(_segments(request)[0])
     who = http.principal(request)
-    return svc, who, svc.vault_for(who, name, "read")
+    return svc, who, svc.auth.vault_for(who, name, "read")
 
 
 def _allow(request: web.Request, methods: tuple[str, ...]) -> None:
     if request.method not in methods:
         # The error middleware renders this as a problem and keeps ``Allow``.
         raise web.HTTPMethodNotAllowed(request.method, methods)
-
-
-def _find(svc: VaultService, rec: VaultRec, key: str) -> ObjectMeta | None:
-    try:
-        return svc.get_object(rec, key)
-    except E.NoSuchObject:
-        return None
 
 
 def _content_length(request: web.Request) -> int:
@@ -107,7 +97,7 @@ async def repo_root(request: web.Request) -> web.Response:
     _allow(request, ("POST",))
     if request.query.get("create") != "true":
         raise E.BadRequest("POST on a repository needs ?create=true")
-    svc.vault_for(who, rec.name, "append")
+    svc.auth.vault_for(who, rec.name, "append")
     return web.Response(status=200)
 
 
@@ -115,35 +105,22 @@ async def config(request: web.Request) -> web.StreamResponse:
     svc, who, rec = _open(request)
     _allow(request, FILE_METHODS)
     if request.method in ("GET", "HEAD"):
-        obj = _find(svc, rec, CONFIG_KEY)
+        obj = svc.objects.find(rec, CONFIG_KEY)
         if obj is None:
             raise E.NoSuchObject(f"vault {rec.name!r}: no restic repository config")
         return await _serve(request, svc, rec, obj)
     if request.method == "DELETE":
         await _delete(svc, who, rec, "config", CONFIG_KEY)
         return web.Response(status=200)
-    svc.vault_for(who, rec.name, "append")
+    svc.auth.vault_for(who, rec.name, "append")
     length = _content_length(request)
     if length > CONFIG_LIMIT:
         raise E.TooLarge(f"vault {rec.name!r}: a restic config is at most {CONFIG_LIMIT} bytes")
     read, _ = http.body_readers(request)
     body = await read(length)
-    digest = hashlib.sha256(body).digest()
-    cur = _find(svc, rec, CONFIG_KEY)
-    if cur is not None:
-        if cur.chunks == [digest]:
-            return web.Response(status=200)
-        # Another config would make every file of the repository unreadable.
-        raise E.Forbidden(f"vault {rec.name!r}: the restic config exists and is never overwritten")
-
-    async def read_body(n: int) -> bytes:
-        return body
-
-    async def body_pieces() -> AsyncIterator[bytes]:
-        yield body
-
-    await svc.put_chunk(rec, digest, length, read_body, body_pieces)
-    await _link(svc, who, rec, CONFIG_KEY, digest, create=True)
+    # Another config would make every file of the repository unreadable.
+    await svc.objects.put_file(who, rec, CONFIG_KEY, hashlib.sha256(body).digest(), Body.of_bytes(body),
+                               replace=False)
     return web.Response(status=200)
 
 
@@ -167,18 +144,18 @@ async def listing(request: web.Request) -> web.Response:
     return web.Response(body=json.dumps(doc, separators=(",", ":")).encode(), headers={"Content-Type": ctype})
 
 
-def _list_all(svc: VaultService, rec: VaultRec, prefix: str) -> list[tuple[str, int]]:
+def _list_all(svc: Services, rec: VaultRec, prefix: str) -> list[tuple[str, int]]:
     """Every ``(name, size)`` under ``prefix`` (runs in a thread: a listing can be long)."""
     out: list[tuple[str, int]] = []
     after = ""
     while True:
-        page, after = svc.list_objects(rec, prefix, after, LIST_PAGE)
+        page, after = svc.objects.list(rec, prefix, after, LIST_PAGE)
         for o in page:
-            name = o["key"][len(prefix):]
+            name = o.key[len(prefix):]
             # Objects put there through the native API under other names are
             # not restic files; restic would reject the whole listing.
             if CHUNK_RE.fullmatch(name):
-                out.append((name, o["size"]))
+                out.append((name, o.size))
         if after is None:
             return out
 
@@ -194,96 +171,31 @@ async def file(request: web.Request) -> web.StreamResponse:
     digest = chunk_id(name)
     key = _key(kind, name)
     if request.method in ("GET", "HEAD"):
-        obj = _find(svc, rec, key)
+        obj = svc.objects.find(rec, key)
         if obj is None:
             raise E.NoSuchObject(f"vault {rec.name!r}: no restic file {kind}/{name}")
         return await _serve(request, svc, rec, obj)
     if request.method == "DELETE":
         await _delete(svc, who, rec, kind, key)
         return web.Response(status=200)
-    return await _save(request, svc, who, rec, key, digest)
-
-
-async def _save(request: web.Request, svc: VaultService, who: Principal, rec: VaultRec, key: str,
-                digest: bytes) -> web.Response:
-    svc.vault_for(who, rec.name, "append")
-    length = _content_length(request)
-    cur = _find(svc, rec, key)
-    if cur is not None:
-        if cur.chunks == [digest]:
-            # A retried upload: nothing to store, but the body must still be
-            # what the name says.
-            await _verify_body(request, rec, key, digest, length)
-            # The entry seen may belong to a commit still syncing: answer
-            # only once the committer has moved past it.
-            await svc.index.run(lambda txn: None)
-            return web.Response(status=200)
-        # Refuse before taking the body, not after storing it.
-        if rec.append_only:
-            raise E.AppendOnly(f"vault {rec.name!r} is append-only: {key!r} cannot be overwritten")
-        svc.vault_for(who, rec.name, "full")
-    read, pieces = http.body_readers(request)
-    await svc.put_chunk(rec, digest, length, read, pieces, http.BodySplice.of(request))
-    await _link(svc, who, rec, key, digest, create=cur is None)
+    svc.auth.vault_for(who, rec.name, "append")
+    _content_length(request)
+    await svc.objects.put_file(who, rec, key, digest, http.request_body(request))
     return web.Response(status=200)
 
 
-async def _link(svc: VaultService, who: Principal, rec: VaultRec, key: str, digest: bytes, create: bool) -> None:
-    """Point ``key`` at the one chunk ``digest``; a concurrent identical upload is not an error."""
-    try:
-        await svc.put_object(rec, key, [digest], b"", _role(who), if_none_match=create, restic=True)
-    except E.PreconditionFailed:
-        cur = _find(svc, rec, key)
-        if cur is None or cur.chunks != [digest]:
-            raise E.Forbidden(f"vault {rec.name!r}: {key!r} was written concurrently with other bytes") from None
-
-
-async def _verify_body(request: web.Request, rec: VaultRec, key: str, digest: bytes, length: int) -> None:
-    """Read the body without keeping it, and check that it hashes to ``digest``."""
-    loop = asyncio.get_running_loop()
-    _, pieces = http.body_readers(request)
-    h = hashlib.sha256()
-    got = 0
-    pending: list[bytes] = []
-    pending_len = 0
-
-    def update(parts: list[bytes]) -> None:
-        for p in parts:
-            h.update(p)
-
-    async for piece in pieces():
-        got += len(piece)
-        if got > length:
-            raise E.BadRequest("body longer than Content-Length")
-        pending.append(piece)
-        pending_len += len(piece)
-        if pending_len >= INLINE_HASH:
-            await loop.run_in_executor(None, update, pending)
-            pending, pending_len = [], 0
-    if got != length:
-        raise E.Truncated(f"vault {rec.name!r}: {key!r}: got {got} of {length} bytes")
-    update(pending)
-    if h.digest() != digest:
-        raise E.DigestMismatch(f"vault {rec.name!r}: body does not hash to the name of {key!r}")
-
-
-async def _delete(svc: VaultService, who: Principal, rec: VaultRec, kind: str, key: str) -> None:
-    if kind == "locks":
-        # restic removes its own locks after every command, append-only or
-        # not; a lock that stayed would block the repository.
-        svc.vault_for(who, rec.name, "append")
-        await svc.delete_object(rec, key, ephemeral=True)
-        return
-    svc.vault_for(who, rec.name, "full")
-    if rec.append_only:
-        raise E.AppendOnly(f"vault {rec.name!r} is append-only: {key!r} cannot be deleted")
-    await svc.delete_object(rec, key)
+async def _delete(svc: Services, who: Principal, rec: VaultRec, kind: str, key: str) -> None:
+    # restic removes its own locks after every command, append-only or not;
+    # a lock that stayed would block the repository.
+    lock = kind == "locks"
+    svc.auth.vault_for(who, rec.name, "append" if lock else "full")
+    await svc.objects.delete(rec, key, ephemeral=lock)
 
 
 # -- serving -------------------------------------------------------------------------
 
 
-async def _serve(request: web.Request, svc: VaultService, rec: VaultRec, obj: ObjectMeta) -> web.StreamResponse:
+async def _serve(request: web.Request, svc: Services, rec: VaultRec, obj: ObjectMeta) -> web.StreamResponse:
     """The object's bytes, whole (200) or one ``Range`` (206), in bounded windows."""
     size = obj.size
     headers = {"Accept-Ranges": "bytes"}
@@ -322,7 +234,7 @@ async def _serve(request: web.Request, svc: VaultService, rec: VaultRec, obj: Ob
     return resp
 
 
-async def _windows(svc: VaultService, rec: VaultRec, obj: ObjectMeta, start: int,
+async def _windows(svc: Services, rec: VaultRec, obj: ObjectMeta, start: int,
                    end: int) -> AsyncIterator[bytes]:
     """Yield bytes ``[start, end)`` of ``obj`` at most :data:`WINDOW` at a time."""
     if len(obj.chunks) == 1:
@@ -332,7 +244,7 @@ async def _windows(svc: VaultService, rec: VaultRec, obj: ObjectMeta, start: int
         # versions (it refuses them now) may hold several chunks.
         layout = []
         for d in obj.chunks:
-            meta = svc.chunk_meta(rec, d)
+            meta = svc.chunks.meta(rec, d)
             if meta is None:
                 raise E.NoSuchChunk(f"vault {rec.name!r}: object references missing chunk {d.hex()}")
             layout.append((d, meta.length))
@@ -342,7 +254,7 @@ async def _windows(svc: VaultService, rec: VaultRec, obj: ObjectMeta, start: int
         pos = lo
         while pos < hi:
             n = min(WINDOW, hi - pos)
-            yield await svc.get_chunk(rec, digest, pos - base, pos - base + n)
+            yield await svc.chunks.get(rec, digest, pos - base, pos - base + n)
             pos += n
         base += length
         if base >= end:

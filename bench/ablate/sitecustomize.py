@@ -18,7 +18,7 @@ _ABLATE = {w for w in os.environ.get("OBJVAULT_BENCH_ABLATE", "").split(",") if 
 if "verify" in _ABLATE:
     import hashlib
 
-    import vault.service as _service
+    import vault.services.chunks as _service
 
     class _Matches(bytes):
         """Compares equal to any digest."""
@@ -55,7 +55,7 @@ if "verify" in _ABLATE:
     _service._SHA256 = _TrustingSha256()
 
 if "sync" in _ABLATE:
-    import vault.index as _index
+    import vault.meta.engine as _index
 
     os.fdatasync = lambda fd: None
     os.fsync = lambda fd: None

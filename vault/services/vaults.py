@@ -1,0 +1,147 @@
+"""Vaults and their settings: create, change, delete, look up, usage."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, fields as dc_fields
+from typing import Any
+
+from .. import errors as E
+from .. import policy
+from ..meta import Index, Txn, Usage, VaultRec
+from ..names import vault_name
+from ..policy import Principal
+
+audit = logging.getLogger("objvault.audit")
+
+CACHE_ENTRIES = 100_000
+MAX_QUOTA = 1 << 62
+MAX_RETENTION_DAYS = 36500
+
+
+class _Unset:
+    def __repr__(self) -> str:
+        return "UNSET"
+
+
+UNSET: Any = _Unset()
+
+
+@dataclass(frozen=True)
+class VaultSettings:
+    """Settings of a vault to set; a field left UNSET keeps its value."""
+
+    quota_bytes: int | None = UNSET
+    append_only: bool = UNSET
+    retention_days: int = UNSET
+
+    def __post_init__(self) -> None:
+        q = self.quota_bytes
+        if q is not UNSET and q is not None and (not _is_int(q) or not 0 <= q < MAX_QUOTA):
+            raise E.BadRequest("quota_bytes must be null or a non-negative integer")
+        if self.append_only is not UNSET and not isinstance(self.append_only, bool):
+            raise E.BadRequest("append_only must be true or false")
+        r = self.retention_days
+        if r is not UNSET and (not _is_int(r) or not 0 <= r <= MAX_RETENTION_DAYS):
+            raise E.BadRequest(f"retention_days must be an integer from 0 to {MAX_RETENTION_DAYS}")
+
+    def given(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in dc_fields(self) if getattr(self, f.name) is not UNSET}
+
+
+def _is_int(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+class VaultsService:
+    def __init__(self, index: Index) -> None:
+        self.index = index
+        # A read-through cache of the vault records. Every op that changes one
+        # clears it after its batch is durable and before its caller is answered.
+        self._vaults: dict[str, VaultRec] = {}
+        index.event_hooks.append(self._invalidate_on)
+
+    def _invalidate_on(self, txn: Txn, event: tuple) -> None:
+        if event[0] in ("vault_put", "vault_delete"):
+            txn.after.append(self._vaults.clear)
+
+    def get(self, name: str) -> VaultRec:
+        rec = self._vaults.get(name)
+        if rec is None:
+            rec = self.index.vault(name)
+            if rec is None:
+                raise E.NoSuchVault(f"no such vault {name!r}")
+            if len(self._vaults) < CACHE_ENTRIES:
+                self._vaults[name] = rec
+        return rec
+
+    def usage(self, vid: int) -> Usage:
+        return self.index.usage(vid)
+
+    def list(self) -> list[VaultRec]:
+        return self.index.vaults()
+
+    async def create(self, name: str, settings: VaultSettings, who: Principal) -> VaultRec:
+        vault_name(name)
+        given = settings.given()
+
+        def op(txn: Txn) -> VaultRec:
+            if txn.vault(name) is not None:
+                raise E.VaultExists(f"vault {name!r} already exists")
+            rec = VaultRec(name, txn.counter("vid"), txn.now, **given)
+            txn.put_vault(rec)
+            txn.emit("vault_put", rec)
+            return rec
+
+        rec = await self.index.run(op)
+        audit.info("vault created", extra={"who": who.who, "vault": name, "fields": given})
+        return rec
+
+    async def update(self, name: str, settings: VaultSettings, who: Principal) -> VaultRec:
+        given = settings.given()
+
+        def op(txn: Txn) -> tuple[VaultRec, dict]:
+            rec = vault_in(txn, name)
+            before = {k: getattr(rec, k) for k in given}
+            for k, v in given.items():
+                setattr(rec, k, v)
+            txn.put_vault(rec)
+            txn.emit("vault_put", rec)
+            return rec, before
+
+        rec, before = await self.index.run(op)
+        weakened = policy.lock_weakened(before, rec.append_only, rec.retention_days)
+        audit.warning("vault lock weakened" if weakened else "vault updated",
+                      extra={"who": who.who, "vault": name, "before": before,
+                             "after": {k: getattr(rec, k) for k in given}})
+        return rec
+
+    async def delete(self, name: str, who: Principal) -> None:
+        """Remove the vault, its keys and objects; its chunks go to GC (no longer indexed by name)."""
+
+        def op(txn: Txn) -> VaultRec:
+            rec = vault_in(txn, name)
+            policy.may_delete_vault(name, rec.append_only, rec.retention_days)
+            # The vault's objects, chunks and usage are keyed by its internal id,
+            # which is never reused: GC removes them in bounded passes.
+            txn.delete_vault(rec)
+            txn.emit("vault_delete", rec)
+            return rec
+
+        await self.index.run(op)
+        audit.warning("vault deleted", extra={"who": who.who, "vault": name})
+
+
+def vault_in(txn: Txn, name: str) -> VaultRec:
+    rec = txn.vault(name)
+    if rec is None:
+        raise E.NoSuchVault(f"no such vault {name!r}")
+    return rec
+
+
+def live_vault(txn: Txn, rec: VaultRec) -> VaultRec:
+    """The vault as the op sees it; NoSuchVault if it was deleted (or replaced) since ``rec`` was read."""
+    cur = txn.vault(rec.name)
+    if cur is None or cur.vid != rec.vid:
+        raise E.NoSuchVault(f"no such vault {rec.name!r}")
+    return cur

@@ -77,6 +77,7 @@ DOMAIN: dict[str, str] = {
     "method_not_allowed": "MethodNotAllowed",
     "request_timeout": "RequestTimeout",
     "conflict": "OperationAborted",
+    "vault_exists": "OperationAborted",  # S3 never creates vaults: a 409 like any conflict
     "length_required": "MissingContentLength",
     "precondition_failed": "PreconditionFailed",
     "too_large": "EntityTooLarge",

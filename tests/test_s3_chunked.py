@@ -5,7 +5,12 @@ oversized lines and trailers."""
 
 from __future__ import annotations
 
+import io
+
 import pytest
+from botocore.httpchecksum import AwsChunkedWrapper, CrtCrc32cChecksum
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.s3helpers import (AWS_BODY, AWS_STREAMING_SIGNATURES, AWS_TIME, AWS_TRAILER_SIGNATURE, REGION, as_request,
                              aws_streaming_body, aws_streaming_request, body_of, capture, client, reader, secret_for)
@@ -160,6 +165,20 @@ async def test_botocore_unsigned_trailer_bodies_decode_and_their_checksum_verifi
     assert digests.length == size
     assert set(body.trailers) == {"x-amz-checksum-crc32"}
     digests.verify(checksums=requested(body.trailers))
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.binary(max_size=5000), chunk=st.integers(1, 3000), step=st.integers(1, 4000),
+       piece=st.integers(1, 2000))
+async def test_any_framing_botocore_writes_decodes_to_the_same_bytes(data, chunk, step, piece):
+    raw = AwsChunkedWrapper(io.BytesIO(data), CrtCrc32cChecksum, "x-amz-checksum-crc32c", chunk).read()
+    body = ChunkedBody(reader(raw, step), Payload.STREAMING_UNSIGNED_TRAILER, len(data),
+                       trailer="x-amz-checksum-crc32c", piece_bytes=piece)
+    pieces = [p async for p in body]
+    assert b"".join(pieces) == data and all(len(p) <= piece for p in pieces)
+    digests = BodyDigests(["crc32c"])
+    digests.update(data)
+    assert body.trailers == {"x-amz-checksum-crc32c": digests.checksum("crc32c")}
 
 
 async def test_unsigned_trailer_with_a_wrong_checksum_is_caught_by_the_digests():

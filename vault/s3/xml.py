@@ -1,0 +1,441 @@
+"""S3's XML: the documents the front door answers with, and safe parsing of
+the ones clients send.
+
+Rendering builds ElementTree elements, so every name and key is escaped.
+Parsing goes through ``defusedxml`` with DTDs forbidden: the standard
+library's expat bounds entity expansion (since expat 2.4) but still accepts
+DTDs and internal entities, which no S3 request body ever needs; defusedxml
+refuses them outright. Bodies are refused beyond a size bound before being
+parsed. Anything wrong is MalformedXML unless S3 names it otherwise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from urllib.parse import quote
+from xml.etree.ElementTree import Element, ParseError, SubElement, tostring
+
+from defusedxml import DefusedXmlException
+from defusedxml.ElementTree import fromstring
+
+from .errors import S3Error
+
+NAMESPACE = "http://s3.amazonaws.com/doc/2006-03-01/"
+MAX_BODY = 8 << 20  # CompleteMultipartUpload of 10,000 parts, DeleteObjects of 1,000 long keys
+MAX_SMALL_BODY = 64 << 10  # Tagging, CreateBucketConfiguration
+MAX_DELETE_KEYS = 1000
+MAX_PARTS = 10_000
+
+
+@dataclass(frozen=True)
+class Owner:
+    id: str
+    display_name: str
+
+
+@dataclass(frozen=True)
+class ObjectEntry:
+    """An object in a listing; ``owner`` only when the listing shows owners."""
+
+    key: str
+    modified: float
+    etag: str
+    size: int
+    owner: Owner | None = None
+    storage_class: str = "STANDARD"
+
+
+@dataclass(frozen=True)
+class Listing:
+    """One page of ListObjects (v1 or v2), names not yet URL-encoded."""
+
+    bucket: str
+    prefix: str
+    delimiter: str
+    max_keys: int
+    truncated: bool
+    objects: list[ObjectEntry]
+    prefixes: list[str]
+    url_encode: bool = False
+
+
+@dataclass(frozen=True)
+class Part:
+    number: int
+    modified: float
+    etag: str
+    size: int
+    checksums: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PartsPage:
+    """One page of ListParts."""
+
+    bucket: str
+    key: str
+    upload_id: str
+    owner: Owner
+    parts: list[Part]
+    marker: int
+    next_marker: int
+    max_parts: int
+    truncated: bool
+
+
+@dataclass(frozen=True)
+class Upload:
+    key: str
+    upload_id: str
+    initiated: float
+    owner: Owner
+
+
+@dataclass(frozen=True)
+class UploadsPage:
+    """One page of ListMultipartUploads."""
+
+    bucket: str
+    prefix: str
+    delimiter: str
+    key_marker: str
+    upload_id_marker: str
+    next_key_marker: str
+    next_upload_id_marker: str
+    max_uploads: int
+    truncated: bool
+    uploads: list[Upload]
+    prefixes: list[str]
+
+
+@dataclass(frozen=True)
+class CompletedPart:
+    """A part named in CompleteMultipartUpload; ``etag`` without quotes,
+    ``checksums`` algorithm -> base64 value."""
+
+    number: int
+    etag: str
+    checksums: dict[str, str]
+
+
+@dataclass(frozen=True)
+class DeleteRequest:
+    objects: list[tuple[str, str | None]]  # (key, version id)
+    quiet: bool
+
+
+# -- rendering ----------------------------------------------------------------------------
+
+
+def timestamp(ts: float) -> str:
+    """S3's ISO 8601 form, milliseconds and Z: 2009-10-12T17:50:30.000Z."""
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _root(tag: str) -> Element:
+    return Element(tag, xmlns=NAMESPACE)
+
+
+def _add(parent: Element, tag: str, text: str | int | bool) -> Element:
+    child = SubElement(parent, tag)
+    child.text = ("true" if text else "false") if isinstance(text, bool) else str(text)
+    return child
+
+
+def _fields(parent: Element, **fields: str | int | bool) -> None:
+    """One child per field, in the order given (S3's schemas are ordered)."""
+    for tag, text in fields.items():
+        _add(parent, tag, text)
+
+
+def _document(root: Element) -> bytes:
+    return b'<?xml version="1.0" encoding="UTF-8"?>\n' + tostring(root, encoding="utf-8")
+
+
+def _owner(parent: Element, tag: str, owner: Owner) -> None:
+    _fields(SubElement(parent, tag), ID=owner.id, DisplayName=owner.display_name)
+
+
+def _checksums(parent: Element, checksums: Mapping[str, str]) -> None:
+    for algorithm, value in checksums.items():
+        _add(parent, "Checksum" + algorithm.upper(), value)
+
+
+def _quoted(etag: str) -> str:
+    return f'"{etag}"'
+
+
+def error_document(error: S3Error, request_id: str) -> bytes:
+    """The body of an error answer: Code, Message, Resource, RequestId and
+    the error's extra elements."""
+    root = Element("Error")
+    _add(root, "Code", error.code)
+    _add(root, "Message", error.message)
+    if error.resource:
+        _add(root, "Resource", error.resource)
+    for name, value in error.extra.items():
+        _add(root, name, value)
+    _add(root, "RequestId", request_id)
+    return _document(root)
+
+
+def list_buckets(owner: Owner, buckets: Iterable[tuple[str, float]]) -> bytes:
+    """ListAllMyBucketsResult of ``(name, created)`` pairs."""
+    root = _root("ListAllMyBucketsResult")
+    _owner(root, "Owner", owner)
+    parent = SubElement(root, "Buckets")
+    for name, created in buckets:
+        bucket = SubElement(parent, "Bucket")
+        _add(bucket, "Name", name)
+        _add(bucket, "CreationDate", timestamp(created))
+    return _document(root)
+
+
+def list_objects_v1(page: Listing, marker: str, next_marker: str | None) -> bytes:
+    """ListBucketResult of ListObjects; ``next_marker`` only with a delimiter, as S3."""
+    root = _listing_head(page)
+    _add(root, "Marker", _name(page, marker))
+    if next_marker is not None and page.truncated:
+        _add(root, "NextMarker", _name(page, next_marker))
+    return _listing_body(root, page)
+
+
+def list_objects_v2(page: Listing, continuation_token: str | None, next_token: str | None,
+                    start_after: str | None) -> bytes:
+    """ListBucketResult of ListObjectsV2, with KeyCount."""
+    root = _listing_head(page)
+    _add(root, "KeyCount", len(page.objects) + len(page.prefixes))
+    if continuation_token is not None:
+        _add(root, "ContinuationToken", continuation_token)
+    if next_token is not None and page.truncated:
+        _add(root, "NextContinuationToken", next_token)
+    if start_after is not None:
+        _add(root, "StartAfter", _name(page, start_after))
+    return _listing_body(root, page)
+
+
+def _listing_head(page: Listing) -> Element:
+    root = _root("ListBucketResult")
+    _add(root, "Name", page.bucket)
+    _add(root, "Prefix", _name(page, page.prefix))
+    if page.delimiter:
+        _add(root, "Delimiter", _name(page, page.delimiter))
+    _add(root, "MaxKeys", page.max_keys)
+    if page.url_encode:
+        _add(root, "EncodingType", "url")
+    _add(root, "IsTruncated", page.truncated)
+    return root
+
+
+def _listing_body(root: Element, page: Listing) -> bytes:
+    for entry in page.objects:
+        contents = SubElement(root, "Contents")
+        _fields(contents, Key=_name(page, entry.key), LastModified=timestamp(entry.modified),
+                ETag=_quoted(entry.etag), Size=entry.size, StorageClass=entry.storage_class)
+        if entry.owner is not None:
+            _owner(contents, "Owner", entry.owner)
+    for prefix in page.prefixes:
+        _add(SubElement(root, "CommonPrefixes"), "Prefix", _name(page, prefix))
+    return _document(root)
+
+
+def _name(page: Listing, name: str) -> str:
+    """A key or prefix as the listing shows it: with encoding-type=url,
+    percent-encoded (``/`` kept), which SDKs decode."""
+    return quote(name, safe="/") if page.url_encode else name
+
+
+def initiate_multipart(bucket: str, key: str, upload_id: str) -> bytes:
+    root = _root("InitiateMultipartUploadResult")
+    _fields(root, Bucket=bucket, Key=key, UploadId=upload_id)
+    return _document(root)
+
+
+def complete_multipart(location: str, bucket: str, key: str, etag: str,
+                       checksums: Mapping[str, str] | None = None) -> bytes:
+    root = _root("CompleteMultipartUploadResult")
+    _fields(root, Location=location, Bucket=bucket, Key=key, ETag=_quoted(etag))
+    _checksums(root, checksums or {})
+    return _document(root)
+
+
+def list_parts(page: PartsPage) -> bytes:
+    root = _root("ListPartsResult")
+    _fields(root, Bucket=page.bucket, Key=page.key, UploadId=page.upload_id)
+    _owner(root, "Initiator", page.owner)
+    _owner(root, "Owner", page.owner)
+    _fields(root, StorageClass="STANDARD", PartNumberMarker=page.marker, NextPartNumberMarker=page.next_marker,
+            MaxParts=page.max_parts, IsTruncated=page.truncated)
+    for part in page.parts:
+        element = SubElement(root, "Part")
+        _fields(element, PartNumber=part.number, LastModified=timestamp(part.modified), ETag=_quoted(part.etag),
+                Size=part.size)
+        _checksums(element, part.checksums)
+    return _document(root)
+
+
+def list_uploads(page: UploadsPage) -> bytes:
+    root = _root("ListMultipartUploadsResult")
+    _fields(root, Bucket=page.bucket, KeyMarker=page.key_marker, UploadIdMarker=page.upload_id_marker,
+            NextKeyMarker=page.next_key_marker, NextUploadIdMarker=page.next_upload_id_marker, Prefix=page.prefix)
+    if page.delimiter:
+        _add(root, "Delimiter", page.delimiter)
+    _fields(root, MaxUploads=page.max_uploads, IsTruncated=page.truncated)
+    for upload in page.uploads:
+        element = SubElement(root, "Upload")
+        _fields(element, Key=upload.key, UploadId=upload.upload_id)
+        _owner(element, "Initiator", upload.owner)
+        _owner(element, "Owner", upload.owner)
+        _fields(element, StorageClass="STANDARD", Initiated=timestamp(upload.initiated))
+    for prefix in page.prefixes:
+        _add(SubElement(root, "CommonPrefixes"), "Prefix", prefix)
+    return _document(root)
+
+
+def copy_result(etag: str, modified: float, checksums: Mapping[str, str] | None = None,
+                part: bool = False) -> bytes:
+    """CopyObjectResult, or CopyPartResult for UploadPartCopy."""
+    root = _root("CopyPartResult" if part else "CopyObjectResult")
+    _add(root, "LastModified", timestamp(modified))
+    _add(root, "ETag", _quoted(etag))
+    _checksums(root, checksums or {})
+    return _document(root)
+
+
+def delete_result(deleted: Iterable[tuple[str, str | None]], errors: Iterable[tuple[str, S3Error]],
+                  quiet: bool) -> bytes:
+    """DeleteResult: the keys deleted (left out when ``quiet``) and the
+    ``(key, error)`` of each one refused."""
+    root = _root("DeleteResult")
+    for key, version_id in [] if quiet else deleted:
+        element = SubElement(root, "Deleted")
+        _add(element, "Key", key)
+        if version_id is not None:
+            _add(element, "VersionId", version_id)
+    for key, error in errors:
+        element = SubElement(root, "Error")
+        _add(element, "Key", key)
+        _add(element, "Code", error.code)
+        _add(element, "Message", error.message)
+    return _document(root)
+
+
+def tagging(tags: Mapping[str, str]) -> bytes:
+    root = _root("Tagging")
+    tag_set = SubElement(root, "TagSet")
+    for key, value in tags.items():
+        tag = SubElement(tag_set, "Tag")
+        _add(tag, "Key", key)
+        _add(tag, "Value", value)
+    return _document(root)
+
+
+# -- parsing ------------------------------------------------------------------------------
+
+
+def parse_complete_multipart(body: bytes) -> list[CompletedPart]:
+    """The parts of a CompleteMultipartUpload body, in the order given.
+
+    Raises S3Error: MalformedXML (no parts, more than 10,000, a part number
+    or ETag missing or not a number) or InvalidPartOrder (not ascending).
+    """
+    root = _parse(body, "CompleteMultipartUpload", MAX_BODY)
+    parts = [_completed_part(element) for element in _children(root, "Part")]
+    if not 0 < len(parts) <= MAX_PARTS:
+        raise S3Error("MalformedXML")
+    for before, after in zip(parts, parts[1:]):
+        if after.number <= before.number:
+            raise S3Error("InvalidPartOrder")
+    return parts
+
+
+def _completed_part(element: Element) -> CompletedPart:
+    number = _text(element, "PartNumber")
+    if not number.isdigit() or not 1 <= int(number) <= MAX_PARTS:
+        raise S3Error("MalformedXML")
+    checksums = {_local(child.tag)[len("Checksum"):].lower(): (child.text or "").strip()
+                 for child in element if _local(child.tag).startswith("Checksum")}
+    return CompletedPart(int(number), _text(element, "ETag").strip('"'), checksums)
+
+
+def parse_delete_objects(body: bytes) -> DeleteRequest:
+    """The keys (and version ids) of a DeleteObjects body and its Quiet flag.
+
+    Raises S3Error MalformedXML (no keys, more than 1,000, an object without a key).
+    """
+    root = _parse(body, "Delete", MAX_BODY)
+    objects = [(_text(element, "Key", strip=False), _optional(element, "VersionId"))
+               for element in _children(root, "Object")]
+    if not 0 < len(objects) <= MAX_DELETE_KEYS:
+        raise S3Error("MalformedXML")
+    quiet = (_optional(root, "Quiet") or "false").lower()
+    if quiet not in ("true", "false"):
+        raise S3Error("MalformedXML")
+    return DeleteRequest(objects, quiet == "true")
+
+
+def parse_tagging(body: bytes, max_tags: int = 10) -> dict[str, str]:
+    """The tags of a Tagging body (10 for an object, 50 for a bucket).
+
+    Raises S3Error: MalformedXML, InvalidTag (too many, a duplicate key, a
+    key over 128 or a value over 256 characters, an empty key).
+    """
+    root = _parse(body, "Tagging", MAX_SMALL_BODY)
+    tags: dict[str, str] = {}
+    for tag_set in _children(root, "TagSet"):
+        for tag in _children(tag_set, "Tag"):
+            key, value = _text(tag, "Key", strip=False), _optional(tag, "Value") or ""
+            if key in tags:
+                raise S3Error("InvalidTag", "Cannot provide multiple Tags with the same key")
+            if not 0 < len(key) <= 128 or len(value) > 256:
+                raise S3Error("InvalidTag", "A tag key must be 1 to 128 and a value up to 256 characters")
+            tags[key] = value
+    if len(tags) > max_tags:
+        raise S3Error("InvalidTag", f"At most {max_tags} tags are allowed")
+    return tags
+
+
+def parse_create_bucket(body: bytes) -> str | None:
+    """The LocationConstraint of a CreateBucketConfiguration; None for an
+    empty body or none given."""
+    if not body.strip():
+        return None
+    return _optional(_parse(body, "CreateBucketConfiguration", MAX_SMALL_BODY), "LocationConstraint")
+
+
+def _parse(body: bytes, root: str, limit: int) -> Element:
+    """The document's root element, which must be ``root`` (in S3's
+    namespace or none); MalformedXML for anything else."""
+    if len(body) > limit:
+        raise S3Error("MalformedXML", f"The XML document is larger than {limit} bytes")
+    try:
+        element = fromstring(body, forbid_dtd=True)
+    except (ParseError, DefusedXmlException, ValueError):
+        raise S3Error("MalformedXML") from None
+    if element.tag not in (root, f"{{{NAMESPACE}}}{root}"):
+        raise S3Error("MalformedXML")
+    return element
+
+
+def _local(tag: str) -> str:
+    return tag.rpartition("}")[2]
+
+
+def _children(parent: Element, name: str) -> list[Element]:
+    return [child for child in parent if _local(child.tag) == name]
+
+
+def _optional(parent: Element, name: str) -> str | None:
+    found = _children(parent, name)
+    if len(found) > 1:
+        raise S3Error("MalformedXML")
+    return (found[0].text or "") if found else None
+
+
+def _text(parent: Element, name: str, strip: bool = True) -> str:
+    text = _optional(parent, name)
+    if text is None:
+        raise S3Error("MalformedXML")
+    return text.strip() if strip else text

@@ -570,22 +570,16 @@ class VaultService:
 
     async def _stream_chunk(self, rec: VaultRec, digest: bytes, length: int,
                             pieces: Callable[[], AsyncIterator[bytes]], splice=None) -> Location:
-        """A large chunk into a segment of its own: through ``splice`` (the
-        socket straight into the file, see :class:`vault.http.BodySplice`)
-        when the caller offers it, else piece by piece from ``pieces``."""
+        """A large chunk into a segment of its own: the store's stream takes
+        the socket itself through ``splice`` (see :class:`vault.http.BodySplice`)
+        when the caller offers it, else the body piece by piece from ``pieces``."""
         loop = asyncio.get_running_loop()
         dir_idx = self.store.pick_dir()
-        w = await loop.run_in_executor(None, self.store.stream, dir_idx, rec.vid, digest, length)
         h = _SHA256.copy()
-
-        def write(parts: list[bytes]) -> None:
-            for p in parts:
-                h.update(p)
-            w.write_parts(parts)
-
+        w = await loop.run_in_executor(None, lambda: self.store.stream(dir_idx, rec.vid, digest, length, sha=h))
         try:
-            if splice is None or not await splice.into(w.fileno, w.position, length, lambda k: w.absorb(k, h)):
-                await self._drain_body(rec, digest, length, pieces, write)
+            if splice is None or not await splice.into(w, length):
+                await self._drain_body(rec, digest, length, pieces, w.write_parts)
             if h.digest() != digest:
                 raise E.DigestMismatch(f"vault {rec.name!r}: body does not hash to chunk id {digest.hex()}")
             return await loop.run_in_executor(None, w.commit)

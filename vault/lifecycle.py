@@ -26,16 +26,17 @@ below ``gc.compact_threshold`` of its size, has its live records (those the
 index still points to) read back with their block checksums verified and
 appended to a segment of compaction's own
 (:meth:`vault.store.Store.compaction_output`, beside the ingest writer's
-active segment, so copies never wait in, or delay, ingest's group commits). Each batch of copies is made durable with one
-``fdatasync``; then one committer op repoints each chunk, but only if it
-still points at the old record (GC or a re-upload may have moved on
-meanwhile), and moves the record's size from the old segment's
-``live_bytes`` to the new one's. The old segment's entry is deleted, and
-then its file, only once every live record was repointed in a durable
-batch and its ``live_bytes`` is 0. A crash at any point loses nothing:
-copies not yet indexed are an unindexed tail that start-up cuts off, and
-the old segment stays referenced until the batch that repoints its last
-record. Copying is rate-limited (``gc.compact_rate_bytes_per_second``).
+active segment, so copies never wait in, or delay, ingest's group commits).
+Each batch of copies is made durable with one ``fdatasync``; then one
+committer op repoints each chunk, but only if it still points at the old
+record (GC or a re-upload may have moved on meanwhile), and moves the
+record's size from the old segment's ``live_bytes`` to the new one's. The
+old segment's entry is deleted, and then its file, only once every live
+record was repointed in a durable batch and its ``live_bytes`` is 0. A crash
+at any point loses nothing: copies not yet indexed are an unindexed tail
+that start-up cuts off, and the old segment stays referenced until the batch
+that repoints its last record. Copying is rate-limited
+(``gc.compact_rate_bytes_per_second``).
 """
 
 from __future__ import annotations

@@ -17,7 +17,10 @@ every record that arrived while earlier writes were in flight into one
 aligned O_DIRECT group followed by one ``fdatasync`` (group commit).
 Groups start on 4 KiB boundaries (zero padding between them). Larger chunks are
 streamed into a segment of their own (temp file, fdatasync, rename,
-directory fsync), so a 128 MiB body is never held in memory.
+directory fsync), so a 128 MiB body is never held in memory; a body may be
+spliced into it straight from the socket (:meth:`StreamWriter.splice_from`).
+Compaction copies records into segments of its own
+(:class:`CompactionOutput`). Nothing else writes segment bytes.
 
 The per-block checksums let a read verify exactly the blocks it serves
 (a Range GET of a 128 MiB restic pack reads a few blocks, not the pack);

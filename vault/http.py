@@ -13,17 +13,14 @@ import asyncio
 import base64
 import binascii
 import concurrent.futures
-import errno
-import fcntl
 import json
 import logging
 import os
 import re
-import select
 import socket
 import time
 from collections.abc import Sequence
-from typing import Any, AsyncIterator, Awaitable, Callable
+from typing import Any, AsyncIterator, Awaitable, Callable, Protocol
 
 import msgspec
 from aiohttp import web
@@ -441,19 +438,24 @@ def body_readers(request: web.Request):
     return read, pieces
 
 
-class BodySplice:
-    """Moves the rest of a request body from the socket straight into a file.
+class SocketSink(Protocol):
+    """Where a spliced body goes: :class:`vault.store.StreamWriter`."""
 
-    ``splice(2)`` through a pipe, in a worker thread: the bytes go from the
-    socket buffers to the page cache without passing through Python (three
-    copies fewer than through aiohttp's parser and stream reader). The
-    connection is closed after the answer, because aiohttp's parser never
-    sees those bytes. Only for plain-TCP requests with a Content-Length.
+    def splice_from(self, sock: int, n: int, head: bytes = b"", idle: float = 60.0) -> None: ...
+
+
+class BodySplice:
+    """Hands the rest of a request body's socket to the store, which splices
+    it straight into its file (:meth:`vault.store.StreamWriter.splice_from`).
+
+    The bytes then never pass through aiohttp (three copies fewer than
+    through its parser and stream reader). The connection is closed after
+    the answer, because aiohttp's parser never sees those bytes. Only for
+    plain-TCP requests with a Content-Length.
     """
 
     IDLE_SECONDS = 60.0
     """The default of :func:`body_idle_seconds` (config ``body_idle_timeout_seconds``)."""
-    PIPE_BYTES = 1 << 20
     # Bodies spliced at once, each holding a thread of its own pool while it
     # arrives: slow clients can hold these, never the threads everything
     # else runs on. When all are taken a body goes through aiohttp.
@@ -474,11 +476,12 @@ class BodySplice:
             return None
         return cls(request)
 
-    async def into(self, fd: int, offset: int, n: int, landed: Callable[[int], None]) -> bool:
-        """Put the ``n`` body bytes into ``fd`` from ``offset`` on; ``landed(k)`` is
-        called (in the worker thread) for every ``k`` bytes in place, in order.
+    async def into(self, sink: SocketSink, n: int) -> bool:
+        """Let ``sink`` take the ``n`` body bytes from the socket.
 
-        False, with nothing read, when every slot is taken.
+        False, with nothing read, when every slot is taken. Raises Truncated
+        or RequestTimeout for the client's failures, and what the sink
+        raises for the file's.
         """
         cls = type(self)
         if cls._busy >= cls.SLOTS:
@@ -487,12 +490,12 @@ class BodySplice:
             cls._pool = concurrent.futures.ThreadPoolExecutor(cls.SLOTS, thread_name_prefix="splice")
         cls._busy += 1
         try:
-            await self._into(fd, offset, n, landed)
+            await self._into(sink, n)
         finally:
             cls._busy -= 1
         return True
 
-    async def _into(self, fd: int, offset: int, n: int, landed: Callable[[int], None]) -> None:
+    async def _into(self, sink: SocketSink, n: int) -> None:
         request = self.request
         try:
             head = request.content.read_nowait(n)  # what aiohttp has already taken off the socket
@@ -513,7 +516,7 @@ class BodySplice:
         # was closed could be reused by another file.
         sock = os.dup(transport.get_extra_info("socket").fileno()) if len(head) < n else -1
         loop = asyncio.get_running_loop()
-        job = loop.run_in_executor(self._pool, self._run, head, sock, fd, offset, n, landed)
+        job = loop.run_in_executor(self._pool, sink.splice_from, sock, n, head, self.idle)
         try:
             await asyncio.shield(job)
         except asyncio.CancelledError:
@@ -533,11 +536,6 @@ class BodySplice:
             raise E.RequestTimeout(f"no body bytes for {self.idle:g} s") from None
         except ConnectionError as e:
             raise E.Truncated(f"body ended early: {e}") from None
-        except _FileError as e:
-            err = e.args[0]
-            if err.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise E.NoSpace("no space left for the chunk") from None
-            raise E.StorageFailure(f"writing the chunk: {err.strerror or err}") from None
         finally:
             if sock >= 0 and job.done():  # else still in use: the process is going down
                 os.close(sock)
@@ -546,67 +544,8 @@ class BodySplice:
         if metrics is not None:
             metrics.bytes_in_total.inc(n)
 
-    def _run(self, head: bytes, sock: int, fd: int, offset: int, n: int, landed: Callable[[int], None]) -> None:
-        pos = offset
-        if head:
-            view = memoryview(head)
-            while view:
-                try:
-                    k = os.pwrite(fd, view, pos)
-                except OSError as e:
-                    raise _FileError(e) from None
-                pos += k
-                view = view[k:]
-            landed(len(head))
-        if n > len(head):
-            self._splice(sock, fd, pos, n - len(head), landed)
-
-    def _splice(self, sock: int, fd: int, pos: int, left: int, landed: Callable[[int], None]) -> None:
-        r, w = os.pipe2(os.O_CLOEXEC)
-        try:
-            try:
-                cap = fcntl.fcntl(w, fcntl.F_SETPIPE_SZ, self.PIPE_BYTES)
-            except OSError:
-                cap = fcntl.fcntl(w, fcntl.F_GETPIPE_SZ)
-            poller = select.poll()
-            poller.register(sock, select.POLLIN)
-            pending = 0
-            while left:
-                try:
-                    k = os.splice(sock, w, min(left, cap), flags=os.SPLICE_F_MOVE | os.SPLICE_F_NONBLOCK)
-                except BlockingIOError:
-                    if pending:  # hash what is in place while waiting for more
-                        landed(pending)
-                        pending = 0
-                    if not poller.poll(self.idle * 1000):
-                        raise TimeoutError from None
-                    continue
-                if k == 0:
-                    raise EOFError
-                left -= k
-                while k:
-                    try:
-                        m = os.splice(r, fd, k, offset_dst=pos, flags=os.SPLICE_F_MOVE)
-                    except OSError as e:
-                        raise _FileError(e) from None
-                    pos += m
-                    k -= m
-                    pending += m
-                if pending >= cap:
-                    landed(pending)
-                    pending = 0
-            if pending:
-                landed(pending)
-        finally:
-            os.close(r)
-            os.close(w)
-
 
 SPLICED = "objvault.spliced"
-
-
-class _FileError(Exception):
-    """An OSError on the file side of a splice (the socket side's are the client's)."""
 
 
 # -- operations --------------------------------------------------------------------

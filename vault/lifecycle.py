@@ -24,18 +24,19 @@ Compaction gives disk space back. A segment that is neither the active one
 of its data directory nor still unsealed, and whose ``live_bytes`` fell
 below ``gc.compact_threshold`` of its size, has its live records (those the
 index still points to) read back with their block checksums verified and
-appended to a segment of compaction's own (:class:`_Output`, beside the
-ingest writer's active segment, so copies never wait in, or delay, ingest's
-group commits). Each batch of copies is made durable with one
-``fdatasync``; then one committer op repoints each chunk, but only if it
-still points at the old record (GC or a re-upload may have moved on
-meanwhile), and moves the record's size from the old segment's
-``live_bytes`` to the new one's. The old segment's entry is deleted, and
-then its file, only once every live record was repointed in a durable
-batch and its ``live_bytes`` is 0. A crash at any point loses nothing:
-copies not yet indexed are an unindexed tail that start-up cuts off, and
-the old segment stays referenced until the batch that repoints its last
-record. Copying is rate-limited (``gc.compact_rate_bytes_per_second``).
+appended to a segment of compaction's own
+(:meth:`vault.store.Store.compaction_output`, beside the ingest writer's
+active segment, so copies never wait in, or delay, ingest's group commits).
+Each batch of copies is made durable with one ``fdatasync``; then one
+committer op repoints each chunk, but only if it still points at the old
+record (GC or a re-upload may have moved on meanwhile), and moves the
+record's size from the old segment's ``live_bytes`` to the new one's. The
+old segment's entry is deleted, and then its file, only once every live
+record was repointed in a durable batch and its ``live_bytes`` is 0. A crash
+at any point loses nothing: copies not yet indexed are an unindexed tail
+that start-up cuts off, and the old segment stays referenced until the batch
+that repoints its last record. Copying is rate-limited
+(``gc.compact_rate_bytes_per_second``).
 """
 
 from __future__ import annotations
@@ -46,7 +47,6 @@ import csv
 import functools
 import io
 import logging
-import os
 import re
 import time
 from datetime import date, datetime, timedelta, timezone
@@ -59,8 +59,7 @@ from .config import GCConfig
 from .meta import Index, SegMeta, Txn, Usage, VaultRec
 from .meta.schema import chunk_digest, chunk_key, vid_of
 from .metrics import gauge
-from .store import (ALIGN, FILE_HEADER_SIZE, Location, Store, block_sums, file_header, record_header,
-                    record_size)
+from .store import FILE_HEADER_SIZE, CompactionOutput, Location, Store, block_sums, record_size
 from .workers import Job, runner_of
 
 log = logging.getLogger("objvault.gc")
@@ -184,80 +183,6 @@ class _RateLimiter:
             await asyncio.sleep(wait)
 
 
-class _Output:
-    """A segment written by compaction alone, beside the ingest writer's active one.
-
-    Copies do not queue behind (or in front of) ingest in the segment
-    writer's group commits: they are appended here in batches, each padded
-    to a 4 KiB boundary (a block holding acknowledged bytes is never
-    written again) and made durable by one ``fdatasync`` before the
-    committer op that repoints its chunks. The file exists under its final
-    name from the start; like an active segment, its index entry says how
-    far it is committed, so a crash leaves at worst an unindexed tail that
-    start-up cuts off, or a file the index never heard of, which start-up
-    deletes. All methods block: call them from a worker thread.
-    """
-
-    def __init__(self, store: Store, dir_idx: int) -> None:
-        self.store, self.dir_idx = store, dir_idx
-        self.seg_id = store.allocate_segment_id()
-        self.path = store.segment_path(dir_idx, self.seg_id)
-        self.fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_CLOEXEC, 0o640)
-        try:
-            _pwrite_all(self.fd, file_header(self.seg_id), 0)
-            os.fdatasync(self.fd)
-            _fsync_dir(self.path.parent)
-        except OSError as e:
-            os.close(self.fd)
-            raise store.wrap_error(dir_idx, e) from None
-        self.end = FILE_HEADER_SIZE
-        store.register_segment(self.seg_id, dir_idx, self.path)
-
-    @property
-    def full(self) -> bool:
-        return self.end >= self.store.segment_bytes
-
-    def write(self, items: list[tuple[tuple, bytes, bytes]]) -> list[tuple[tuple, Location]]:
-        """Append ``(record, data, block sums)`` items durably; their locations."""
-        parts, locs, pos = [], [], self.end
-        for rec, data, sums in items:
-            size = record_size(len(data))
-            parts += (record_header(rec[1], rec[2], len(data)), sums, data)
-            locs.append((rec, Location(self.seg_id, pos, size, self.dir_idx)))
-            pos += size
-        parts.append(bytes(-pos % ALIGN))
-        try:
-            _pwrite_all(self.fd, b"".join(parts), self.end)
-            os.fdatasync(self.fd)
-        except OSError as e:
-            # Never retry a failed sync; this file takes no more copies.
-            self.end = self.store.segment_bytes
-            raise self.store.wrap_error(self.dir_idx, e) from None
-        self.end = pos + (-pos % ALIGN)
-        return locs
-
-    def close(self) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
-
-
-def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
-    view = memoryview(data)
-    while view:
-        n = os.pwrite(fd, view, offset)
-        offset += n
-        view = view[n:]
-
-
-def _fsync_dir(path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _seal(seg_id: int) -> Callable[[Txn], bool]:
     """Op: mark a finished compaction output sealed; False if nothing was ever indexed in it."""
     return lambda txn: txn.seal_segment(seg_id)
@@ -308,7 +233,7 @@ class GarbageCollector(Job):
         self.cfg = cfg
         self.clock = clock
         self._unsealed_since: dict[int, float] = {}
-        self._outputs: dict[int, _Output] = {}
+        self._outputs: dict[int, CompactionOutput] = {}
 
     async def run_once(self) -> dict:
         return await self.run_pass(dry_run=False)
@@ -477,7 +402,7 @@ class GarbageCollector(Job):
         if doomed:
             await self._forget_all(doomed, stats)
 
-    async def _close_output(self, out: _Output) -> None:
+    async def _close_output(self, out: CompactionOutput) -> None:
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, out.close)
         try:
@@ -487,14 +412,14 @@ class GarbageCollector(Job):
         if not used:
             await loop.run_in_executor(None, self.store.forget_segment, out.seg_id)
 
-    async def _output(self, dir_idx: int) -> _Output:
+    async def _output(self, dir_idx: int) -> CompactionOutput:
         out = self._outputs.get(dir_idx)
         if out is not None and out.full:
             del self._outputs[dir_idx]
             await self._close_output(out)
             out = None
         if out is None:
-            out = await asyncio.get_running_loop().run_in_executor(None, _Output, self.store, dir_idx)
+            out = await asyncio.get_running_loop().run_in_executor(None, self.store.compaction_output, dir_idx)
             self._outputs[dir_idx] = out
         return out
 
@@ -619,7 +544,9 @@ class GarbageCollector(Job):
                     if not items:
                         continue
                     out = await self._output(dir_idx)
-                    copies = await loop.run_in_executor(None, out.write, items)
+                    locs = await loop.run_in_executor(
+                        None, out.append, [(rec[1], rec[2], data, sums) for rec, data, sums in items])
+                    copies = [(rec, loc) for (rec, _, _), loc in zip(items, locs)]
                 busy = time.monotonic() - t0
                 moved, nmoved = await self.index.run(
                     functools.partial(_repoint_many, seg_id=seg_id, copies=copies))

@@ -17,7 +17,10 @@ every record that arrived while earlier writes were in flight into one
 aligned O_DIRECT group followed by one ``fdatasync`` (group commit).
 Groups start on 4 KiB boundaries (zero padding between them). Larger chunks are
 streamed into a segment of their own (temp file, fdatasync, rename,
-directory fsync), so a 128 MiB body is never held in memory.
+directory fsync), so a 128 MiB body is never held in memory; a body may be
+spliced into it straight from the socket (:meth:`StreamWriter.splice_from`).
+Compaction copies records into segments of its own
+(:class:`CompactionOutput`). Nothing else writes segment bytes.
 
 The per-block checksums let a read verify exactly the blocks it serves
 (a Range GET of a 128 MiB restic pack reads a few blocks, not the pack);
@@ -41,9 +44,12 @@ import collections
 import concurrent.futures
 import ctypes
 import errno
+import fcntl
+import hashlib
 import mmap
 import os
 import queue
+import select
 import shutil
 import struct
 import sys
@@ -67,7 +73,8 @@ REC_VERSION = 1
 _REC = struct.Struct("<4sHHQ32sQ")  # 56 bytes, then crc32 + 4 pad
 REC_HEADER_SIZE = 64
 GROUP_MAX = 16 << 20  # bytes gathered into one write + fdatasync at most
-ABSORB_BYTES = 1 << 20  # read-back buffer of a spliced body (StreamWriter.absorb)
+ABSORB_BYTES = 1 << 20  # read-back buffer of a spliced body (StreamWriter._absorb)
+PIPE_BYTES = 1 << 20  # pipe between the socket and the file of a spliced body
 # Space chunk writes leave free on every data directory's filesystem: RocksDB
 # (on the first data dir) must still be able to write its WAL, flush and
 # compact when the segments have filled the rest (a failed index write makes
@@ -618,7 +625,8 @@ class SegmentWriter:
                 self.store.on_sealed(seg_id, end)
 
 
-def _pwrite_all(fd: int, view: memoryview, offset: int) -> None:
+def _pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> None:
+    view = memoryview(data)
     while view:
         n = os.pwrite(fd, view, offset)
         offset += n
@@ -633,19 +641,22 @@ class SegmentGone(ChunkCorrupt):
 class StreamWriter:
     """Writes one large chunk into a segment of its own, piece by piece.
 
-    Use :meth:`write` for each piece (in a worker thread), then
-    :meth:`commit` once the digest is verified, or :meth:`abort`. Made by
-    :meth:`Store.stream`, which has checked that the directory has room and
-    claimed the record's size on it (``claimed``) until commit or abort, so
-    concurrent streams do not count the same free bytes twice. Every method raises
-    :class:`NoSpace` or :class:`StorageFailure` (naming the data dir) when
-    the filesystem refuses.
+    Feed the body with :meth:`write` / :meth:`write_parts`, or hand it the
+    socket it arrives on with :meth:`splice_from` (all blocking: call them
+    from a worker thread), then :meth:`commit` once the digest is verified,
+    or :meth:`abort`. Every body byte is also fed to ``sha`` when one is
+    given, whichever way it came. Made by :meth:`Store.stream`, which has
+    checked that the directory has room and claimed the record's size on it
+    (``claimed``) until commit or abort, so concurrent streams do not count
+    the same free bytes twice. Every method raises :class:`NoSpace` or
+    :class:`StorageFailure` (naming the data dir) when the filesystem refuses.
     """
 
     def __init__(self, store: "Store", dir_idx: int, vid: int, digest: bytes, length: int,
-                 claimed: int = 0) -> None:
+                 claimed: int = 0, sha: "hashlib._Hash | None" = None) -> None:
         self.store, self.dir_idx, self.length = store, dir_idx, length
         self._claim = claimed  # bytes of the dir's free space promised to this stream
+        self._sha = sha
         self.seg_id = store.allocate_segment_id()
         self.final = store.segment_path(dir_idx, self.seg_id)
         self.tmp = self.final.with_suffix(".tmp")
@@ -654,7 +665,7 @@ class StreamWriter:
         self._block = xxhash.xxh3_64()  # the current incomplete block, hashed so far
         self._filled = 0                 # its length
         self._absorb_buf: bytearray | None = None
-        self._pos = data_offset(FILE_HEADER_SIZE, length)
+        self._pos = data_offset(FILE_HEADER_SIZE, length)  # where the next body byte goes
         try:
             self._fd = os.open(self.tmp, os.O_CREAT | os.O_EXCL | os.O_RDWR | os.O_CLOEXEC, 0o640)
             os.pwrite(self._fd, file_header(self.seg_id) + record_header(vid, digest, length), 0)
@@ -671,6 +682,9 @@ class StreamWriter:
         Nothing is copied: a block split across pieces is hashed with the
         streaming xxh3 state.
         """
+        if self._sha is not None:
+            for p in parts:
+                self._sha.update(p)
         self._sum_parts(parts)
         try:
             views = [memoryview(p) for p in parts if len(p)]
@@ -687,19 +701,72 @@ class StreamWriter:
         except OSError as e:
             raise self.store.wrap_error(self.dir_idx, e) from None
 
-    @property
-    def fileno(self) -> int:
-        return self._fd
+    def splice_from(self, sock: int, n: int, head: bytes = b"", idle: float = 60.0) -> None:
+        """Take ``n`` body bytes: ``head`` (already read off the socket), then
+        the rest straight from the socket ``sock`` with ``splice(2)`` through a
+        pipe, so they go from the socket buffers to the page cache without
+        passing through Python. ``sock`` must be non-blocking (as an event
+        loop's sockets are): the wait for more bytes is a ``poll``, bounded
+        by ``idle``.
 
-    @property
-    def position(self) -> int:
-        """Where the next body byte goes in the file."""
-        return self._pos
+        Raises :class:`NoSpace` / :class:`StorageFailure` when the file side
+        fails. The socket side's errors are the client's and pass through:
+        EOFError (the body ended early), TimeoutError (no byte arrived for
+        ``idle`` seconds), ConnectionError.
+        """
+        if head:
+            self.write_parts([head])
+        if n > len(head):
+            self._splice(sock, n - len(head), idle)
 
-    def absorb(self, n: int, sha) -> None:
-        """Take ``n`` body bytes that were put into the file at :attr:`position`
-        by someone else (``splice`` from the socket): read them back from the
-        page cache, compute their block sums and feed them to ``sha``.
+    def _splice(self, sock: int, left: int, idle: float) -> None:
+        r, w = os.pipe2(os.O_CLOEXEC)
+        try:
+            try:
+                cap = fcntl.fcntl(w, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+            except OSError:
+                cap = fcntl.fcntl(w, fcntl.F_GETPIPE_SZ)
+            poller = select.poll()
+            poller.register(sock, select.POLLIN)
+            pending = 0  # bytes in the file, not absorbed yet
+            while left:
+                try:
+                    k = os.splice(sock, w, min(left, cap), flags=os.SPLICE_F_MOVE | os.SPLICE_F_NONBLOCK)
+                except BlockingIOError:
+                    if pending:  # hash what is in place while waiting for more
+                        self._absorb(pending)
+                        pending = 0
+                    if not poller.poll(idle * 1000):
+                        raise TimeoutError from None
+                    continue
+                if k == 0:
+                    raise EOFError
+                left -= k
+                self._from_pipe(r, k, self._pos + pending)
+                pending += k
+                if pending >= cap:
+                    self._absorb(pending)
+                    pending = 0
+            if pending:
+                self._absorb(pending)
+        finally:
+            os.close(r)
+            os.close(w)
+
+    def _from_pipe(self, pipe: int, k: int, pos: int) -> None:
+        """Move ``k`` bytes from ``pipe`` into the file at ``pos``."""
+        try:
+            while k:
+                m = os.splice(pipe, self._fd, k, offset_dst=pos, flags=os.SPLICE_F_MOVE)
+                pos += m
+                k -= m
+        except OSError as e:
+            raise self.store.wrap_error(self.dir_idx, e) from None
+
+    def _absorb(self, n: int) -> None:
+        """Take ``n`` body bytes that were spliced into the file at ``_pos``:
+        read them back from the page cache, compute their block sums and feed
+        them to ``sha``, and start their writeback.
 
         Read with ``preadv`` into one reused buffer rather than through a
         mapping: a page evicted meanwhile and unreadable on the disk is then
@@ -715,7 +782,8 @@ class StreamWriter:
                 if got <= 0:
                     raise OSError(errno.EIO, "short read of bytes just written")
                 part = view[:got]
-                sha.update(part)
+                if self._sha is not None:
+                    self._sha.update(part)
                 self._sum_parts([part])
                 start_writeback(self._fd, self._pos, got)
                 self._pos += got
@@ -782,6 +850,81 @@ class StreamWriter:
         if self._claim:
             self.store.claim(self.dir_idx, -self._claim)
             self._claim = 0
+
+
+class CompactionOutput:
+    """A segment written by compaction alone, beside the ingest writer's active one.
+
+    Copies do not queue behind (or in front of) ingest in the segment
+    writer's group commits: they are appended here in batches, each padded
+    to a 4 KiB boundary (a block holding acknowledged bytes is never
+    written again) and made durable by one ``fdatasync`` before the caller
+    indexes them. The file exists under its final name from the start; like
+    an active segment, its index entry says how far it is committed, so a
+    crash leaves at worst an unindexed tail that start-up cuts off, or a
+    file the index never heard of, which start-up deletes. Made by
+    :meth:`Store.compaction_output`. All methods block: call them from a
+    worker thread.
+    """
+
+    def __init__(self, store: "Store", dir_idx: int) -> None:
+        self.store, self.dir_idx = store, dir_idx
+        self.seg_id = store.allocate_segment_id()
+        path = store.segment_path(dir_idx, self.seg_id)
+        self._fd = -1
+        try:
+            self._fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_CLOEXEC, 0o640)
+            _pwrite_all(self._fd, file_header(self.seg_id), 0)
+            os.fdatasync(self._fd)
+            _fsync_dir(path.parent)
+        except OSError as e:
+            self._discard(path)
+            raise store.wrap_error(dir_idx, e) from None
+        self.end = FILE_HEADER_SIZE
+        store.register_segment(self.seg_id, dir_idx, path)
+
+    def _discard(self, path: Path) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+        try:
+            os.unlink(path)
+        except OSError:
+            pass  # start-up removes a segment file the index never recorded
+
+    @property
+    def full(self) -> bool:
+        """True once the segment reached ``segment_bytes``, or a write failed."""
+        return self.end >= self.store.segment_bytes
+
+    def append(self, records: list[tuple[int, bytes, bytes | memoryview, bytes]]) -> list[Location]:
+        """Append ``(vid, digest, data, block sums)`` records durably: one
+        write and one ``fdatasync``. Their locations, in order.
+
+        Raises :class:`NoSpace` / :class:`StorageFailure`; a failed write or
+        sync is never retried, and the output takes no more records.
+        """
+        parts: list[bytes | memoryview] = []
+        locs, pos = [], self.end
+        for vid, digest, data, sums in records:
+            size = record_size(len(data))
+            parts += (record_header(vid, digest, len(data)), sums, data)
+            locs.append(Location(self.seg_id, pos, size, self.dir_idx))
+            pos += size
+        parts.append(bytes(-pos % ALIGN))
+        try:
+            _pwrite_all(self._fd, b"".join(parts), self.end)
+            os.fdatasync(self._fd)
+        except OSError as e:
+            self.end = self.store.segment_bytes
+            raise self.store.wrap_error(self.dir_idx, e) from None
+        self.end = pos + (-pos % ALIGN)
+        return locs
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
 
 
 class NullRecorder:
@@ -1043,9 +1186,11 @@ class Store:
                 return
         self.writers[idx].append(item)
 
-    def stream(self, dir_idx: int, vid: int, digest: bytes, length: int) -> StreamWriter:
+    def stream(self, dir_idx: int, vid: int, digest: bytes, length: int,
+               sha: "hashlib._Hash | None" = None) -> StreamWriter:
         """A :class:`StreamWriter` for a chunk of ``length`` bytes on ``dir_idx``,
-        or on the emptiest other data dir with room when that one has none.
+        or on the emptiest other data dir with room when that one has none;
+        every body byte it takes is fed to ``sha`` too, when given.
         Raises :class:`NoSpace` when no directory has room for it, before
         anything is written."""
         need = FILE_HEADER_SIZE + record_size(length)
@@ -1055,7 +1200,12 @@ class Store:
             if not self.has_room(dir_idx, need, stream=True):
                 dir_idx = self.pick_dir(need, stream=True)
             self._claimed[dir_idx] += need
-        return StreamWriter(self, dir_idx, vid, digest, length, claimed=need)
+        return StreamWriter(self, dir_idx, vid, digest, length, claimed=need, sha=sha)
+
+    def compaction_output(self, dir_idx: int) -> CompactionOutput:
+        """A new segment of compaction's own on ``dir_idx`` (blocking).
+        Raises :class:`NoSpace` / :class:`StorageFailure`."""
+        return CompactionOutput(self, dir_idx)
 
     def _fd(self, seg_id: int) -> int:
         fd = self._fds.get(seg_id)

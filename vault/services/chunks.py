@@ -287,17 +287,11 @@ class ChunkService:
         length, splice = body.length, body.splice
         loop = asyncio.get_running_loop()
         dir_idx = self.store.pick_dir()
-        w = await loop.run_in_executor(None, self.store.stream, dir_idx, rec.vid, digest, length)
         h = _SHA256.copy()
-
-        def write(parts: list[bytes]) -> None:
-            for p in parts:
-                h.update(p)
-            w.write_parts(parts)
-
+        w = await loop.run_in_executor(None, lambda: self.store.stream(dir_idx, rec.vid, digest, length, sha=h))
         try:
-            if splice is None or not await splice.into(w.fileno, w.position, length, lambda k: w.absorb(k, h)):
-                await self._drain_body(rec, digest, body, write)
+            if splice is None or not await splice.into(w, length):
+                await self._drain_body(rec, digest, body, w.write_parts)
             if h.digest() != digest:
                 raise E.DigestMismatch(f"vault {rec.name!r}: body does not hash to chunk id {digest.hex()}")
             return await loop.run_in_executor(None, w.commit)
@@ -306,7 +300,7 @@ class ChunkService:
             raise
 
     async def get(self, rec: VaultRec, digest: bytes, start: int = 0, end: int | None = None,
-                        meta: ChunkMeta | None = None) -> bytes:
+                  meta: ChunkMeta | None = None) -> bytes:
         """Bytes ``[start, end)`` of a chunk, every block verified (``meta``: a fresh lookup, if the caller has one)."""
         meta = meta or self.meta(rec, digest)
         if meta is None:

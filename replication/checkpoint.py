@@ -29,6 +29,8 @@ from vault.config import TargetConfig
 from vault.workers import Job
 
 from .outbox import checkpoint_key, target_id
+from .target import CheckpointStore
+from .worker import Context
 
 log = logging.getLogger("objvault.replication")
 
@@ -126,7 +128,7 @@ def stamp_now() -> str:
 class Checkpointer(Job):
     """Ships checkpoints to one bucket target (a :class:`vault.workers.Job`, one per target)."""
 
-    def __init__(self, ctx: Any, cfg: TargetConfig, replica: Any) -> None:
+    def __init__(self, ctx: Context, cfg: TargetConfig, replica: CheckpointStore) -> None:
         super().__init__()
         self.name = f"checkpoint:{cfg.name}"
         self.ctx = ctx

@@ -22,6 +22,8 @@ from typing import Any, Awaitable
 from vault.cli import COMMANDS, _common, _config, client, out
 from vault.config import Config, ConfigError, TargetConfig
 
+from .target import CheckpointStore
+
 BAR = 30
 
 
@@ -122,7 +124,7 @@ def _fail(msg: str) -> SystemExit:
     return SystemExit(f"objvault checkpoint: {msg}")
 
 
-def _offline_target(args: argparse.Namespace) -> tuple[Config, TargetConfig, Any]:
+def _offline_target(args: argparse.Namespace) -> tuple[Config, TargetConfig, CheckpointStore]:
     """The configuration, the target named ``--target`` and its replica client.
 
     Built from the configuration file as the server builds them (same URL,
@@ -132,7 +134,8 @@ def _offline_target(args: argparse.Namespace) -> tuple[Config, TargetConfig, Any
     from obstore.exceptions import BaseError as ObstoreError
 
     from .crypto import KeyFileError
-    from .target import TargetError, open_target
+    from .registry import open_target
+    from .target import TargetError
 
     try:
         cfg = _config(args)
@@ -152,6 +155,8 @@ def _offline_target(args: argparse.Namespace) -> tuple[Config, TargetConfig, Any
     except (TargetError, KeyFileError, ObstoreError, OSError) as e:
         msg = _brief(str(e))
         raise _fail(msg if msg.startswith("target ") else f"target {tcfg.name!r} ({tcfg.url}): {msg}") from None
+    if not isinstance(replica, CheckpointStore):
+        raise _fail(f"target {tcfg.name!r} ({tcfg.kind} {tcfg.url}) keeps no index checkpoints")
     return cfg, tcfg, replica
 
 
@@ -176,7 +181,7 @@ def _brief(msg: str) -> str:
     return msg.split("\n\nDebug source:", 1)[0].rstrip()
 
 
-async def _checkpoints(replica: Any) -> list[dict]:
+async def _checkpoints(replica: CheckpointStore) -> list[dict]:
     """The target's checkpoints, newest first: ``{"id", "taken", "bytes", "path"}``.
 
     The marker is checked first (without writing one): a wrong URL or key file

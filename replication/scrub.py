@@ -8,7 +8,7 @@ committer (refcount, state and times unchanged; the old record becomes dead
 bytes for compaction). A chunk no target can repair stays quarantined and is
 reported as *damaged* (log line, ``objvault_scrub_damaged_chunks``, ``GET
 /v1/admin/scrub`` with the objects that reference it). The GET path uses the
-same healer (``service.corruption_handler``): a read that meets a bad
+same healer (the service's ``corruption_handler``): a read that meets a bad
 checksum is repaired before it is answered, or answers 500 ``chunk_corrupt``,
 never bad bytes.
 
@@ -19,7 +19,7 @@ verification instead of serving it.
 
 :class:`Scrubber` is the periodic pass (``[scrub] interval_seconds``): it reads
 every indexed chunk, in segment order page by page, at
-``rate_bytes_per_second`` at most (a token bucket; 0 = unthrottled), checks
+``rate_bytes_per_second`` at most (the shared :class:`vault.workers.Throttle`; 0 = unthrottled), checks
 the block checksums and the full SHA-256, and heals what fails.
 """
 
@@ -30,14 +30,14 @@ import hashlib
 import json
 import logging
 import time
-from typing import Any
 
 from vault import errors as E
+from vault.config import TargetConfig
 from vault.index import ChunkMeta, ObjectMeta, Txn, vid_bytes
 from vault.service import VaultRec, _seg_update, iso
 from vault.store import Location, block_sums, nblocks, record_size
 
-from vault.workers import Job
+from vault.workers import Job, Throttle
 
 from .target import Replica
 from .worker import Context
@@ -49,6 +49,9 @@ LAST_PASS = b"scrub:last_pass"
 EPOCH = b"scrub:epoch"
 PAGE = 2048
 OBJECTS_LISTED = 100
+
+
+READ_HEAL_SECONDS = 30.0
 
 
 def qkey(vid: int, digest: bytes) -> bytes:
@@ -70,7 +73,7 @@ def check_chunk(store, meta: ChunkMeta, digest: bytes, what: str) -> str:
 class Healer:
     """Repairs corrupt chunks from the targets; see the module docstring."""
 
-    def __init__(self, ctx: Context, replicas: list[tuple[Any, Replica]]) -> None:
+    def __init__(self, ctx: Context, replicas: list[tuple[TargetConfig, Replica]]) -> None:
         self.ctx = ctx
         self.replicas = replicas  # (TargetConfig, Replica)
         self.healed = 0
@@ -98,6 +101,17 @@ class Healer:
             raise
         finally:
             self._busy.pop(k, None)
+
+    async def heal_for_read(self, rec: VaultRec, digest: bytes, meta: ChunkMeta) -> bool:
+        """The GET path's corruption handler: repair before answering, but answer
+        (500 chunk_corrupt) after :data:`READ_HEAL_SECONDS` if the targets are slow;
+        the repair itself carries on."""
+        try:
+            return await asyncio.wait_for(asyncio.shield(self.heal(rec, digest, meta)), READ_HEAL_SECONDS)
+        except asyncio.TimeoutError:
+            log.warning("repair still running, answering the read with an error",
+                        extra={"vault": rec.name, "chunk": digest.hex()})
+            return False
 
     async def _heal(self, rec: VaultRec, digest: bytes, meta: ChunkMeta, reason: str) -> bool:
         ctx = self.ctx
@@ -254,25 +268,6 @@ def _unmark(txn: Txn, vid: int, digest: bytes) -> None:
     txn.delete("meta", qkey(vid, digest))
 
 
-class TokenBucket:
-    """``rate`` bytes per second (0 = unlimited); a large take runs into debt and sleeps it off."""
-
-    def __init__(self, rate: int) -> None:
-        self.rate = rate
-        self.tokens = float(rate)
-        self.t = time.monotonic()
-
-    async def take(self, n: int) -> None:
-        if self.rate <= 0:
-            return
-        now = time.monotonic()
-        self.tokens = min(float(self.rate), self.tokens + (now - self.t) * self.rate)
-        self.t = now
-        self.tokens -= n
-        if self.tokens < 0:
-            await asyncio.sleep(-self.tokens / self.rate)
-
-
 class Scrubber(Job):
     """The scrub pass (a :class:`vault.workers.Job`); see the module docstring."""
 
@@ -315,7 +310,7 @@ class Scrubber(Job):
     async def _pass(self) -> dict:
         p = self.progress = {"started": time.time(), "chunks": 0, "bytes": 0, "corrupt": 0, "healed": 0,
                              "damaged": 0}
-        bucket = TokenBucket(self.rate)
+        throttle = Throttle(self.rate)
         sem = asyncio.Semaphore(self.THREADS)
         loop = asyncio.get_running_loop()
         store, idx = self.ctx.store, self.ctx.index
@@ -335,7 +330,7 @@ class Scrubber(Job):
 
             async def one(k: bytes, meta: ChunkMeta) -> None:
                 async with sem:
-                    await bucket.take(meta.length)
+                    await throttle.take(meta.length)
                     vid, digest = int.from_bytes(k[:8], "big"), k[8:]
                     what = f"chunk {digest.hex()}"
                     verdict = await loop.run_in_executor(None, check_chunk, store, meta, digest, what)

@@ -14,7 +14,8 @@ import pytest
 from replication.crypto import FRAME, KeyFileError, SealError, Sealer, load_key
 from replication.layout import BlobReplica
 from replication.outbox import PUTQ, OutboxHook, Stats, iter_queue, stats_key, target_id
-from replication.target import Manifest, TargetError, open_target
+from replication.registry import open_target
+from replication.target import Manifest, TargetError
 from replication.worker import Context, TargetWorker
 from vault.app import Vault
 from vault.config import GCConfig, TargetConfig, load_config
@@ -120,7 +121,7 @@ def make_worker(v, tmp_path, name="t", delay=0, vaults=("*",), concurrency=4):
     tc = TargetConfig(name=name, kind="local", url=f"file://{tmp_path}/{name}", delete_delay_seconds=delay,
                       vaults=list(vaults), concurrency=concurrency)
     replica = Faulty(open_target(tc))
-    ctx = Context(v)
+    ctx = Context(v.cfg, v.index, v.store)
     return TargetWorker(ctx, tc, replica), replica
 
 
@@ -231,7 +232,7 @@ async def test_puts_of_one_key_arrive_in_order_and_a_restart_resends_what_was_no
     await w.run_once()  # three chunk puts fail: their entries stay
     assert w.status()["pending_entries"] >= 3
     # a new worker (a restart) loads what is left from the index
-    w2 = TargetWorker(Context(vault), w.cfg, replica)
+    w2 = TargetWorker(Context(vault.cfg, vault.index, vault.store), w.cfg, replica)
     for _ in range(50):
         await w2.run_once()
         if w2.status()["pending_entries"] == 0:

@@ -22,6 +22,7 @@ import select
 import socket
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, AsyncIterator, Awaitable, Callable
 
 import msgspec
@@ -39,7 +40,25 @@ log = logging.getLogger("objvault.http")
 
 SERVICE: web.AppKey[VaultService] = web.AppKey("service", VaultService)
 METRICS: web.AppKey[Any] = web.AppKey("metrics", object)
-STATE: web.AppKey[dict] = web.AppKey("state", dict)
+
+
+def _starting() -> list[str]:
+    return ["starting"]
+
+
+@dataclass
+class ServerState:
+    """What changes while the server runs: the application itself is frozen
+    once started, this object is not."""
+
+    body_idle_timeout_seconds: float
+    ready: Callable[[], list[str]] = _starting
+    """The problems that make ``/readyz`` answer 503 (none: ready)."""
+    inflight: int = 0
+    draining: bool = False
+
+
+STATE: web.AppKey[ServerState] = web.AppKey("state", ServerState)
 BUDGET: web.AppKey[MemoryBudget] = web.AppKey("budget", MemoryBudget)
 HELD = "objvault.held"
 
@@ -97,15 +116,15 @@ async def error_middleware(request: web.Request, handler) -> web.StreamResponse:
     t0 = time.perf_counter()
     metrics = request.app.get(METRICS)
     state = request.app[STATE]
-    state["inflight"] = state.get("inflight", 0) + 1
+    state.inflight += 1
     try:
         resp = await _handle(request, handler)
     finally:
-        state["inflight"] -= 1
+        state.inflight -= 1
         budget = request.app.get(BUDGET)
         if budget is not None:
             budget.release(request.pop(HELD, 0))
-    if state.get("draining") or request.get(SPLICED):
+    if state.draining or request.get(SPLICED):
         resp.force_close()
     if metrics is not None:
         metrics.observe_request(route_of(request), request.method, resp.status, time.perf_counter() - t0)
@@ -332,7 +351,7 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
 
 def body_idle_seconds(request: web.Request) -> float:
     """How long a request body may stall (no byte arriving) before it fails with 408."""
-    return request.app[STATE].get("body_idle_timeout_seconds", BodySplice.IDLE_SECONDS)
+    return request.app[STATE].body_idle_timeout_seconds
 
 
 def body_readers(request: web.Request):
@@ -575,8 +594,7 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    check = request.app[STATE].get("ready")
-    problems = check() if check else ["starting"]
+    problems = request.app[STATE].ready()
     if problems:
         return _json({"status": "unavailable", "problems": problems}, status=503)
     return _json({"status": "ready"})

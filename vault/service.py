@@ -132,13 +132,16 @@ def _validate_vault_fields(body: dict, creating: bool) -> dict:
 
 
 class VaultService:
-    def __init__(self, config: Config, index: Index, store: Store, recorder: Recorder | None = None) -> None:
+    def __init__(self, config: Config, index: Index, store: Store, recorder: Recorder | None = None,
+                 corruption_handler: Callable[[VaultRec, bytes, ChunkMeta], Awaitable[bool]] | None = None
+                 ) -> None:
         self.config = config
         self.index = index
         self.store = store
         self.recorder = recorder or Recorder()
         self.admin_hash = _sha(config.admin_token) if config.admin_token else None
-        self.corruption_handler: Callable[[VaultRec, bytes, ChunkMeta], Awaitable[bool]] | None = None
+        # Repairs a chunk whose bytes fail their checksums on a read; True once repaired.
+        self.corruption_handler = corruption_handler
         # Read-through caches of the vaults and keys column families. Every
         # op that changes either clears them after its batch is durable and
         # before its caller is answered, so a revoked key fails on the next
@@ -147,9 +150,9 @@ class VaultService:
         self._keys: dict[str, dict] = {}
         # Quota bytes held per vault id by uploads in flight (event loop only).
         self._reserved: dict[int, int] = {}
-        index.event_hooks.append(self._invalidate_on)
 
-    def _invalidate_on(self, txn: Txn, event: tuple) -> None:
+    def invalidate_caches_on(self, txn: Txn, event: tuple) -> None:
+        """The index's event hook that keeps the vault and key caches true."""
         if event[0] in ("vault_put", "vault_delete", "key_change"):
             txn.after.append(self._clear_caches)
 

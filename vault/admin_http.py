@@ -1,0 +1,157 @@
+"""The operators' HTTP API (admin token): jobs, garbage collection, usage,
+replication, restore and scrub. Handlers parse, authenticate and call the
+runner, :mod:`vault.lifecycle` or :mod:`replication.setup`; nothing else.
+
+``GET  /v1/admin/jobs``         every background job: schedule, progress, last pass, state
+``POST /v1/admin/gc``           ``{"dry_run"?: bool}``: one pass now; its stats
+``GET  /v1/admin/usage``        ``[?format=csv][&date=YYYY-MM-DD]``: usage now, or a day's snapshot
+``GET  /v1/admin/replication``  lag per target
+``POST /v1/admin/restore``      ``{"vault", "from"}`` → 202, rebuilds the vault from that target
+``GET  /v1/admin/restore``      progress of the last restore
+``POST /v1/admin/scrub``        → 202, starts a scrub pass
+``GET  /v1/admin/scrub``        progress, last pass, damaged chunks
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from datetime import date
+from typing import Any
+
+from aiohttp import web
+
+from replication.setup import Replication
+
+from . import errors as E
+from .http import expect_continue, read_json_object, require_admin
+from .lifecycle import GarbageCollector, UsageReports, usage_csv
+from .workers import Runner
+
+RUNNER: web.AppKey[Runner] = web.AppKey("runner", Runner)
+USAGE: web.AppKey[UsageReports] = web.AppKey("usage", UsageReports)
+REPLICATION: web.AppKey[Replication] = web.AppKey("replication", Replication)
+
+_DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    return web.json_response(data, status=status)
+
+
+def _part(request: web.Request, key: web.AppKey) -> Any:
+    part = request.app.get(key)
+    if part is None:
+        raise E.Unavailable("the server is starting")
+    return part
+
+
+def _fields(body: dict, allowed: set[str]) -> None:
+    unknown = set(body) - allowed
+    if unknown:
+        raise E.BadRequest(f"unknown field(s): {', '.join(sorted(unknown))}")
+
+
+async def jobs(request: web.Request) -> web.Response:
+    require_admin(request)
+    runner = request.app.get(RUNNER)
+    return _json({"jobs": runner.status() if runner else []})
+
+
+async def gc(request: web.Request) -> web.Response:
+    require_admin(request)
+    body = await read_json_object(request)
+    _fields(body, {"dry_run"})
+    dry_run = body.get("dry_run", False)
+    if not isinstance(dry_run, bool):
+        raise E.BadRequest("dry_run must be true or false")
+    runner: Runner = _part(request, RUNNER)
+    job = runner.job(GarbageCollector.name)
+    if not isinstance(job, GarbageCollector):
+        raise E.Unavailable("garbage collection is not running")
+    if dry_run:
+        stats = await runner.run_now(job.name, functools.partial(job.run_pass, dry_run=True), record=False)
+    else:
+        stats = await runner.run_now(job.name)
+    return _json(stats)
+
+
+def _day(text: str) -> str:
+    try:
+        if not _DAY.match(text):
+            raise ValueError(text)
+        date.fromisoformat(text)
+    except ValueError:
+        raise E.BadRequest(f"date must be YYYY-MM-DD, got {text!r}") from None
+    return text
+
+
+async def usage(request: web.Request) -> web.Response:
+    require_admin(request)
+    fmt = request.query.get("format", "json")
+    if fmt not in ("json", "csv"):
+        raise E.BadRequest("format must be json or csv")
+    reports: UsageReports = _part(request, USAGE)
+    day = request.query.get("date")
+    if day is None:
+        day, rows = await reports.current()
+    else:
+        rows = await reports.on(_day(day))
+        if not rows:
+            raise E.NotFound(f"no usage recorded for {day}")
+    if fmt == "csv":
+        return web.Response(text=usage_csv(day, rows), content_type="text/csv",
+                            headers={"Content-Disposition": f'attachment; filename="usage-{day}.csv"'})
+    return _json({"date": day, "vaults": rows})
+
+
+def _replication(request: web.Request) -> Replication:
+    repl = request.app.get(REPLICATION)
+    if repl is None:
+        raise E.Unavailable("replication is starting")
+    return repl
+
+
+async def replication_status(request: web.Request) -> web.Response:
+    require_admin(request)
+    return _json(_replication(request).status())
+
+
+async def restore_start(request: web.Request) -> web.Response:
+    require_admin(request)
+    body = await read_json_object(request)
+    _fields(body, {"vault", "from"})
+    vault, target = body.get("vault"), body.get("from")
+    if not isinstance(vault, str) or not isinstance(target, str):
+        raise E.BadRequest("'vault' and 'from' (a target name) are required")
+    return _json(_replication(request).restorer.start(vault, target), status=202)
+
+
+async def restore_status(request: web.Request) -> web.Response:
+    require_admin(request)
+    return _json(_replication(request).restorer.status())
+
+
+async def scrub_start(request: web.Request) -> web.Response:
+    require_admin(request)
+    repl = _replication(request)
+    repl.start_scrub()
+    return _json(repl.scrubber.status(), status=202)
+
+
+async def scrub_status(request: web.Request) -> web.Response:
+    require_admin(request)
+    return _json(_replication(request).scrubber.status())
+
+
+def add_routes(app: web.Application) -> None:
+    r = app.router
+    body = {"expect_handler": expect_continue}
+    r.add_get("/v1/admin/jobs", jobs)
+    r.add_post("/v1/admin/gc", gc, **body)
+    r.add_get("/v1/admin/usage", usage)
+    r.add_get("/v1/admin/replication", replication_status)
+    r.add_post("/v1/admin/restore", restore_start, **body)
+    r.add_get("/v1/admin/restore", restore_status)
+    r.add_post("/v1/admin/scrub", scrub_start, **body)
+    r.add_get("/v1/admin/scrub", scrub_status)

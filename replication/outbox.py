@@ -32,10 +32,12 @@ import hashlib
 import json
 import struct
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Union
 
 from vault.config import TargetConfig
+from vault.events import ChunkDeleted, ChunkPut, Event, ObjectDeleted, ObjectPut, VaultDeleted, VaultPut
 from vault.index import ChunkMeta, Index, ObjectMeta, Txn, vid_bytes
+from vault.service import VaultRec
 
 CF = "outbox"
 PUTQ, DELQ, SUPERSEDE = b"Q", b"R", b"S"
@@ -45,6 +47,10 @@ VAULT_PUT, VAULT_DELETE = "V", "X"
 CHUNK_PUT, CHUNK_DELETE = "C", "D"
 OBJECT_PUT, OBJECT_DELETE = "O", "R"
 DELETES = (VAULT_DELETE, CHUNK_DELETE, OBJECT_DELETE)
+
+Replicated = Union[VaultPut, VaultDeleted, ChunkPut, ChunkDeleted, ObjectPut, ObjectDeleted]
+REPLICATED = (VaultPut, VaultDeleted, ChunkPut, ChunkDeleted, ObjectPut, ObjectDeleted)
+"""The events that become outbox entries (a key change does not travel)."""
 
 _HEAD = struct.Struct("<cddQB")  # kind, event time, due, vid, len(vault name)
 _STATS = struct.Struct("<qqq")    # entries, bytes, delayed
@@ -179,7 +185,7 @@ class OutboxHook:
     restore registers each chunk in :attr:`from_target` before storing it
     (``(tid, vid, chunk id)``: that target holds that chunk, so a put of it,
     by the restore or by anyone, needs no entry for it), and tags its object
-    puts with the target's name (a fifth event element ``("restored", name)``).
+    puts with the target's name (:attr:`vault.events.ObjectPut.restored_from`).
     """
 
     def __init__(self, targets: list[TargetConfig], index: Index,
@@ -207,63 +213,65 @@ class OutboxHook:
             self._names[vid] = name
         return name
 
-    def __call__(self, txn: Txn, event: tuple) -> None:
-        kind = event[0]
-        if kind not in ("vault_put", "vault_delete", "chunk_put", "chunk_delete", "object_put", "object_delete"):
+    def _vault(self, txn: Txn, event: Replicated) -> tuple[int, str | None]:
+        rec = event.rec
+        if rec is None:  # a chunk of a deleted vault
+            assert isinstance(event, ChunkDeleted)
+            return event.vid, self.vault_name(txn, event.vid)
+        self._names[rec.vid] = rec.name
+        return rec.vid, rec.name
+
+    def __call__(self, txn: Txn, event: Event) -> None:
+        if not isinstance(event, REPLICATED):
             return
-        rec = event[1]
-        if isinstance(rec, int):
-            vid, name = rec, self.vault_name(txn, rec)
-            if name is None:  # a vault this server never named: nothing can address it
-                return
-        else:
-            vid, name = rec.vid, rec.name
-            self._names[vid] = name
+        vid, name = self._vault(txn, event)
+        if name is None:  # a vault this server never named: nothing can address it
+            return
         slots = [s for s in self.slots if s.cfg.matches(name)]
-        if kind == "chunk_put" and self.from_target:
-            slots = [s for s in slots if (s.tid, vid, event[2]) not in self.from_target]
-        elif kind == "object_put" and len(event) > 4:
-            slots = [s for s in slots if event[4] != ("restored", s.cfg.name)]
+        if isinstance(event, ChunkPut) and self.from_target:
+            slots = [s for s in slots if (s.tid, vid, event.digest) not in self.from_target]
+        elif isinstance(event, ObjectPut) and event.restored_from:
+            slots = [s for s in slots if s.cfg.name != event.restored_from]
         if not slots:
             return
         seq = txn.counter("outbox")
         for s in slots:
-            write_entry(txn, s, seq, kind, vid, name, event)
+            write_entry(txn, s, seq, vid, name, event)
         if self.wake is not None:
             wake, tids = self.wake, [s.tid for s in slots]
             txn.after.append(lambda: [wake(t) for t in tids])
 
 
-def write_entry(txn: Txn, slot: TargetSlot, seq: int, kind: str, vid: int, name: str, event: tuple) -> None:
+def write_entry(txn: Txn, slot: TargetSlot, seq: int, vid: int, name: str, event: Replicated) -> None:
     """Write one entry of ``event`` for ``slot``'s target (and its bookkeeping) into ``txn``."""
     tid, now = slot.tid, txn.now
     due = now + slot.cfg.delete_delay_seconds
     sk = None
-    if kind == "vault_put":
-        entry = encode(VAULT_PUT, now, 0.0, vid, name, _vault_doc(event[1]))
+    if isinstance(event, VaultPut):
+        entry = encode(VAULT_PUT, now, 0.0, vid, name, _vault_doc(event.rec))
         queue, size = PUTQ, 0
-    elif kind == "vault_delete":
-        entry = encode(VAULT_DELETE, now, due, vid, name, _vault_doc(event[1]))
+    elif isinstance(event, VaultDeleted):
+        entry = encode(VAULT_DELETE, now, due, vid, name, _vault_doc(event.rec))
         queue, size = DELQ, 0
-    elif kind == "chunk_put":
-        digest, length = event[2], event[3]
+    elif isinstance(event, ChunkPut):
+        digest, length = event.digest, event.length
         entry = encode(CHUNK_PUT, now, 0.0, vid, name, digest + length.to_bytes(8, "big"))
         queue, size = PUTQ, length
         _supersede(txn, tid, tid + SUPERSEDE + b"c" + vid_bytes(vid) + digest)
-    elif kind == "chunk_delete":
-        digest = event[2]
+    elif isinstance(event, ChunkDeleted):
+        digest = event.digest
         entry = encode(CHUNK_DELETE, now, due, vid, name, digest)
         queue, size = DELQ, 0
         sk = tid + SUPERSEDE + b"c" + vid_bytes(vid) + digest
-    elif kind == "object_put":
-        key, obj = event[2], event[3]
+    elif isinstance(event, ObjectPut):
+        key, obj = event.key, event.obj
         # The op has just written the packed manifest: reuse it rather than pack twice.
         packed = txn.get("objects", vid_bytes(vid) + key.encode()) or obj.pack()
         entry = encode(OBJECT_PUT, now, 0.0, vid, name, _key_body(key, packed))
         queue, size = PUTQ, 32 * len(obj.chunks) + len(obj.meta)
         _supersede(txn, tid, tid + SUPERSEDE + b"o" + vid_bytes(vid) + key.encode())
-    else:  # object_delete
-        key = event[2]
+    else:
+        key = event.key
         entry = encode(OBJECT_DELETE, now, due, vid, name, _key_body(key))
         queue, size = DELQ, 0
         sk = tid + SUPERSEDE + b"o" + vid_bytes(vid) + key.encode()
@@ -286,7 +294,7 @@ def _supersede(txn: Txn, tid: bytes, sk: bytes) -> None:
     txn.delete(CF, sk)
 
 
-def _vault_doc(rec) -> bytes:
+def _vault_doc(rec: VaultRec) -> bytes:
     return json.dumps({"name": rec.name, "created": rec.created, "quota_bytes": rec.quota_bytes,
                        "append_only": rec.append_only, "retention_days": rec.retention_days},
                       separators=(",", ":"), sort_keys=True).encode()
@@ -332,22 +340,21 @@ def first_entry(index: Index, tid: bytes, queue: bytes) -> Entry | None:
 # -- seeding: a target added to a server that already holds data ----------------
 
 
-def seed_vault_op(slot: TargetSlot, name: str) -> Callable[[Txn], int | None]:
-    """Enqueue the vault's configuration; returns its vid (None if it is gone)."""
-    from vault.service import VaultRec
+def seed_vault_op(slot: TargetSlot, name: str) -> Callable[[Txn], VaultRec | None]:
+    """Enqueue the vault's configuration; returns its record (None if it is gone)."""
 
-    def op(txn: Txn) -> int | None:
+    def op(txn: Txn) -> VaultRec | None:
         raw = txn.get("vaults", name.encode())
         if raw is None:
             return None
         rec = VaultRec.load(raw)
-        write_entry(txn, slot, txn.counter("outbox"), "vault_put", rec.vid, name, ("vault_put", rec))
-        return rec.vid
+        write_entry(txn, slot, txn.counter("outbox"), rec.vid, name, VaultPut(rec))
+        return rec
 
     return op
 
 
-def seed_chunks_op(slot: TargetSlot, name: str, vid: int, keys: list[bytes]) -> Callable[[Txn], int]:
+def seed_chunks_op(slot: TargetSlot, rec: VaultRec, keys: list[bytes]) -> Callable[[Txn], int]:
     def op(txn: Txn) -> int:
         n = 0
         for k in keys:
@@ -355,22 +362,22 @@ def seed_chunks_op(slot: TargetSlot, name: str, vid: int, keys: list[bytes]) -> 
             if raw is None:
                 continue
             meta = ChunkMeta.unpack(raw)
-            write_entry(txn, slot, txn.counter("outbox"), "chunk_put", vid, name, ("chunk_put", None, k[8:], meta.length))
+            write_entry(txn, slot, txn.counter("outbox"), rec.vid, rec.name, ChunkPut(rec, k[8:], meta.length))
             n += 1
         return n
 
     return op
 
 
-def seed_objects_op(slot: TargetSlot, name: str, vid: int, keys: list[bytes]) -> Callable[[Txn], int]:
+def seed_objects_op(slot: TargetSlot, rec: VaultRec, keys: list[bytes]) -> Callable[[Txn], int]:
     def op(txn: Txn) -> int:
         n = 0
         for k in keys:
             raw = txn.get("objects", k)
             if raw is None:
                 continue
-            write_entry(txn, slot, txn.counter("outbox"), "object_put", vid, name,
-                                   ("object_put", None, k[8:].decode(), ObjectMeta.unpack(raw)))
+            write_entry(txn, slot, txn.counter("outbox"), rec.vid, rec.name,
+                        ObjectPut(rec, k[8:].decode(), ObjectMeta.unpack(raw)))
             n += 1
         return n
 

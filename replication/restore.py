@@ -54,9 +54,8 @@ def restore_object_op(rec: VaultRec, m: Manifest, source: str = ""):
 
     def op(txn: Txn) -> ObjectMeta:
         _live_vault(txn, rec)
-        extra = (("restored", source),) if source else ()
         return write_object(txn, rec, m.key, list(m.chunks), m.meta, m.created or txn.now,
-                            txn.get("objects", okey), *extra)
+                            txn.get("objects", okey), source)
 
     return op
 

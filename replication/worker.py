@@ -505,19 +505,19 @@ class TargetWorker(Job):
         for name in names:
             if not self.cfg.matches(name):
                 continue
-            vid = await idx.run(seed_vault_op(self.slot, name))
-            if vid is None:
+            rec = await idx.run(seed_vault_op(self.slot, name))
+            if rec is None:
                 continue
             for cf, make in (("chunks", seed_chunks_op), ("objects", seed_objects_op)):
                 page: list[bytes] = []
-                for k, _ in idx.iter_prefix(cf, vid_bytes(vid)):
+                for k, _ in idx.iter_prefix(cf, vid_bytes(rec.vid)):
                     page.append(k)
                     if len(page) == 1000:
-                        n += await idx.run(make(self.slot, name, vid, page))
+                        n += await idx.run(make(self.slot, rec, page))
                         page = []
                         self.notify()
                 if page:
-                    n += await idx.run(make(self.slot, name, vid, page))
+                    n += await idx.run(make(self.slot, rec, page))
         await idx.run(lambda txn: txn.put("meta", seeded_key(self.tid), fp))
         if n:
             log.info("replication seeded", extra={"target": self.cfg.name, "entries": n})

@@ -19,6 +19,7 @@ from replication.target import Manifest, TargetError
 from replication.worker import Context, TargetWorker
 from vault.app import Vault
 from vault.config import GCConfig, TargetConfig, load_config
+from vault.events import VaultPut
 from vault.lifecycle import GarbageCollector
 from vault.service import Principal
 
@@ -155,7 +156,7 @@ async def test_hook_writes_entries_in_the_same_batch_and_only_for_matching_targe
     # An op that fails after emitting leaves neither its change nor an entry.
     def failing(txn):
         txn.put("vaults", b"ghost", b"{}")
-        txn.emit("vault_put", acme)
+        txn.emit(VaultPut(acme))
         raise RuntimeError("boom")
     with pytest.raises(RuntimeError):
         await vault.index.run(failing)

@@ -40,6 +40,7 @@ from rocksdict import (BlockBasedOptions, Cache, Options, Rdict, WriteBatch,
                        WriteOptions)
 
 from .errors import StorageFailure, VaultError
+from .events import Event
 
 CFS = ("vaults", "keys", "chunks", "objects", "usage", "usage_hist", "segments", "outbox", "meta")
 
@@ -238,7 +239,7 @@ class Txn:
         self.writes: dict[tuple[str, bytes], bytes | None] = {}
         self.now = now
         self.after: list[Callable[[], None]] = []
-        self.events: list[tuple] = []
+        self.events: list[Event] = []
 
     def get(self, cf: str, key: bytes) -> bytes | None:
         k = (cf, key)
@@ -277,7 +278,7 @@ class Txn:
     def delete(self, cf: str, key: bytes) -> None:
         self.writes[(cf, key)] = None
 
-    def emit(self, *event: Any) -> None:
+    def emit(self, event: Event) -> None:
         """Announce a change; hooks (replication outbox) add writes to this txn."""
         self.events.append(event)
 
@@ -369,7 +370,7 @@ class Index:
         self._q: queue.SimpleQueue[_Op | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="committer", daemon=True)
         self.failed: Exception | None = None
-        self.event_hooks: list[Callable[[Txn, tuple], None]] = []
+        self.event_hooks: list[Callable[[Txn, Event], None]] = []
         self._closed = False
         self._thread.start()
 

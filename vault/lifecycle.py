@@ -57,6 +57,7 @@ from rocksdict import ReadOptions
 
 from . import errors as E
 from .config import GCConfig
+from .events import ChunkDeleted
 from .index import ChunkMeta, Index, SegMeta, Txn, Usage, jdump, seg_key, vid_bytes
 from .metrics import gauge
 from .service import VaultRec
@@ -168,7 +169,7 @@ def _delete_chunks(keys: list[bytes], grace: float, vaults: dict[int, VaultRec])
             u[0] += meta.length
             u[1] += 1
             segs[meta.seg_id] = segs.get(meta.seg_id, 0) + record_size(meta.length)
-            txn.emit("chunk_delete", vaults.get(vid, vid), key[8:])
+            txn.emit(ChunkDeleted(vid, key[8:], vaults.get(vid)))
             deleted += 1
             freed += meta.length
         for vid, (nbytes, n) in usage.items():

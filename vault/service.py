@@ -25,6 +25,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable
 from . import errors as E
 from . import refs
 from .config import Config
+from .events import ChunkPut, Event, KeyChanged, ObjectDeleted, ObjectPut, VaultDeleted, VaultPut
 from .index import (PENDING, ChunkMeta, Index, ObjectMeta, SegMeta, Txn,
                     Usage, jdump, seg_key, vid_bytes)
 from .names import vault_name
@@ -151,9 +152,9 @@ class VaultService:
         # Quota bytes held per vault id by uploads in flight (event loop only).
         self._reserved: dict[int, int] = {}
 
-    def invalidate_caches_on(self, txn: Txn, event: tuple) -> None:
+    def invalidate_caches_on(self, txn: Txn, event: Event) -> None:
         """The index's event hook that keeps the vault and key caches true."""
-        if event[0] in ("vault_put", "vault_delete", "key_change"):
+        if isinstance(event, (VaultPut, VaultDeleted, KeyChanged)):
             txn.after.append(self._clear_caches)
 
     def _clear_caches(self) -> None:
@@ -232,7 +233,7 @@ class VaultService:
                 raise E.VaultExists(f"vault {name!r} already exists")
             rec = VaultRec(name, txn.counter("vid"), txn.now, **fields)
             txn.put("vaults", name.encode(), rec.dump())
-            txn.emit("vault_put", rec)
+            txn.emit(VaultPut(rec))
             return rec
 
         rec = await self.index.run(op)
@@ -251,7 +252,7 @@ class VaultService:
             for k, v in fields.items():
                 setattr(rec, k, v)
             txn.put("vaults", name.encode(), rec.dump())
-            txn.emit("vault_put", rec)
+            txn.emit(VaultPut(rec))
             return rec, before
 
         rec, before = await self.index.run(op)
@@ -279,7 +280,7 @@ class VaultService:
             # The vault's objects, chunks and usage are keyed by its internal id,
             # which is never reused: GC removes them in bounded passes.
             txn.put("meta", b"dead_vault:" + vid_bytes(rec.vid), jdump({"name": name, "at": txn.now}))
-            txn.emit("vault_delete", rec)
+            txn.emit(VaultDeleted(rec))
             return rec
 
         await self.index.run(op)
@@ -303,7 +304,7 @@ class VaultService:
             doc = {"id": key_id, "vault": name, "vid": rec.vid, "role": role, "label": label or "",
                    "created": iso(txn.now), "hash": _sha(secret).hex()}
             txn.put("keys", key_id.encode(), jdump(doc))
-            txn.emit("key_change", name)
+            txn.emit(KeyChanged(name))
             return doc
 
         doc = await self.index.run(op)
@@ -324,7 +325,7 @@ class VaultService:
             if raw is None or json.loads(raw)["vault"] != name:
                 raise E.NoSuchKey(f"vault {name!r}: no such key {key_id!r}")
             txn.delete("keys", key_id.encode())
-            txn.emit("key_change", name)
+            txn.emit(KeyChanged(name))
 
         await self.index.run(op)
         audit.info("key revoked", extra={"who": who.who, "vault": name, "key": key_id})
@@ -728,7 +729,7 @@ class VaultService:
             txn.put("objects", okey, obj.pack())
             old_size = ObjectMeta.header(old_raw)[1] if old_raw is not None else 0
             _add_usage(txn, rec.vid, logical=obj.size - old_size, objects=0 if old_raw is not None else 1)
-            txn.emit("object_put", rec, key, obj)
+            txn.emit(ObjectPut(rec, key, obj))
             refs.close_intent(txn, iid)
             refs.release(txn, rec.vid, old_raw, released)
             return obj
@@ -770,7 +771,7 @@ class VaultService:
                                         f"{iso(created + vrec.retention_days * 86400)}")
             txn.delete("objects", okey)
             _add_usage(txn, rec.vid, logical=-size, objects=-1)
-            txn.emit("object_delete", rec, key)
+            txn.emit(ObjectDeleted(rec, key))
             refs.release(txn, rec.vid, raw, released)
 
         released: list[int] = []
@@ -882,7 +883,7 @@ def _insert_chunk(txn: Txn, rec: VaultRec, digest: bytes, length: int, loc: Loca
     txn.put("chunks", key, ChunkMeta(loc.seg_id, loc.offset, length, 0, PENDING, txn.now, 0.0).pack())
     _seg_update(txn, loc.seg_id, loc.dir_idx, loc.offset + loc.size, loc.size)
     txn.put("usage", vid_bytes(rec.vid), usage.add(stored=length, chunks=1).pack())
-    txn.emit("chunk_put", rec, digest, length)
+    txn.emit(ChunkPut(rec, digest, length))
     return False
 
 
@@ -919,7 +920,7 @@ def _insert_batch(txn: Txn, rec: VaultRec, entries: list[tuple[bytes, int, Locat
     for d, length, loc in fresh:
         segs[loc.seg_id][2] += loc.size
         txn.put("chunks", prefix + d, ChunkMeta(loc.seg_id, loc.offset, length, 0, PENDING, txn.now, 0.0).pack())
-        txn.emit("chunk_put", rec, d, length)
+        txn.emit(ChunkPut(rec, d, length))
     for seg_id, (dir_idx, end, live) in segs.items():
         _seg_update(txn, seg_id, dir_idx, end, live)
     txn.put("usage", prefix, usage.add(stored=added, chunks=len(fresh)).pack())
@@ -944,10 +945,11 @@ def _may_overwrite(vrec: VaultRec, key: str, old_raw: bytes | None, role: str, i
 
 
 def write_object(txn: Txn, rec: VaultRec, key: str, chunks: list[bytes], meta: bytes, created: float,
-                 old_raw: bytes | None, *event_extra, released: list[int] | None = None) -> ObjectMeta:
+                 old_raw: bytes | None, restored_from: str = "", released: list[int] | None = None) -> ObjectMeta:
     """Write an object whose chunks must all be in the vault: references of the
     new version added and of the old one (``old_raw``) removed, usage and the
-    outbox event in the same op. Raises MissingChunks with the absent ids.
+    outbox event in the same op (``restored_from``: the target a restore read
+    it from). Raises MissingChunks with the absent ids.
 
     The old version's references, when it is large, are released under an
     intent (:func:`vault.refs.release`; its id goes to ``released``)."""
@@ -971,5 +973,5 @@ def write_object(txn: Txn, rec: VaultRec, key: str, chunks: list[bytes], meta: b
     obj = ObjectMeta(created, size, list(chunks), meta)
     txn.put("objects", prefix + key.encode(), obj.pack())
     _add_usage(txn, rec.vid, logical=size - old_size, objects=0 if old_raw is not None else 1)
-    txn.emit("object_put", rec, key, obj, *event_extra)
+    txn.emit(ObjectPut(rec, key, obj, restored_from))
     return obj

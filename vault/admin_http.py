@@ -1,6 +1,12 @@
-"""The operators' HTTP API (admin token): jobs, garbage collection, usage,
-replication, restore and scrub. Handlers parse, authenticate and call the
-runner, :mod:`vault.lifecycle` or :mod:`replication.setup`; nothing else.
+"""The operators' HTTP API (admin token): vaults and keys, jobs, garbage
+collection, usage, replication, restore and scrub. Handlers parse,
+authenticate and call the service, the runner, :mod:`vault.lifecycle` or
+:mod:`replication.setup`; nothing else.
+
+``POST|GET /v1/vaults``, ``PATCH|DELETE /v1/vaults/{vault}``,
+``POST|GET /v1/vaults/{vault}/keys``, ``DELETE /v1/vaults/{vault}/keys/{key_id}``:
+vaults and their keys (reading one vault, ``GET /v1/vaults/{vault}``, is the
+native API's: a vault's own keys may do it).
 
 ``GET  /v1/admin/jobs``         every background job: schedule, progress, last pass, state
 ``POST /v1/admin/gc``           ``{"dry_run"?: bool}``: one pass now; its stats
@@ -15,6 +21,7 @@ runner, :mod:`vault.lifecycle` or :mod:`replication.setup`; nothing else.
 from __future__ import annotations
 
 import functools
+import json
 import re
 from datetime import date
 from typing import Any
@@ -24,8 +31,9 @@ from aiohttp import web
 from replication.setup import Replication
 
 from . import errors as E
-from .http import expect_continue, read_json_object, require_admin
+from .http import SERVICE, expect_continue, read_json_object, require_admin, vault_param
 from .lifecycle import GarbageCollector, UsageReports, usage_csv
+from .service import ROLES
 from .workers import Runner
 
 RUNNER: web.AppKey[Runner] = web.AppKey("runner", Runner)
@@ -36,7 +44,8 @@ _DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
-    return web.json_response(data, status=status)
+    return web.Response(status=status, body=json.dumps(data, separators=(",", ":")).encode(),
+                        content_type="application/json")
 
 
 def _part(request: web.Request, key: web.AppKey) -> Any:
@@ -50,6 +59,66 @@ def _fields(body: dict, allowed: set[str]) -> None:
     unknown = set(body) - allowed
     if unknown:
         raise E.BadRequest(f"unknown field(s): {', '.join(sorted(unknown))}")
+
+
+# -- vaults and keys ----------------------------------------------------------------
+
+
+async def create_vault(request: web.Request) -> web.Response:
+    who = require_admin(request)
+    body = await read_json_object(request)
+    svc = request.app[SERVICE]
+    rec = await svc.create_vault(body, who)
+    return _json(svc.vault_json(rec), status=201)
+
+
+async def list_vaults(request: web.Request) -> web.Response:
+    require_admin(request)
+    svc = request.app[SERVICE]
+    return _json({"vaults": [svc.vault_json(r) for r in svc.list_vaults()]})
+
+
+async def patch_vault(request: web.Request) -> web.Response:
+    who = require_admin(request)
+    name = vault_param(request)
+    body = await read_json_object(request)
+    svc = request.app[SERVICE]
+    rec = await svc.update_vault(name, body, who)
+    return _json(svc.vault_json(rec))
+
+
+async def delete_vault(request: web.Request) -> web.Response:
+    who = require_admin(request)
+    await request.app[SERVICE].delete_vault(vault_param(request), who)
+    return web.Response(status=204)
+
+
+async def create_key(request: web.Request) -> web.Response:
+    who = require_admin(request)
+    name = vault_param(request)
+    body = await read_json_object(request)
+    if set(body) - {"role", "label"}:
+        raise E.BadRequest(f"unknown field(s): {', '.join(sorted(set(body) - {'role', 'label'}))}")
+    if body.get("role") not in ROLES:
+        raise E.BadRequest(f"role must be one of {', '.join(ROLES)}")
+    doc = await request.app[SERVICE].create_key(name, body.get("role"), body.get("label"), who)
+    return _json(doc, status=201)
+
+
+async def list_keys(request: web.Request) -> web.Response:
+    require_admin(request)
+    svc = request.app[SERVICE]
+    rec = svc.get_vault(vault_param(request))
+    return _json({"keys": svc.list_keys(rec)})
+
+
+async def revoke_key(request: web.Request) -> web.Response:
+    who = require_admin(request)
+    await request.app[SERVICE].revoke_key(vault_param(request), request.match_info["key_id"], who)
+    return web.Response(status=204)
+
+
+# -- jobs, GC, usage --------------------------------------------------------------------
 
 
 async def jobs(request: web.Request) -> web.Response:
@@ -105,6 +174,9 @@ async def usage(request: web.Request) -> web.Response:
     return _json({"date": day, "vaults": rows})
 
 
+# -- replication, restore, scrub -----------------------------------------------------
+
+
 def _replication(request: web.Request) -> Replication:
     repl = request.app.get(REPLICATION)
     if repl is None:
@@ -147,6 +219,13 @@ async def scrub_status(request: web.Request) -> web.Response:
 def add_routes(app: web.Application) -> None:
     r = app.router
     body = {"expect_handler": expect_continue}
+    r.add_post("/v1/vaults", create_vault, **body)
+    r.add_get("/v1/vaults", list_vaults)
+    r.add_patch("/v1/vaults/{vault}", patch_vault, **body)
+    r.add_delete("/v1/vaults/{vault}", delete_vault)
+    r.add_post("/v1/vaults/{vault}/keys", create_key, **body)
+    r.add_get("/v1/vaults/{vault}/keys", list_keys)
+    r.add_delete("/v1/vaults/{vault}/keys/{key_id}", revoke_key)
     r.add_get("/v1/admin/jobs", jobs)
     r.add_post("/v1/admin/gc", gc, **body)
     r.add_get("/v1/admin/usage", usage)

@@ -34,7 +34,7 @@ from .budget import MemoryBudget
 from .index import ChunkIds
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .names import chunk_id, decode_path_segment, object_key, vault_name
-from .service import ROLES, Principal, VaultRec, VaultService
+from .service import Principal, VaultRec, VaultService
 
 log = logging.getLogger("objvault.http")
 
@@ -624,21 +624,7 @@ async def openapi_handler(request: web.Request) -> web.Response:
     return _json(spec())
 
 
-# -- vaults and keys ---------------------------------------------------------------
-
-
-async def create_vault(request: web.Request) -> web.Response:
-    who = require_admin(request)
-    body = await read_json_object(request)
-    svc = request.app[SERVICE]
-    rec = await svc.create_vault(body, who)
-    return _json(svc.vault_json(rec), status=201)
-
-
-async def list_vaults(request: web.Request) -> web.Response:
-    require_admin(request)
-    svc = request.app[SERVICE]
-    return _json({"vaults": [svc.vault_json(r) for r in svc.list_vaults()]})
+# -- a vault, read with its own key (the admin's vault and key handlers: admin_http.py)
 
 
 async def get_vault(request: web.Request) -> web.Response:
@@ -646,46 +632,6 @@ async def get_vault(request: web.Request) -> web.Response:
     svc = request.app[SERVICE]
     rec = svc.vault_for(who, vault_param(request), "read")
     return _json(svc.vault_json(rec))
-
-
-async def patch_vault(request: web.Request) -> web.Response:
-    who = require_admin(request)
-    name = vault_param(request)
-    body = await read_json_object(request)
-    svc = request.app[SERVICE]
-    rec = await svc.update_vault(name, body, who)
-    return _json(svc.vault_json(rec))
-
-
-async def delete_vault(request: web.Request) -> web.Response:
-    who = require_admin(request)
-    await request.app[SERVICE].delete_vault(vault_param(request), who)
-    return web.Response(status=204)
-
-
-async def create_key(request: web.Request) -> web.Response:
-    who = require_admin(request)
-    name = vault_param(request)
-    body = await read_json_object(request)
-    if set(body) - {"role", "label"}:
-        raise E.BadRequest(f"unknown field(s): {', '.join(sorted(set(body) - {'role', 'label'}))}")
-    if body.get("role") not in ROLES:
-        raise E.BadRequest(f"role must be one of {', '.join(ROLES)}")
-    doc = await request.app[SERVICE].create_key(name, body.get("role"), body.get("label"), who)
-    return _json(doc, status=201)
-
-
-async def list_keys(request: web.Request) -> web.Response:
-    require_admin(request)
-    svc = request.app[SERVICE]
-    rec = svc.get_vault(vault_param(request))
-    return _json({"keys": svc.list_keys(rec)})
-
-
-async def revoke_key(request: web.Request) -> web.Response:
-    who = require_admin(request)
-    await request.app[SERVICE].revoke_key(vault_param(request), request.match_info["key_id"], who)
-    return web.Response(status=204)
 
 
 # -- chunks ------------------------------------------------------------------------
@@ -1034,14 +980,7 @@ def add_routes(app: web.Application) -> None:
     r.add_get("/readyz", readyz)
     r.add_get("/metrics", metrics_handler)
     r.add_get("/v1/openapi.json", openapi_handler)
-    r.add_post("/v1/vaults", create_vault, **body)
-    r.add_get("/v1/vaults", list_vaults)
     r.add_get("/v1/vaults/{vault}", get_vault)
-    r.add_patch("/v1/vaults/{vault}", patch_vault, **body)
-    r.add_delete("/v1/vaults/{vault}", delete_vault)
-    r.add_post("/v1/vaults/{vault}/keys", create_key, **body)
-    r.add_get("/v1/vaults/{vault}/keys", list_keys)
-    r.add_delete("/v1/vaults/{vault}/keys/{key_id}", revoke_key)
     r.add_post("/v1/vaults/{vault}/chunks/missing", missing_chunks, **body)
     r.add_post("/v1/vaults/{vault}/chunks/batch", put_chunk_batch, **body)
     r.add_put("/v1/vaults/{vault}/chunks/{chunk}", put_chunk, **body)

@@ -611,3 +611,51 @@ async def test_throttle_allows_one_second_of_burst_then_holds_the_rate():
     t0 = time.monotonic()
     await fast.take(1_050_000)  # 5% beyond the bucket: a 50 ms wait
     assert 0.03 < time.monotonic() - t0 < 1.0
+
+
+async def test_a_job_told_of_new_work_runs_before_its_interval_but_not_during_a_backoff():
+    class Woken(Job):
+        name = "woken"
+        backoff = Backoff(base=0.3, factor=1.0, cap=0.3)
+
+        def __init__(self):
+            super().__init__()
+            self.work = asyncio.Event()
+            self.times: list[float] = []
+            self.fail = False
+
+        async def run_once(self):
+            self.times.append(time.monotonic())
+            if self.fail:
+                raise RuntimeError("down")
+            return {}
+
+        async def wait_for_work(self, timeout):
+            try:
+                await asyncio.wait_for(self.work.wait(), timeout)
+            except asyncio.TimeoutError:
+                pass
+            self.work.clear()
+
+    async def passes(n: int) -> None:
+        deadline = time.monotonic() + 10
+        while len(job.times) < n:
+            assert time.monotonic() < deadline, job.times
+            await asyncio.sleep(0.01)
+
+    job = Woken()
+    runner = Runner(None)
+    runner.add(job, interval=3600, first_delay=0)
+    runner.start()
+    await passes(1)
+    job.work.set()
+    await passes(2)  # woken, an hour early
+    job.fail = True
+    job.work.set()
+    await passes(3)
+    job.work.set()  # new work during the backoff: it waits the backoff out (the job's own: 0.3 s)
+    await passes(4)
+    assert job.times[3] - job.times[2] >= 0.29
+    st = runner.status()[0]
+    assert st["consecutive_errors"] >= 1 and st["last_error"] == "RuntimeError: down" and st["state"] == {}
+    await runner.stop()

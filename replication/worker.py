@@ -24,9 +24,9 @@ parallel):
   replicated object ever points at a chunk the replica no longer holds.
 
 Nothing is dropped: a failed entry stays in the outbox and is retried with
-exponential backoff and jitter (:data:`RETRY`), forever; an entry leaves the outbox (through
-the committer) only once the target has confirmed it, or once it no longer
-applies because what it names is gone locally (:class:`Skip`).
+exponential backoff and jitter (:data:`RETRY`), forever; an entry leaves the
+outbox (through the committer) only once the target has confirmed it, or once
+it no longer applies because what it names is gone locally (:class:`Skip`).
 """
 
 from __future__ import annotations
@@ -556,8 +556,8 @@ class TargetWorker(Job):
 
 class Seeder(Job):
     """Makes sure a target has been seeded (:meth:`TargetWorker.seed`): at start,
-    and again every :data:`SEED_CHECK_SECONDS` (a no-op once seeded); a failed
-    seeding is retried with the runner's backoff."""
+    and again every :data:`SEED_CHECK_SECONDS` (a no-op once seeded); the runner
+    retries a failed seeding after :data:`RETRY`."""
 
     backoff = RETRY
     INTERVAL_SECONDS = SEED_CHECK_SECONDS

@@ -20,15 +20,15 @@ import tarfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
-
 import zstandard
 
 from vault.config import TargetConfig
 from vault.meta import Index
+from vault.meta.outbox import checkpoint_key, target_id
 from vault.workers import Job
 
-from vault.meta.outbox import checkpoint_key, target_id
+from .target import CheckpointStore
+from .worker import Context
 
 log = logging.getLogger("objvault.replication")
 
@@ -78,7 +78,7 @@ def stamp_now() -> str:
 class Checkpointer(Job):
     """Ships checkpoints to one bucket target (a :class:`vault.workers.Job`, one per target)."""
 
-    def __init__(self, ctx: Any, cfg: TargetConfig, replica: Any) -> None:
+    def __init__(self, ctx: Context, cfg: TargetConfig, replica: CheckpointStore) -> None:
         super().__init__()
         self.name = f"checkpoint:{cfg.name}"
         self.ctx = ctx

@@ -2,7 +2,7 @@
 ``checkpoint list|download``.
 
 ``replication``, ``restore`` and ``scrub`` talk to the running server with the
-admin token (``vault.cli.client``). ``checkpoint`` runs offline, like ``fsck``:
+admin token (``vault.cli_client.client``). ``checkpoint`` runs offline, like ``fsck``:
 it is for a server whose index is lost, so it reads the configuration file and
 talks to the target itself. Progress goes to stderr, results to stdout.
 """
@@ -19,8 +19,10 @@ import time
 from pathlib import Path
 from typing import Any, Awaitable
 
-from vault.cli import COMMANDS, _common, _config, client, out
+from vault.cli_client import add_common_args, client, config_from_args, out
 from vault.config import Config, ConfigError, TargetConfig
+
+from .target import CheckpointStore
 
 BAR = 30
 
@@ -122,7 +124,7 @@ def _fail(msg: str) -> SystemExit:
     return SystemExit(f"objvault checkpoint: {msg}")
 
 
-def _offline_target(args: argparse.Namespace) -> tuple[Config, TargetConfig, Any]:
+def _offline_target(args: argparse.Namespace) -> tuple[Config, TargetConfig, CheckpointStore]:
     """The configuration, the target named ``--target`` and its replica client.
 
     Built from the configuration file as the server builds them (same URL,
@@ -132,10 +134,11 @@ def _offline_target(args: argparse.Namespace) -> tuple[Config, TargetConfig, Any
     from obstore.exceptions import BaseError as ObstoreError
 
     from .crypto import KeyFileError
-    from .target import TargetError, open_target
+    from .registry import open_target
+    from .target import TargetError
 
     try:
-        cfg = _config(args)
+        cfg = config_from_args(args)
     except ConfigError as e:
         raise SystemExit(f"objvault: {e}") from None
     tcfg = next((t for t in cfg.replication_targets if t.name == args.target), None)
@@ -152,6 +155,8 @@ def _offline_target(args: argparse.Namespace) -> tuple[Config, TargetConfig, Any
     except (TargetError, KeyFileError, ObstoreError, OSError) as e:
         msg = _brief(str(e))
         raise _fail(msg if msg.startswith("target ") else f"target {tcfg.name!r} ({tcfg.url}): {msg}") from None
+    if not isinstance(replica, CheckpointStore):
+        raise _fail(f"target {tcfg.name!r} ({tcfg.kind} {tcfg.url}) keeps no index checkpoints")
     return cfg, tcfg, replica
 
 
@@ -176,7 +181,7 @@ def _brief(msg: str) -> str:
     return msg.split("\n\nDebug source:", 1)[0].rstrip()
 
 
-async def _checkpoints(replica: Any) -> list[dict]:
+async def _checkpoints(replica: CheckpointStore) -> list[dict]:
     """The target's checkpoints, newest first: ``{"id", "taken", "bytes", "path"}``.
 
     The marker is checked first (without writing one): a wrong URL or key file
@@ -331,13 +336,13 @@ def _register_checkpoint(p: argparse.ArgumentParser) -> None:
 def _register_replication(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="action", required=True)
     s = sub.add_parser("status", help="pending entries, bytes, age and errors per target")
-    _common(s)
+    add_common_args(s)
     s.add_argument("--json", action="store_true", help="print the API document")
     p.set_defaults(func=cmd_replication)
 
 
 def _register_restore(p: argparse.ArgumentParser) -> None:
-    _common(p)
+    add_common_args(p)
     p.add_argument("vault", help="the vault to rebuild (must not exist on this server)")
     p.add_argument("--from", dest="source", required=True, metavar="TARGET",
                    help="name of the replication target to restore from")
@@ -346,14 +351,13 @@ def _register_restore(p: argparse.ArgumentParser) -> None:
 
 
 def _register_scrub(p: argparse.ArgumentParser) -> None:
-    _common(p)
+    add_common_args(p)
     p.add_argument("--wait", action="store_true", help="follow the pass until it ends")
     p.add_argument("--status", action="store_true", help="only show progress, last pass and damaged chunks")
     p.add_argument("--interval", type=float, default=0.5, help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_scrub)
 
 
-COMMANDS["replication"] = _register_replication
-COMMANDS["restore"] = _register_restore
-COMMANDS["scrub"] = _register_scrub
-COMMANDS["checkpoint"] = _register_checkpoint
+COMMANDS = {"replication": _register_replication, "restore": _register_restore, "scrub": _register_scrub,
+            "checkpoint": _register_checkpoint}
+"""Added to the ``objvault`` command by :mod:`vault.cli`."""

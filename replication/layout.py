@@ -28,7 +28,6 @@ import hashlib
 import json
 import logging
 import os
-import random
 import tempfile
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Iterable
@@ -38,6 +37,7 @@ import zstandard
 from obstore.exceptions import AlreadyExistsError, NotFoundError, PreconditionError
 
 from vault.config import TargetConfig
+from vault.workers import Backoff
 
 from .crypto import SealError, Sealer
 from .target import ChunkLoader, LayoutError, Manifest, Skip, TargetError
@@ -49,6 +49,8 @@ FORMAT = "objvault-replica"
 VERSION = 1
 INLINE_CRYPTO_BYTES = 64 * 1024
 ATTEMPTS = 4
+REQUEST_RETRY = Backoff(base=0.3, factor=3.0, cap=10.0, jitter=0.5)
+"""Between attempts of one request; the outbox worker retries behind that."""
 KEEP_CHECKPOINTS = 7
 
 _NOT_FOUND = (FileNotFoundError, NotFoundError)
@@ -57,7 +59,6 @@ _EXISTS = (AlreadyExistsError, PreconditionError)
 
 async def _retry(what: str, fn: Callable[[], Awaitable[Any]]) -> Any:
     """Run ``fn`` up to :data:`ATTEMPTS` times on transient errors (not on "absent"/"exists")."""
-    delay = 0.2
     for attempt in range(ATTEMPTS):
         try:
             return await fn()
@@ -66,8 +67,7 @@ async def _retry(what: str, fn: Callable[[], Awaitable[Any]]) -> Any:
         except Exception as e:
             if attempt == ATTEMPTS - 1:
                 raise TargetError(f"{what}: {type(e).__name__}: {e}") from None
-            await asyncio.sleep(delay * (0.5 + random.random()))
-            delay *= 3
+            await asyncio.sleep(REQUEST_RETRY.jittered(attempt))
 
 
 class BlobReplica:

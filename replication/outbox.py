@@ -1,8 +1,8 @@
 """The transactional outbox: what still has to reach each target.
 
 :class:`OutboxHook` is an index event hook: for every event of a committed op
-(``vault_put``, ``vault_delete``, ``chunk_put``, ``chunk_delete``,
-``object_put``, ``object_delete``) it writes one entry per matching target in
+that travels (:data:`vault.meta.outbox.REPLICATED`: vault, chunk and object
+puts and deletes) it writes one entry per matching target in
 the *same* RocksDB batch as the change itself, so a change is never committed
 without its entries, across crashes and restarts.
 
@@ -17,8 +17,9 @@ from dataclasses import dataclass
 from typing import Callable
 
 from vault.config import TargetConfig
-from vault.meta import Index, ObjectMeta, Txn
-from vault.meta.outbox import next_seq, target_id, write_entry
+from vault.events import ChunkDeleted, ChunkPut, Event, ObjectPut, VaultPut
+from vault.meta import Index, ObjectMeta, Txn, VaultRec
+from vault.meta.outbox import REPLICATED, Replicated, next_seq, target_id, write_entry
 
 
 @dataclass
@@ -37,7 +38,7 @@ class OutboxHook:
     restore registers each chunk in :attr:`from_target` before storing it
     (``(tid, vid, chunk id)``: that target holds that chunk, so a put of it,
     by the restore or by anyone, needs no entry for it), and tags its object
-    puts with the target's name (a fifth event element ``("restored", name)``).
+    puts with the target's name (:attr:`vault.events.ObjectPut.restored_from`).
     """
 
     def __init__(self, targets: list[TargetConfig], index: Index,
@@ -61,28 +62,30 @@ class OutboxHook:
             self._names[vid] = name
         return name
 
-    def __call__(self, txn: Txn, event: tuple) -> None:
-        kind = event[0]
-        if kind not in ("vault_put", "vault_delete", "chunk_put", "chunk_delete", "object_put", "object_delete"):
+    def _vault(self, txn: Txn, event: Replicated) -> tuple[int, str | None]:
+        rec = event.rec
+        if rec is None:  # a chunk of a deleted vault
+            assert isinstance(event, ChunkDeleted)
+            return event.vid, self.vault_name(txn, event.vid)
+        self._names[rec.vid] = rec.name
+        return rec.vid, rec.name
+
+    def __call__(self, txn: Txn, event: Event) -> None:
+        if not isinstance(event, REPLICATED):
             return
-        rec = event[1]
-        if isinstance(rec, int):
-            vid, name = rec, self.vault_name(txn, rec)
-            if name is None:  # a vault this server never named: nothing can address it
-                return
-        else:
-            vid, name = rec.vid, rec.name
-            self._names[vid] = name
+        vid, name = self._vault(txn, event)
+        if name is None:  # a vault this server never named: nothing can address it
+            return
         slots = [s for s in self.slots if s.cfg.matches(name)]
-        if kind == "chunk_put" and self.from_target:
-            slots = [s for s in slots if (s.tid, vid, event[2]) not in self.from_target]
-        elif kind == "object_put" and len(event) > 4:
-            slots = [s for s in slots if event[4] != ("restored", s.cfg.name)]
+        if isinstance(event, ChunkPut) and self.from_target:
+            slots = [s for s in slots if (s.tid, vid, event.digest) not in self.from_target]
+        elif isinstance(event, ObjectPut) and event.restored_from:
+            slots = [s for s in slots if s.cfg.name != event.restored_from]
         if not slots:
             return
         seq = next_seq(txn)
         for s in slots:
-            write_entry(txn, s.tid, s.cfg.delete_delay_seconds, seq, kind, vid, name, event)
+            write_entry(txn, s.tid, s.cfg.delete_delay_seconds, seq, vid, name, event)
         if self.wake is not None:
             wake, tids = self.wake, [s.tid for s in slots]
             txn.after.append(lambda: [wake(t) for t in tids])
@@ -91,46 +94,46 @@ class OutboxHook:
 # -- seeding: a target added to a server that already holds data ----------------
 
 
-def seed_vault_op(slot: TargetSlot, name: str) -> Callable[[Txn], int | None]:
-    """Enqueue the vault's configuration; returns its vid (None if it is gone)."""
-    def op(txn: Txn) -> int | None:
+def seed_vault_op(slot: TargetSlot, name: str) -> Callable[[Txn], VaultRec | None]:
+    """Enqueue the vault's configuration; returns its record (None if it is gone)."""
+    def op(txn: Txn) -> VaultRec | None:
         rec = txn.vault(name)
         if rec is None:
             return None
-        _write(txn, slot, "vault_put", rec.vid, name, ("vault_put", rec))
-        return rec.vid
+        _write(txn, slot, rec, VaultPut(rec))
+        return rec
 
     return op
 
 
-def seed_chunks_op(slot: TargetSlot, name: str, vid: int, digests: list[bytes]) -> Callable[[Txn], int]:
+def seed_chunks_op(slot: TargetSlot, rec: VaultRec, digests: list[bytes]) -> Callable[[Txn], int]:
     def op(txn: Txn) -> int:
         n = 0
         for d in digests:
-            meta = txn.chunk(vid, d)
+            meta = txn.chunk(rec.vid, d)
             if meta is None:
                 continue
-            _write(txn, slot, "chunk_put", vid, name, ("chunk_put", None, d, meta.length))
+            _write(txn, slot, rec, ChunkPut(rec, d, meta.length))
             n += 1
         return n
 
     return op
 
 
-def seed_objects_op(slot: TargetSlot, name: str, vid: int, keys: list[str]) -> Callable[[Txn], int]:
+def seed_objects_op(slot: TargetSlot, rec: VaultRec, keys: list[str]) -> Callable[[Txn], int]:
     def op(txn: Txn) -> int:
         n = 0
         for k in keys:
-            raw = txn.object_packed(vid, k)
+            raw = txn.object_packed(rec.vid, k)
             if raw is None:
                 continue
-            _write(txn, slot, "object_put", vid, name, ("object_put", None, k, ObjectMeta.unpack(raw)))
+            _write(txn, slot, rec, ObjectPut(rec, k, ObjectMeta.unpack(raw)))
             n += 1
         return n
 
     return op
 
 
-def _write(txn: Txn, slot: TargetSlot, kind: str, vid: int, name: str, event: tuple) -> None:
+def _write(txn: Txn, slot: TargetSlot, rec: VaultRec, event: Replicated) -> None:
     """One entry of a seeded event, in sequence after every committed one."""
-    write_entry(txn, slot.tid, slot.cfg.delete_delay_seconds, next_seq(txn), kind, vid, name, event)
+    write_entry(txn, slot.tid, slot.cfg.delete_delay_seconds, next_seq(txn), rec.vid, rec.name, event)

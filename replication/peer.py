@@ -33,12 +33,15 @@ import aiohttp
 from yarl import URL
 
 from vault.config import TargetConfig
+from vault.workers import Backoff
 
 from .target import ChunkLoader, LayoutError, Manifest, Skip, TargetError
 
 log = logging.getLogger("objvault.replication")
 
 ATTEMPTS = 3
+REQUEST_RETRY = Backoff(base=0.2, factor=3.0, cap=10.0)
+"""Between attempts of one request; the outbox worker retries behind that."""
 KNOWN_MAX = 1_000_000
 
 
@@ -77,7 +80,6 @@ class PeerReplica:
                    ) -> tuple[int, Any, bytes]:
         """One request, retried on transport errors and 5xx; returns (status, json-or-None, raw)."""
         s = await self._http()
-        delay = 0.2
         last: Exception | None = None
         for attempt in range(ATTEMPTS):
             try:
@@ -101,8 +103,7 @@ class PeerReplica:
             except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as e:
                 last = TargetError(f"target {self.name!r}: {method} {path}: {type(e).__name__}: {e}")
             if attempt < ATTEMPTS - 1:
-                await asyncio.sleep(delay)
-                delay *= 3
+                await asyncio.sleep(REQUEST_RETRY.delay(attempt))
         assert last is not None
         raise last
 

@@ -16,6 +16,9 @@ restored: a chunk nobody references is garbage on the replica too.
 An object that cannot be restored (a chunk missing on the target, or bad
 there) is reported in ``error`` and the rest is restored; the state is then
 ``failed``.
+
+A restore is a pass of the on-demand job ``restore`` of the shared runner
+(listed by ``GET /v1/admin/jobs``, cancelled with the others at shutdown).
 """
 
 from __future__ import annotations
@@ -25,19 +28,23 @@ import hashlib
 import json
 import logging
 import time
-from typing import Any
+from functools import partial
 
 from vault import errors as E
+from vault.body import Body
 from vault.meta import ObjectMeta, Txn, VaultRec
 from vault.meta.outbox import target_id
 from vault.meta.schema import restoring_key
-from vault.body import Body
+from vault.names import vault_name
 from vault.policy import Principal
-from vault.services import VaultSettings
+from vault.services import Services, VaultSettings
 from vault.services.objects import write_object
 from vault.services.vaults import live_vault
+from vault.workers import Job, Runner
 
+from .outbox import OutboxHook
 from .target import Manifest, Replica
+from .worker import Context
 
 log = logging.getLogger("objvault.restore")
 
@@ -51,19 +58,24 @@ def restore_object_op(rec: VaultRec, m: Manifest, source: str = ""):
 
     def op(txn: Txn) -> ObjectMeta:
         live_vault(txn, rec)
-        extra = (("restored", source),) if source else ()
         return write_object(txn, rec, m.key, list(m.chunks), m.meta, m.created or txn.now,
-                            txn.object_packed(rec.vid, m.key), *extra)
+                            txn.object_packed(rec.vid, m.key), source)
 
     return op
 
 
-class Restorer:
+class Restorer(Job):
     """One restore at a time per server; progress in :attr:`state`."""
 
-    def __init__(self, ctx: Any, replicas: dict[str, Replica], hook: Any = None) -> None:
+    name = "restore"
+
+    def __init__(self, ctx: Context, services: Services, replicas: dict[str, Replica], runner: Runner,
+                 hook: OutboxHook | None = None) -> None:
+        super().__init__()
         self.ctx = ctx
+        self.services = services
         self.replicas = replicas
+        self.runner = runner
         self.hook = hook  # the outbox hook: what came from a target is not sent back to it
         self.state: dict = {"state": "idle", "vault": None, "from": None, "chunks": 0, "objects": 0,
                             "objects_total": None, "bytes": 0, "error": None}
@@ -72,9 +84,12 @@ class Restorer:
     def status(self) -> dict:
         return dict(self.state)
 
+    async def run_once(self) -> dict:
+        """Nothing to restore unless asked (:meth:`start`)."""
+        return self.status()
+
     def start(self, vault: str, target: str) -> dict:
         """Validate and start; raises a :class:`vault.errors.VaultError` the API reports."""
-        from vault.names import vault_name
         vault_name(vault)
         replica = self.replicas.get(target)
         if replica is None:
@@ -89,23 +104,12 @@ class Restorer:
         self.state = {"state": "running", "vault": vault, "from": target, "chunks": 0, "objects": 0,
                       "objects_total": None, "bytes": 0, "error": None, "started": time.time(),
                       "finished": None}
-        self._task = asyncio.ensure_future(self._run(vault, target, replica))
+        self._task = asyncio.ensure_future(self.runner.run_now(self.name, partial(self._run, vault, target, replica)))
+        # Failures are in the state (and logged); a cancelled one as well.
+        self._task.add_done_callback(lambda t: t.cancelled() or t.exception())
         return self.status()
 
-    async def wait(self) -> dict:
-        if self._task is not None:
-            await asyncio.shield(self._task)
-        return self.status()
-
-    async def stop(self) -> None:
-        if self._task is not None and not self._task.done():
-            self._task.cancel()
-            try:
-                await self._task
-            except (asyncio.CancelledError, Exception):
-                pass
-
-    async def _run(self, vault: str, target: str, replica: Replica) -> None:
+    async def _run(self, vault: str, target: str, replica: Replica) -> dict:
         st = self.state
         try:
             problems = await self._restore(vault, target, replica)
@@ -123,9 +127,10 @@ class Restorer:
         finally:
             st["finished"] = time.time()
             log.info("restore finished", extra={k: v for k, v in st.items()})
+        return {k: st[k] for k in ("vault", "from", "state", "chunks", "objects", "bytes")}
 
     async def _restore(self, vault: str, target: str, replica: Replica) -> list[str]:
-        svc, idx, st = self.ctx.services, self.ctx.index, self.state
+        svc, idx, st = self.services, self.ctx.index, self.state
         await replica.open()
         doc = await replica.get_vault(vault)
         if doc is None:
@@ -138,8 +143,7 @@ class Restorer:
             rec = await svc.vaults.create(vault, VaultSettings(), ADMIN)
         handles = await replica.object_handles(vault)
         st["objects_total"] = len(handles)
-        concurrency = max(1, getattr(replica, "concurrency", 8))
-        chunk_sem = asyncio.Semaphore(concurrency)
+        chunk_sem = asyncio.Semaphore(max(1, replica.concurrency))
         fetching: dict[bytes, asyncio.Future] = {}
         problems: list[str] = []
         loop = asyncio.get_running_loop()

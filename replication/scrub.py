@@ -19,7 +19,7 @@ verification instead of serving it.
 
 :class:`Scrubber` is the periodic pass (``[scrub] interval_seconds``): it reads
 every indexed chunk, in segment order page by page, at
-``rate_bytes_per_second`` at most (a token bucket; 0 = unthrottled), checks
+``rate_bytes_per_second`` at most (the shared :class:`vault.workers.Throttle`; 0 = unthrottled), checks
 the block checksums and the full SHA-256, and heals what fails.
 """
 
@@ -31,16 +31,16 @@ import json
 import logging
 import time
 from itertools import islice
-from typing import Any
 
 from vault import errors as E
+from vault.config import TargetConfig
 from vault.meta import ChunkMeta, ObjectMeta, Txn, VaultRec
 from vault.meta.schema import (QUARANTINE, SCRUB_EPOCH, SCRUB_LAST_PASS, chunk_digest, chunk_key, quarantine_chunk,
                                quarantine_key, vid_of)
 from vault.timefmt import iso
 from vault.store import Location, block_sums, nblocks
 
-from vault.workers import Job
+from vault.workers import Job, Throttle
 
 from .target import Replica
 from .worker import Context
@@ -49,6 +49,9 @@ log = logging.getLogger("objvault.scrub")
 
 PAGE = 2048
 OBJECTS_LISTED = 100
+
+
+READ_HEAL_SECONDS = 30.0
 
 
 def check_chunk(store, meta: ChunkMeta, digest: bytes, what: str) -> str:
@@ -66,7 +69,7 @@ def check_chunk(store, meta: ChunkMeta, digest: bytes, what: str) -> str:
 class Healer:
     """Repairs corrupt chunks from the targets; see the module docstring."""
 
-    def __init__(self, ctx: Context, replicas: list[tuple[Any, Replica]]) -> None:
+    def __init__(self, ctx: Context, replicas: list[tuple[TargetConfig, Replica]]) -> None:
         self.ctx = ctx
         self.replicas = replicas  # (TargetConfig, Replica)
         self.healed = 0
@@ -94,6 +97,17 @@ class Healer:
             raise
         finally:
             self._busy.pop(k, None)
+
+    async def heal_for_read(self, rec: VaultRec, digest: bytes, meta: ChunkMeta) -> bool:
+        """The GET path's corruption handler: repair before answering, but answer
+        (500 chunk_corrupt) after :data:`READ_HEAL_SECONDS` if the targets are slow;
+        the repair itself carries on."""
+        try:
+            return await asyncio.wait_for(asyncio.shield(self.heal(rec, digest, meta)), READ_HEAL_SECONDS)
+        except asyncio.TimeoutError:
+            log.warning("repair still running, answering the read with an error",
+                        extra={"vault": rec.name, "chunk": digest.hex()})
+            return False
 
     async def _heal(self, rec: VaultRec, digest: bytes, meta: ChunkMeta, reason: str) -> bool:
         ctx = self.ctx
@@ -242,25 +256,6 @@ def _unmark(txn: Txn, vid: int, digest: bytes) -> None:
     txn.delete_marker(quarantine_key(vid, digest))
 
 
-class TokenBucket:
-    """``rate`` bytes per second (0 = unlimited); a large take runs into debt and sleeps it off."""
-
-    def __init__(self, rate: int) -> None:
-        self.rate = rate
-        self.tokens = float(rate)
-        self.t = time.monotonic()
-
-    async def take(self, n: int) -> None:
-        if self.rate <= 0:
-            return
-        now = time.monotonic()
-        self.tokens = min(float(self.rate), self.tokens + (now - self.t) * self.rate)
-        self.t = now
-        self.tokens -= n
-        if self.tokens < 0:
-            await asyncio.sleep(-self.tokens / self.rate)
-
-
 class Scrubber(Job):
     """The scrub pass (a :class:`vault.workers.Job`); see the module docstring."""
 
@@ -303,7 +298,7 @@ class Scrubber(Job):
     async def _pass(self) -> dict:
         p = self.progress = {"started": time.time(), "chunks": 0, "bytes": 0, "corrupt": 0, "healed": 0,
                              "damaged": 0}
-        bucket = TokenBucket(self.rate)
+        throttle = Throttle(self.rate)
         sem = asyncio.Semaphore(self.THREADS)
         loop = asyncio.get_running_loop()
         store, idx = self.ctx.store, self.ctx.index
@@ -317,7 +312,7 @@ class Scrubber(Job):
 
             async def one(k: bytes, meta: ChunkMeta) -> None:
                 async with sem:
-                    await bucket.take(meta.length)
+                    await throttle.take(meta.length)
                     vid, digest = vid_of(k), chunk_digest(k)
                     what = f"chunk {digest.hex()}"
                     verdict = await loop.run_in_executor(None, check_chunk, store, meta, digest, what)

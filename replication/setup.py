@@ -1,14 +1,10 @@
-"""Wiring: the outbox hook, one worker per target, healing, scrub, restore,
-checkpoints, the admin routes and the gauges. Imported by
-``vault.app._load_extensions``; registers itself in ``STARTUP`` and ``ROUTES``.
+"""Replication inside one server: the outbox hook, and the jobs of the shared
+runner (:mod:`vault.workers`) — per target a worker and a seeder, index
+checkpoints to bucket targets, scrub and restore — and their gauges.
 
-Admin routes (admin token):
-
-``GET  /v1/admin/replication``  lag per target
-``POST /v1/admin/restore``      ``{"vault", "from"}`` → 202, rebuilds the vault from that target
-``GET  /v1/admin/restore``      progress of the last restore
-``POST /v1/admin/scrub``        → 202, starts a scrub pass
-``GET  /v1/admin/scrub``        progress, last pass, damaged chunks
+Built by the composition root (:mod:`vault.app`) after the services, with the
+replica clients and the healer it built before the services; its admin routes
+are in :mod:`vault.admin_http`.
 """
 
 from __future__ import annotations
@@ -16,89 +12,74 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from typing import Any
 
-from aiohttp import web
-
-from vault import errors as E
-from vault import http
-from vault.app import ROUTES, STARTUP
+from vault.config import Config
+from vault.meta import Index
 from vault.meta.outbox import forget_targets_op
 from vault.metrics import gauge
-from vault.workers import runner_of
+from vault.services import Services
+from vault.store import Store
+from vault.workers import Runner
 
 from .checkpoint import Checkpointer
 from .outbox import OutboxHook
 from .restore import Restorer
 from .scrub import Healer, Scrubber
-from .target import open_target
-from .worker import Context, TargetWorker
+from .target import CheckpointStore, Replica
+from .worker import Context, Seeder, TargetWorker
 
 log = logging.getLogger("objvault.replication")
-
-KEY = "replication"
-READ_HEAL_SECONDS = 30.0
 
 
 class Replication:
     """Everything replication runs inside one server."""
 
-    def __init__(self, vault: Any, app: web.Application) -> None:
-        self.vault = vault
-        self.runner = runner_of(app)
-        self.ctx = Context(vault)
+    def __init__(self, cfg: Config, index: Index, store: Store, services: Services,
+                 replicas: dict[str, Replica], healer: Healer, runner: Runner) -> None:
+        targets = cfg.replication_targets
+        self.cfg = cfg
+        self.index = index
+        self.replicas = replicas
+        self.healer = healer
+        self.runner = runner
+        self.ctx = Context(cfg, index, store, heal=healer.heal)
         self.loop = asyncio.get_running_loop()
-        targets = vault.cfg.replication_targets
-        # A bad key file or URL stops the server at start, naming the target.
-        self.replicas = {t.name: open_target(t) for t in targets}
-        self.workers = {t.name: TargetWorker(self.ctx, t, self.replicas[t.name]) for t in targets}
+        self.workers = {t.name: TargetWorker(self.ctx, t, replicas[t.name]) for t in targets}
         self._by_tid = {w.tid: w for w in self.workers.values()}
         self._wake_lock = threading.Lock()
         self._wake_pending: set[bytes] = set()
-        self.hook = OutboxHook(targets, vault.index, wake=self._wake_threadsafe)
-        self.healer = Healer(self.ctx, [(t, self.replicas[t.name]) for t in targets])
-        self.ctx.heal = self.healer.heal
-        self.scrubber = Scrubber(self.ctx, self.healer)
-        self.restorer = Restorer(self.ctx, self.replicas, self.hook)
-        self.checkpointers = [Checkpointer(self.ctx, t, self.replicas[t.name]) for t in targets
-                              if t.kind != "objvault" and t.checkpoint_interval_seconds > 0]
-        self._tasks: list[asyncio.Task] = []
+        self.hook = OutboxHook(targets, index, wake=self._wake_threadsafe)
+        self.scrubber = Scrubber(self.ctx, healer)
+        self.restorer = Restorer(self.ctx, services, replicas, runner, self.hook)
+        self.checkpointers = [Checkpointer(self.ctx, t, r) for t in targets
+                              if isinstance(r := replicas[t.name], CheckpointStore)
+                              and t.checkpoint_interval_seconds > 0]
         self._scrub: asyncio.Task | None = None
 
-    def start(self) -> None:
-        self.vault.index.event_hooks.append(self.hook)
-        self.vault.services.chunks.healer = self.heal_for_read
-        self.vault.metrics.add_callback(self.gauges)
+    async def start(self) -> None:
+        """Hook into the index and hand the jobs to the runner (before it starts)."""
+        # Before any job can commit a change: every change from here on has its entries.
+        self.index.event_hooks.append(self.hook)
+        await self._forget_old_targets()
         for w in self.workers.values():
-            self._tasks.append(asyncio.ensure_future(w.run_forever()))
-        self._tasks.append(asyncio.ensure_future(self._forget_old_targets()))
-        # Scrub and checkpoints are periodic passes: the shared runner schedules
-        # them (interval, jitter, backoff); the next one is due counting from the
-        # last one recorded in the index, so restarts do not postpone them.
+            self.runner.add(w, TargetWorker.INTERVAL_SECONDS, first_delay=0)
+            self.runner.add(Seeder(w), Seeder.INTERVAL_SECONDS, first_delay=0)
+        # The next checkpoint or scrub is due counting from the last one recorded
+        # in the index, so restarts do not postpone them.
         for c in self.checkpointers:
             self.runner.add(c, c.cfg.checkpoint_interval_seconds, first_delay=c.first_delay())
         self.runner.add(self.scrubber, self.scrubber.interval,
                         first_delay=self.scrubber.first_delay() if self.scrubber.interval > 0 else None)
+        self.runner.add(self.restorer, 0)  # on demand only
         log.info("replication started", extra={"targets": [f"{t.name} ({t.kind} {t.url})"
-                                                           for t in self.vault.cfg.replication_targets]})
-
-    async def heal_for_read(self, rec, digest: bytes, meta) -> bool:
-        """The GET path's corruption handler: repair before answering, but answer
-        (500 chunk_corrupt) after :data:`READ_HEAL_SECONDS` if the targets are slow;
-        the repair itself carries on."""
-        try:
-            return await asyncio.wait_for(asyncio.shield(self.healer.heal(rec, digest, meta)), READ_HEAL_SECONDS)
-        except asyncio.TimeoutError:
-            log.warning("repair still running, answering the read with an error",
-                        extra={"vault": rec.name, "chunk": digest.hex()})
-            return False
+                                                           for t in self.cfg.replication_targets]})
 
     async def _forget_old_targets(self) -> None:
         """Drop outbox records of targets removed from the configuration."""
         keep = set(self._by_tid)
         total = 0
         while True:
-            n = await self.vault.index.run(forget_targets_op(keep))
+            n = await self.index.run(forget_targets_op(keep))
             total += n
             if n == 0:
                 break
@@ -129,27 +110,20 @@ class Replication:
         if self.scrubber.state == "running" or (self._scrub is not None and not self._scrub.done()):
             return False
         self._scrub = asyncio.ensure_future(self.runner.run_now(self.scrubber.name))
-        # Failures are logged and counted by the runner. A finished pass
-        # leaves the task list, or every pass asked for would stay in it.
+        # Failures are logged and counted by the runner; cancelled at its stop.
         self._scrub.add_done_callback(lambda t: t.cancelled() or t.exception())
-        self._scrub.add_done_callback(self._tasks.remove)
-        self._tasks.append(self._scrub)
         return True
 
     async def stop(self) -> None:
-        tasks = list(self._tasks)
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        """Once the runner has stopped: confirm what was sent, close the clients, unhook."""
         await asyncio.gather(*(w.stop() for w in self.workers.values()), return_exceptions=True)
-        await self.restorer.stop()
         for r in self.replicas.values():
             try:
                 await r.close()
             except Exception:
                 pass
         try:
-            self.vault.index.event_hooks.remove(self.hook)
+            self.index.event_hooks.remove(self.hook)
         except ValueError:
             pass
 
@@ -183,72 +157,3 @@ class Replication:
         last = self.scrubber.last or {}
         yield gauge("objvault_scrub_last_pass_bytes", "Bytes checked by the last scrub pass", [],
                     [([], float(last.get("bytes", 0)))])
-
-
-def _repl(request: web.Request) -> Replication:
-    repl = request.app[http.STATE].get(KEY)
-    if repl is None:
-        raise E.Unavailable("replication is starting")
-    return repl
-
-
-def _json(data: Any, status: int = 200) -> web.Response:
-    return web.json_response(data, status=status)
-
-
-async def replication_status(request: web.Request) -> web.Response:
-    http.require_admin(request)
-    return _json(_repl(request).status())
-
-
-async def restore_start(request: web.Request) -> web.Response:
-    http.require_admin(request)
-    body = await http.read_json_object(request)
-    unknown = set(body) - {"vault", "from"}
-    if unknown:
-        raise E.BadRequest(f"unknown field(s): {', '.join(sorted(unknown))}")
-    vault, target = body.get("vault"), body.get("from")
-    if not isinstance(vault, str) or not isinstance(target, str):
-        raise E.BadRequest("'vault' and 'from' (a target name) are required")
-    return _json(_repl(request).restorer.start(vault, target), status=202)
-
-
-async def restore_status(request: web.Request) -> web.Response:
-    http.require_admin(request)
-    return _json(_repl(request).restorer.status())
-
-
-async def scrub_start(request: web.Request) -> web.Response:
-    http.require_admin(request)
-    repl = _repl(request)
-    repl.start_scrub()
-    return _json(repl.scrubber.status(), status=202)
-
-
-async def scrub_status(request: web.Request) -> web.Response:
-    http.require_admin(request)
-    return _json(_repl(request).scrubber.status())
-
-
-def add_routes(app: web.Application) -> None:
-    r = app.router
-    r.add_get("/v1/admin/replication", replication_status)
-    r.add_post("/v1/admin/restore", restore_start, expect_handler=http.expect_continue)
-    r.add_get("/v1/admin/restore", restore_status)
-    r.add_post("/v1/admin/scrub", scrub_start, expect_handler=http.expect_continue)
-    r.add_get("/v1/admin/scrub", scrub_status)
-
-
-def start(vault: Any, app: web.Application) -> None:
-    repl = Replication(vault, app)
-    repl.start()
-    app[http.STATE][KEY] = repl
-    vault.stoppers.append(repl.stop)
-
-
-# First in STARTUP: the outbox hook must be in place before any other
-# start-up job can commit a change.
-if start not in STARTUP:
-    STARTUP.insert(0, start)
-if add_routes not in ROUTES:
-    ROUTES.append(add_routes)

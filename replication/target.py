@@ -5,7 +5,9 @@ chunks (by id) and its objects (manifests). Three implementations sit beside
 it: :mod:`replication.s3` (S3-compatible buckets, GCS and Azure through
 obstore), :mod:`replication.local` (a directory) — both use the blob layout of
 :mod:`replication.layout` — and :mod:`replication.peer` (another objvault
-over its HTTP API).
+over its HTTP API). They import this module, never the reverse; which kind
+is built by which of them is :mod:`replication.registry`. A replica that also
+keeps index checkpoints (the blob layout) is a :class:`CheckpointStore`.
 
 Every method may raise :class:`TargetError` (or any exception of the
 transport); callers retry with backoff. Every write is idempotent, so a retry
@@ -17,11 +19,10 @@ from __future__ import annotations
 import base64
 import json
 from dataclasses import dataclass
-from typing import Awaitable, Callable, Iterable, Protocol
+from pathlib import Path
+from typing import Awaitable, Callable, Iterable, Protocol, runtime_checkable
 
 import zstandard
-
-from vault.config import TargetConfig
 
 
 class TargetError(Exception):
@@ -75,6 +76,8 @@ class Replica(Protocol):
     kind: str
     chunk_batch: int
     """How many chunk puts of one vault :meth:`prepare` may look at in one call."""
+    concurrency: int
+    """Requests the target is meant to take at once (the configured ``concurrency``)."""
 
     async def open(self) -> None:
         """Check (or create) the replica's marker; raise :class:`LayoutError` on a mismatch."""
@@ -116,30 +119,27 @@ class Replica(Protocol):
 
     async def get_object(self, vault: str, handle: str) -> Manifest | None: ...
 
-    async def purge_vault(self, vault: str, keep_object: Callable[[str], bool],
+    async def purge_vault(self, vault: str, keep_object: Callable[[str], bool] | None,
                           keep_chunks: Callable[[], Iterable[bytes]] | None) -> None:
         """Delete a vault's objects (except those ``keep_object(key)`` keeps), then its
-        chunks (except ``keep_chunks()``); with ``keep_chunks`` None the vault is gone
-        on the primary and its configuration goes too."""
+        chunks (except ``keep_chunks()``); with both None the vault is gone on the
+        primary and its configuration goes too."""
 
 
-def open_target(cfg: TargetConfig) -> Replica:
-    """Build the replica client for one configured target (no network I/O yet)."""
-    from .crypto import Sealer, load_key
+@runtime_checkable
+class CheckpointStore(Protocol):
+    """A replica that also keeps index checkpoints (``checkpoints/<stamp>.tar.zst``)."""
 
-    key = load_key(cfg.encryption_key_file) if cfg.encryption_key_file else None
-    if cfg.kind == "objvault":
-        if key is not None:
-            raise TargetError(f"target {cfg.name!r}: encryption_key_file applies to bucket targets, "
-                              "not to an objvault peer")
-        from .peer import PeerReplica
-        return PeerReplica(cfg)
-    if cfg.kind == "local":
-        from .local import local_store
-        store = local_store(cfg)
-    else:
-        from .s3 import object_store
-        store = object_store(cfg)
-    from .layout import BlobReplica
-    return BlobReplica(cfg, store, Sealer(key))
+    async def check_marker(self) -> None:
+        """Check the replica's marker without writing one; raise :class:`LayoutError` on a mismatch."""
 
+    def checkpoint_path(self, stamp: str) -> str: ...
+
+    async def put_checkpoint(self, stamp: str, tarball: Path) -> str:
+        """Upload (sealed) and return its path; older checkpoints beyond the kept number go."""
+
+    async def checkpoint_sizes(self) -> dict[str, int]:
+        """Every file under ``checkpoints/`` with its size."""
+
+    async def get_checkpoint(self, path: str, dest: Path) -> None:
+        """Download (and unseal) one checkpoint into ``dest``."""

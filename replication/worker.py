@@ -1,11 +1,15 @@
 """Drains one target's outbox: bounded concurrency, ordering, retries forever.
 
-One :class:`TargetWorker` per configured target. :meth:`TargetWorker.run_once`
-is one bounded pass: it loads entries (puts at once, deletes once due), sends
-every entry it may send with at most ``concurrency`` requests in flight, and
-returns when nothing more can be sent now (the queue is empty, the rest waits
-for its turn, its delay or a backoff). :meth:`run_forever` repeats it,
-sleeping until new entries arrive, a delete falls due or a backoff ends.
+One :class:`TargetWorker` per configured target, a job of the shared runner
+(:mod:`vault.workers`). :meth:`TargetWorker.run_once` is one bounded pass: it
+loads entries (puts at once, deletes once due), sends every entry it may send
+with at most ``concurrency`` requests in flight, and returns when nothing more
+can be sent now (the queue is empty, the rest waits for its turn, its delay or
+a backoff). Between passes the runner waits in :meth:`TargetWorker.wait_for_work`,
+which returns when new entries arrive, a delete falls due or a backoff ends.
+A target that cannot be opened fails the pass: the runner backs off.
+:class:`Seeder`, a second job per target, enqueues what the index held
+before the target was configured.
 
 Ordering rules (what keeps the replica consistent though entries run in
 parallel):
@@ -20,9 +24,9 @@ parallel):
   replicated object ever points at a chunk the replica no longer holds.
 
 Nothing is dropped: a failed entry stays in the outbox and is retried with
-exponential backoff and jitter, forever; an entry leaves the outbox (through
-the committer) only once the target has confirmed it, or once it no longer
-applies because what it names is gone locally (:class:`Skip`).
+exponential backoff and jitter (:data:`RETRY`), forever; an entry leaves the
+outbox (through the committer) only once the target has confirmed it, or once
+it no longer applies because what it names is gone locally (:class:`Skip`).
 """
 
 from __future__ import annotations
@@ -31,37 +35,36 @@ import asyncio
 import hashlib
 import heapq
 import logging
-import random
 import time
+from dataclasses import dataclass
 from itertools import islice
-from typing import Any, Awaitable, Callable
+from typing import Awaitable, Callable, Iterator
 
 from vault import errors as E
-from vault.config import TargetConfig
-from vault.meta import ChunkMeta, VaultRec
+from vault.config import Config, TargetConfig
+from vault.meta import ChunkMeta, Index, VaultRec
 from vault.meta.outbox import (CHUNK_DELETE, CHUNK_PUT, DELQ, OBJECT_DELETE, OBJECT_PUT, PUTQ, VAULT_DELETE,
                                VAULT_PUT, Entry, first_entry, iter_queue, remove_op, seeded_key, outbox_stats,
                                target_id)
+from vault.store import Store
 from vault.timefmt import iso
+from vault.workers import Backoff, Job
 
 from .outbox import TargetSlot, seed_chunks_op, seed_objects_op, seed_vault_op
 from .target import Manifest, Replica, Skip, TargetError
 
 log = logging.getLogger("objvault.replication")
 
-BACKOFF_BASE = 0.5
-BACKOFF_CAP = 30.0
+RETRY = Backoff(base=0.5, factor=2.0, cap=30.0, jitter=0.5)
+"""Per entry, per target after failures in a row, and per failed pass."""
 WINDOW = 2048
 WINDOW_MANIFEST_BYTES = 64 << 20
 REMOVE_BATCH = 256
 REMOVE_DELAY = 0.2
 IDLE_WAKE = 30.0
+SEED_CHECK_SECONDS = 3600.0
 
-
-def backoff(level: int) -> float:
-    """Exponential backoff with full jitter in [d/2, d], d = min(cap, base * 2^level)."""
-    d = min(BACKOFF_CAP, BACKOFF_BASE * (2 ** min(level, 20)))
-    return d * (0.5 + random.random() / 2)
+Heal = Callable[[VaultRec, bytes, ChunkMeta], Awaitable[bool]]
 
 
 def _read_verified(store, meta: ChunkMeta, digest: bytes, what: str) -> bytes:
@@ -73,16 +76,15 @@ def _read_verified(store, meta: ChunkMeta, digest: bytes, what: str) -> bytes:
     return store.read(meta.seg_id, meta.offset, meta.length, 0, meta.length, what)
 
 
+@dataclass(frozen=True)
 class Context:
-    """What replication needs from the running vault: index, store, healing."""
+    """What replication needs from the running vault: config, index, store, and
+    the repair of a corrupt local chunk (None: reading it fails the entry)."""
 
-    def __init__(self, vault: Any) -> None:
-        self.vault = vault
-        self.cfg = vault.cfg
-        self.index = vault.index
-        self.store = vault.store
-        self.services = vault.services
-        self.heal: Callable[[VaultRec, bytes, ChunkMeta], Awaitable[bool]] | None = None
+    cfg: Config
+    index: Index
+    store: Store
+    heal: Heal | None = None
 
     def live(self, name: str) -> VaultRec | None:
         return self.index.vault(name)
@@ -97,7 +99,7 @@ class Context:
     def has_object(self, vid: int, key: str) -> bool:
         return self.index.object_packed(vid, key) is not None
 
-    def chunk_ids(self, vid: int):
+    def chunk_ids(self, vid: int) -> Iterator[bytes]:
         return self.index.chunk_digests(vid)
 
     async def load_chunk(self, vault: str, vid: int, digest: bytes) -> bytes | None:
@@ -128,10 +130,17 @@ class Context:
         raise TargetError(f"{what}: could not be read from the store")
 
 
-class TargetWorker:
+class TargetWorker(Job):
     """Sends one target's outbox entries; see the module docstring."""
 
+    backoff = RETRY
+    log_level = logging.DEBUG  # a pass per burst of writes
+    expected_errors = (OSError, TargetError)
+    INTERVAL_SECONDS = IDLE_WAKE
+
     def __init__(self, ctx: Context, cfg: TargetConfig, replica: Replica) -> None:
+        super().__init__()
+        self.name = f"replication:{cfg.name}"
         self.ctx = ctx
         self.cfg = cfg
         self.replica = replica
@@ -149,7 +158,7 @@ class TargetWorker:
         self.attempts: dict[int, int] = {}
         self.level = 0
         self.consecutive_failures = 0
-        self.paused_until = 0.0
+        self.paused_until = 0.0  # after failures of several entries in a row
         self.opened = False
         self.last_error: str | None = None
         self.last_error_at: float | None = None
@@ -163,7 +172,6 @@ class TargetWorker:
         self._flush_timer: asyncio.TimerHandle | None = None
         self._wake = asyncio.Event()
         self._stopping = False
-        self._seeder: asyncio.Task | None = None
 
     # -- wake-ups --------------------------------------------------------------------
 
@@ -175,16 +183,14 @@ class TargetWorker:
     # -- one pass ----------------------------------------------------------------------
 
     async def run_once(self) -> dict:
-        """Send what can be sent now; return counters of this pass."""
+        """Send what can be sent now; return counters of this pass.
+
+        Raises :class:`TargetError` when the target cannot be opened."""
         stats = {"sent": 0, "skipped": 0, "failed": 0, "bytes": 0}
+        if self._stopping:
+            return stats
         if not self.opened:
-            try:
-                await self.replica.open()
-                self.opened = True
-            except Exception as e:
-                self._failed_target(e)
-                stats["failed"] += 1
-                return stats
+            await self._open()
         self.put_exhausted = False  # a pass always looks for new entries
         waker: asyncio.Task | None = None
         try:
@@ -213,40 +219,33 @@ class TargetWorker:
                 self.last_error = None
         return stats
 
-    async def run_forever(self) -> None:
-        """``run_once`` in a loop; a failed pass logs, backs off and carries on."""
-        self._seeder = asyncio.ensure_future(self._seed_loop())
-        while not self._stopping:
-            try:
-                await self.run_once()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("replication pass failed", extra={"target": self.cfg.name})
-                self.level += 1
-                self.paused_until = time.time() + backoff(self.level)
-            await self._sleep()
+    async def _open(self) -> None:
+        try:
+            await self.replica.open()
+        except Exception as e:
+            msg = f"target {self.cfg.name!r}: {e}"
+            self._record_error(msg)
+            raise TargetError(msg) from None
+        self.opened = True
 
-    async def _sleep(self) -> None:
+    async def wait_for_work(self, timeout: float) -> None:
+        """Until new entries arrive, a delete or a retry falls due, or ``timeout``."""
         now = time.time()
-        wait = IDLE_WAKE
+        wait = timeout
         if self.next_due is not None:
             wait = min(wait, max(0.0, self.next_due - now) + 0.01)
         if self.paused_until > now:
             wait = min(wait, self.paused_until - now)
         if self.not_before:
             wait = min(wait, max(0.0, min(self.not_before.values()) - now))
-        if not self.opened:
-            wait = min(wait, max(0.05, self.paused_until - now))
         try:
             await asyncio.wait_for(self._wake.wait(), timeout=max(0.01, wait))
         except asyncio.TimeoutError:
             pass
 
     async def stop(self) -> None:
+        """After the runner stopped: cancel sends in flight, record what was confirmed."""
         self._stopping = True
-        if self._seeder is not None:
-            self._seeder.cancel()
         for t in list(self.inflight):
             t.cancel()
         if self.inflight:
@@ -377,7 +376,7 @@ class TargetWorker:
         self.failures += 1
         n = self.attempts.get(e.seq, 0) + 1
         self.attempts[e.seq] = n
-        self.not_before[e.seq] = time.time() + backoff(n)
+        self.not_before[e.seq] = time.time() + RETRY.jittered(n)
         msg = f"{e.describe()}: {exc}"
         self._record_error(msg)
         if isinstance(exc, asyncio.CancelledError):
@@ -389,13 +388,7 @@ class TargetWorker:
         self.consecutive_failures += 1
         if self.consecutive_failures >= min(3, self.concurrency) and time.time() >= self.paused_until:
             self.level += 1
-            self.paused_until = time.time() + backoff(self.level)
-
-    def _failed_target(self, e: Exception) -> None:
-        self._record_error(f"target {self.cfg.name!r}: {e}")
-        log.warning("replication target unavailable", extra={"target": self.cfg.name, "error": str(e)})
-        self.level += 1
-        self.paused_until = time.time() + backoff(self.level)
+            self.paused_until = time.time() + RETRY.jittered(self.level)
 
     def _record_error(self, msg: str) -> None:
         self.last_error = msg
@@ -510,38 +503,25 @@ class TargetWorker:
         for name in names:
             if not self.cfg.matches(name):
                 continue
-            vid = await idx.run(seed_vault_op(self.slot, name))
-            if vid is None:
+            rec = await idx.run(seed_vault_op(self.slot, name))
+            if rec is None:
                 continue
-            for ids, make in ((idx.chunk_digests(vid), seed_chunks_op),
-                              ((k for k, _ in idx.objects(vid)), seed_objects_op)):
+            for ids, make in ((idx.chunk_digests(rec.vid), seed_chunks_op),
+                              ((k for k, _ in idx.objects(rec.vid)), seed_objects_op)):
                 page: list = []
                 for k in ids:
                     page.append(k)
                     if len(page) == 1000:
-                        n += await idx.run(make(self.slot, name, vid, page))
+                        n += await idx.run(make(self.slot, rec, page))
                         page = []
                         self.notify()
                 if page:
-                    n += await idx.run(make(self.slot, name, vid, page))
+                    n += await idx.run(make(self.slot, rec, page))
         await idx.run(lambda txn: txn.put_marker(seeded_key(self.tid), fp))
         if n:
             log.info("replication seeded", extra={"target": self.cfg.name, "entries": n})
         self.notify()
         return n
-
-    async def _seed_loop(self) -> None:
-        level = 0
-        while True:
-            try:
-                await self.seed()
-                return
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("seeding the replication target failed", extra={"target": self.cfg.name})
-                level += 1
-                await asyncio.sleep(backoff(level))
 
     # -- lag ---------------------------------------------------------------------------
 
@@ -571,3 +551,20 @@ class TargetWorker:
             "sent_bytes": self.sent_bytes,
             "encrypted": bool(self.cfg.encryption_key_file),
         }
+
+
+class Seeder(Job):
+    """Makes sure a target has been seeded (:meth:`TargetWorker.seed`): at start,
+    and again every :data:`SEED_CHECK_SECONDS` (a no-op once seeded); the runner
+    retries a failed seeding after :data:`RETRY`."""
+
+    backoff = RETRY
+    INTERVAL_SECONDS = SEED_CHECK_SECONDS
+
+    def __init__(self, worker: TargetWorker) -> None:
+        super().__init__()
+        self.name = f"replication-seed:{worker.cfg.name}"
+        self.worker = worker
+
+    async def run_once(self) -> dict:
+        return {"entries": await self.worker.seed()}

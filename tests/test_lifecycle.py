@@ -28,7 +28,7 @@ import pytest
 from tests.gchelpers import GC_ENV, check_index, recount
 from tests.server import OBJVAULT, Server, sha
 from vault.meta import Index
-from vault.workers import Job, Runner
+from vault.workers import Backoff, Job, Runner, Throttle
 
 
 # -- helpers ----------------------------------------------------------------------------
@@ -581,3 +581,81 @@ def test_usage_history_daily_snapshot_and_pruning(make_server):
     c = s.admin
     time.sleep(0.3)
     assert c.get("/v1/admin/usage", params={"date": today.isoformat()}).json()["vaults"][0]["objects"] == 1
+
+
+# -- the shared backoff and throttle ----------------------------------------------------
+
+
+def test_backoff_grows_by_its_factor_up_to_the_cap_and_jitter_only_shortens_it():
+    b = Backoff(base=0.5, factor=2.0, cap=30.0, jitter=0.5)
+    assert [b.delay(n) for n in range(8)] == [0.5, 1, 2, 4, 8, 16, 30, 30]
+    assert b.delay(10_000) == 30  # days of failures do not overflow
+    rng = random.Random(7)
+    for n in range(12):
+        d = b.jittered(n, rng)
+        assert b.delay(n) * 0.5 <= d <= b.delay(n)
+    assert Backoff().delay(3) == 1.5 ** 3 and Backoff(jitter=0.0).jittered(3) == 1.5 ** 3
+
+
+async def test_throttle_allows_one_second_of_burst_then_holds_the_rate():
+    now = [100.0]
+    t = Throttle(1000, clock=lambda: now[0])
+    assert t.debt(1000) == 0  # a full bucket: one second's worth at once
+    assert t.debt(500) == pytest.approx(0.5)  # beyond it: wait what the rate needs
+    now[0] += 3600  # idle for an hour: still at most one second of burst
+    assert t.debt(1000) == 0 and t.debt(1000) == pytest.approx(1.0)
+    now[0] += 1.0
+    assert t.debt(1000) == pytest.approx(1.0)  # the debt of the last take was paid by waiting
+    assert Throttle(0).debt(1 << 40) == 0  # 0: unlimited
+    fast = Throttle(1_000_000)
+    t0 = time.monotonic()
+    await fast.take(1_050_000)  # 5% beyond the bucket: a 50 ms wait
+    assert 0.03 < time.monotonic() - t0 < 1.0
+
+
+async def test_a_job_told_of_new_work_runs_before_its_interval_but_not_during_a_backoff():
+    class Woken(Job):
+        name = "woken"
+        backoff = Backoff(base=0.3, factor=1.0, cap=0.3)
+
+        def __init__(self):
+            super().__init__()
+            self.work = asyncio.Event()
+            self.times: list[float] = []
+            self.fail = False
+
+        async def run_once(self):
+            self.times.append(time.monotonic())
+            if self.fail:
+                raise RuntimeError("down")
+            return {}
+
+        async def wait_for_work(self, timeout):
+            try:
+                await asyncio.wait_for(self.work.wait(), timeout)
+            except asyncio.TimeoutError:
+                pass
+            self.work.clear()
+
+    async def passes(n: int) -> None:
+        deadline = time.monotonic() + 10
+        while len(job.times) < n:
+            assert time.monotonic() < deadline, job.times
+            await asyncio.sleep(0.01)
+
+    job = Woken()
+    runner = Runner(None)
+    runner.add(job, interval=3600, first_delay=0)
+    runner.start()
+    await passes(1)
+    job.work.set()
+    await passes(2)  # woken, an hour early
+    job.fail = True
+    job.work.set()
+    await passes(3)
+    job.work.set()  # new work during the backoff: it waits the backoff out (the job's own: 0.3 s)
+    await passes(4)
+    assert job.times[3] - job.times[2] >= 0.29
+    st = runner.status()[0]
+    assert st["consecutive_errors"] >= 1 and st["last_error"] == "RuntimeError: down" and st["state"] == {}
+    await runner.stop()

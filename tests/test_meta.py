@@ -9,6 +9,7 @@ import threading
 import pytest
 
 from vault import errors as E
+from vault.events import ChunkDeleted, ChunkPut, ObjectPut
 from vault.meta import (DELETABLE, PENDING, ChunkIds, ChunkMeta, Index, KeyRec, ObjectMeta, SegMeta, Usage,
                         VaultRec)
 from vault.meta.checkpoint import CheckpointError, read_checkpoint
@@ -314,15 +315,15 @@ def test_outbox_entries_queue_in_order_and_a_put_supersedes_a_pending_delete(ind
     vault = VaultRec("acme", 1, 0.0)
     d = os.urandom(32)
 
-    def emit(kind, *rest):
-        return lambda txn: write_entry(txn, tid, 60.0, next_seq(txn), kind, 1, "acme", (kind, vault, *rest))
+    def emit(event):
+        return lambda txn: write_entry(txn, tid, 60.0, next_seq(txn), 1, "acme", event)
 
-    index.run_sync(emit("chunk_put", d, 100))
-    index.run_sync(emit("chunk_delete", d))
+    index.run_sync(emit(ChunkPut(vault, d, 100)))
+    index.run_sync(emit(ChunkDeleted(1, d, vault)))
     assert outbox_stats(index, tid) == (2, 100, 1)
     dele = first_entry(index, tid, DELQ)
     assert dele.kind == CHUNK_DELETE and dele.digest == d and dele.due >= dele.t + 60.0
-    index.run_sync(emit("chunk_put", d, 100))  # the chunk is back: its delete no longer applies
+    index.run_sync(emit(ChunkPut(vault, d, 100)))  # the chunk is back: its delete no longer applies
     assert first_entry(index, tid, DELQ) is None
     puts = list(iter_queue(index, tid, PUTQ))
     assert [e.kind for e in puts] == [CHUNK_PUT, CHUNK_PUT] and puts[0].seq < puts[1].seq
@@ -338,7 +339,7 @@ def test_outbox_object_entries_carry_the_manifest_written_in_the_same_op(index):
 
     def op(txn):
         txn.put_object(1, "k", obj)
-        write_entry(txn, tid, 0.0, next_seq(txn), "object_put", 1, "acme", ("object_put", None, "k", obj))
+        write_entry(txn, tid, 0.0, next_seq(txn), 1, "acme", ObjectPut(VaultRec("acme", 1, 0.0), "k", obj))
     index.run_sync(op)
     entry = first_entry(index, tid, PUTQ)
     assert entry.kind == OBJECT_PUT and entry.okey == "k" and entry.obj == obj

@@ -226,3 +226,32 @@ def test_a_bad_target_configuration_stops_the_server_at_start(mkserver, s3bucket
                       config=s3_target(s3bucket, encryption_key_file=str(tmp_path / "short.key")))
     with pytest.raises(RuntimeError, match="32 raw bytes or 64 hex"):
         srv.start(timeout=15)
+
+
+# -- replication in the jobs API ----------------------------------------------------------
+
+
+def test_jobs_list_replication_per_target_with_its_state_errors_and_last_pass(mkserver, tmp_path):
+    """Each target's worker and seeder are jobs of the shared runner: a healthy
+    directory target and a peer that refuses connections, side by side."""
+    cfg = (f'[[replication.targets]]\nname = "nas"\nkind = "local"\nurl = "file://{tmp_path}/nas"\n'
+           '[[replication.targets]]\nname = "down"\nkind = "objvault"\nurl = "http://127.0.0.1:9"\ntoken = "t"\n')
+    srv = mkserver("primary", config=cfg)
+    srv.create_vault("acme")
+    upload(srv, "acme", blobs(3, 1000))
+    wait_drained(srv, "nas")
+    deadline = time.monotonic() + 30
+    while True:
+        jobs = {j["name"]: j for j in srv.admin.get("/v1/admin/jobs").json()["jobs"]}
+        nas, down = jobs["replication:nas"], jobs["replication:down"]
+        if nas["last_ok"] and down["consecutive_errors"] >= 1 and jobs["replication-seed:down"]["last_ok"]:
+            break
+        assert time.monotonic() < deadline, jobs
+        time.sleep(0.1)
+    assert nas["state"]["name"] == "nas" and nas["state"]["kind"] == "local"
+    assert nas["state"]["pending_entries"] == 0 and nas["state"]["last_error"] is None
+    assert nas["last_stats"]["failed"] == 0 and nas["last_success"] and nas["interval_seconds"] > 0
+    assert "127.0.0.1:9" in down["last_error"] and down["last_ok"] is False and down["failures"] >= 1
+    # Nothing left the outbox of the target that is down: the worker's state says how much waits.
+    assert down["state"]["pending_entries"] >= 4 and "down" in down["state"]["last_error"]
+    assert jobs["replication-seed:nas"]["last_ok"] and {"restore", "scrub"} <= set(jobs)

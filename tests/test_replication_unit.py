@@ -14,10 +14,12 @@ import pytest
 from replication.crypto import FRAME, KeyFileError, SealError, Sealer, load_key
 from replication.layout import BlobReplica
 from replication.outbox import OutboxHook
-from replication.target import Manifest, TargetError, open_target
+from replication.registry import open_target
+from replication.target import Manifest, TargetError
 from replication.worker import Context, TargetWorker
 from vault.app import Vault
 from vault.config import GCConfig, TargetConfig, load_config
+from vault.events import VaultPut
 from vault.lifecycle import GarbageCollector
 from vault.meta import VaultRec
 from vault.meta.outbox import PUTQ, forget_targets_op, iter_queue, outbox_stats, stats_key, target_id
@@ -124,7 +126,7 @@ def make_worker(v, tmp_path, name="t", delay=0, vaults=("*",), concurrency=4):
     tc = TargetConfig(name=name, kind="local", url=f"file://{tmp_path}/{name}", delete_delay_seconds=delay,
                       vaults=list(vaults), concurrency=concurrency)
     replica = Faulty(open_target(tc))
-    ctx = Context(v)
+    ctx = Context(v.cfg, v.index, v.store)
     return TargetWorker(ctx, tc, replica), replica
 
 
@@ -152,7 +154,7 @@ async def test_hook_writes_entries_in_the_same_batch_and_only_for_matching_targe
     # An op that fails after emitting leaves neither its change nor an entry.
     def failing(txn):
         txn.put_vault(VaultRec("ghost", 999, 0.0))
-        txn.emit("vault_put", acme)
+        txn.emit(VaultPut(acme))
         raise RuntimeError("boom")
     with pytest.raises(RuntimeError):
         await vault.index.run(failing)
@@ -229,7 +231,7 @@ async def test_puts_of_one_key_arrive_in_order_and_a_restart_resends_what_was_no
     await w.run_once()  # three chunk puts fail: their entries stay
     assert w.status()["pending_entries"] >= 3
     # a new worker (a restart) loads what is left from the index
-    w2 = TargetWorker(Context(vault), w.cfg, replica)
+    w2 = TargetWorker(Context(vault.cfg, vault.index, vault.store), w.cfg, replica)
     for _ in range(50):
         await w2.run_once()
         if w2.status()["pending_entries"] == 0:

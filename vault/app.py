@@ -1,4 +1,7 @@
-"""Wiring: open the index and the store, recover, build the aiohttp app, serve."""
+"""The composition root: the server's parts built in order, in one place —
+config → index → store → replica clients and healer → services → runner and
+its jobs, replication → the HTTP front doors — then served and stopped in
+the reverse order. Nothing registers itself by being imported."""
 
 from __future__ import annotations
 
@@ -12,30 +15,31 @@ import ssl
 import sys
 import time
 from pathlib import Path
-from typing import Callable
+from typing import AsyncIterator
 
 from aiohttp import http_writer, web
 from aiohttp.http_exceptions import BadHttpMessage, ContentLengthError
 from aiohttp.streams import EMPTY_PAYLOAD
 from aiohttp.web_protocol import RequestHandler, _ErrInfo
 
+from replication.registry import open_target
+from replication.scrub import Healer
+from replication.setup import Replication
+from replication.worker import Context
+
+from . import admin_http, http, refs, restic
 from . import errors as E
-from . import http, refs
 from .budget import MemoryBudget
 from .config import Config
+from .lifecycle import HISTORY_INTERVAL_SECONDS, GarbageCollector, UsageHistory, UsageReports, usage_gauges
 from .meta import Index, Txn
 from .logs import setup_logging
 from .metrics import Metrics, gauge
 from .services import Services
 from .store import Store
+from .workers import MemoryTrim, Runner
 
 log = logging.getLogger("objvault")
-
-ROUTES: list[Callable[[web.Application], None]] = []
-"""Callables ``(app)`` that add routes while the app is built (restic, admin routes)."""
-STARTUP: list[Callable[["Vault", web.Application], None]] = []
-"""Callables ``(vault, app)`` run once the vault is open: workers, replication.
-They may append shutdown callables (sync or async) to ``vault.stoppers``."""
 
 
 def ensure_admin_token(cfg: Config) -> None:
@@ -60,7 +64,8 @@ def ensure_admin_token(cfg: Config) -> None:
 
 
 class Vault:
-    """The running server's parts: config, index, store, services, metrics."""
+    """The server's core, built in order: config, index, store (recovered),
+    replica clients and the healer that repairs from them, services."""
 
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
@@ -70,12 +75,16 @@ class Vault:
         ensure_admin_token(cfg)
         t0 = time.monotonic()
         self.index = Index(cfg.first_data_dir / "index", recorder=self.metrics)
-        self.store = Store(cfg.data_dirs, cfg.segment_bytes, recorder=self.metrics)
+        self.store = Store(cfg.data_dirs, cfg.segment_bytes, recorder=self.metrics, sealed_hook=self._on_sealed)
         self._recover()
         # Reference counts left half-changed by a stop in the middle (vault/refs.py).
         refs.settle_all(self.index)
-        self.services = Services.build(cfg, self.index, self.store, recorder=self.metrics)
-        self.stoppers: list[Callable[[], object]] = []
+        targets = cfg.replication_targets
+        # A bad key file or URL stops the server at start, naming the target.
+        self.replicas = {t.name: open_target(t) for t in targets}
+        self.healer = Healer(Context(cfg, self.index, self.store), [(t, self.replicas[t.name]) for t in targets])
+        self.services = Services.build(cfg, self.index, self.store, recorder=self.metrics,
+                                       healer=self.healer.heal_for_read)
         self.metrics.add_callback(self._gauges)
         log.info("store open", extra={"data_dirs": cfg.data_dirs, "segments": len(self.store.paths),
                                       "seconds": round(time.monotonic() - t0, 3)})
@@ -100,7 +109,6 @@ class Vault:
 
         if ends:
             self.index.run_sync(seal)
-        self.store.sealed_hook = self._on_sealed
 
     def _on_sealed(self, seg_id: int, end: int) -> None:
         self.index.submit(lambda txn: txn.seal_segment(seg_id))
@@ -128,49 +136,65 @@ class Vault:
         self.index.close()
 
 
+class Workers:
+    """The runner and every background job, replication included, on top of a :class:`Vault`."""
+
+    def __init__(self, vault: Vault) -> None:
+        self.vault = vault
+        self.runner = Runner(vault.metrics)
+        self.usage = UsageReports(vault.index)
+        self.replication = Replication(vault.cfg, vault.index, vault.store, vault.services, vault.replicas,
+                                       vault.healer, self.runner)
+
+    async def start(self) -> None:
+        vault, runner = self.vault, self.runner
+        # Replication first: its outbox hook must be in place before any job commits a change.
+        await self.replication.start()
+        runner.add(GarbageCollector(vault.index, vault.store, vault.cfg.gc), vault.cfg.gc.interval_seconds)
+        # First pass at start-up: today's snapshot exists from the first minute.
+        runner.add(UsageHistory(vault.index), HISTORY_INTERVAL_SECONDS, first_delay=0)
+        runner.add(MemoryTrim(), MemoryTrim.INTERVAL_SECONDS)
+        # Labelled with vault names: only an authorised scraper may see them.
+        vault.metrics.add_callback(usage_gauges(vault.index), tenant=True)
+        vault.metrics.add_callback(self.replication.gauges)
+        runner.start()
+
+    async def stop(self) -> None:
+        """Passes first (cancelled, or awaited when in a thread), then what they used."""
+        await self.runner.stop()
+        await self.replication.stop()
+
+
 def build_app(cfg: Config) -> web.Application:
+    """The application with every route; its parts are built when it starts."""
     app = web.Application(middlewares=[http.error_middleware], client_max_size=1 << 20)
-    state: dict = {}
+    state = http.ServerState(body_idle_timeout_seconds=cfg.body_idle_timeout_seconds)
     app[http.STATE] = state
-    state["body_idle_timeout_seconds"] = cfg.body_idle_timeout_seconds
     app[http.BUDGET] = MemoryBudget(cfg.body_memory_bytes, cfg.body_memory_wait_seconds)
 
-    async def lifecycle(app: web.Application):
+    async def run(app: web.Application) -> AsyncIterator[None]:
         loop = asyncio.get_running_loop()
         vault = await loop.run_in_executor(None, Vault, cfg)
-        state["vault"] = vault
+        vault.metrics.set_scrape_token(cfg.metrics_token)
+        workers = Workers(vault)
+        await workers.start()
         app[http.SERVICES] = vault.services
         app[http.METRICS] = vault.metrics
-        vault.metrics.set_scrape_token(cfg.metrics_token)
-        for start in STARTUP:
-            start(vault, app)
-        state["ready"] = vault.ready_problems
+        app[admin_http.RUNNER] = workers.runner
+        app[admin_http.USAGE] = workers.usage
+        app[admin_http.REPLICATION] = workers.replication
+        state.ready = vault.ready_problems
         yield
-        state["ready"] = lambda: ["shutting down"]
-        for stop in reversed(vault.stoppers):
-            res = stop()
-            if asyncio.iscoroutine(res):
-                await res
+        state.ready = lambda: ["shutting down"]
+        await workers.stop()
         await loop.run_in_executor(None, vault.close)
         log.info("stopped")
 
-    app.cleanup_ctx.append(lifecycle)
+    app.cleanup_ctx.append(run)
     http.add_routes(app)
-    _load_extensions()
-    for add in ROUTES:
-        add(app)
+    restic.add_routes(app)
+    admin_http.add_routes(app)
     return app
-
-
-def _load_extensions() -> None:
-    """Import optional parts that register routes/workers via :data:`EXTENSIONS`."""
-    import importlib
-    for mod in ("vault.restic", "vault.workers", "vault.lifecycle", "replication.setup"):
-        try:
-            importlib.import_module(mod)
-        except ModuleNotFoundError as e:
-            if e.name != mod:
-                raise
 
 
 _M_ARENA_MAX = -8  # glibc's mallopt parameter
@@ -359,13 +383,13 @@ async def drain(app: web.Application, runner: web.AppRunner, timeout: float) -> 
     """Stop accepting connections, then let requests in flight (bodies included)
     finish before aiohttp's own shutdown, which drops unread request bodies."""
     state = app[http.STATE]
-    state["draining"] = True
+    state.draining = True
     for site in list(runner.sites):
         server = getattr(site, "_server", None)
         if server is not None:
             server.close()
     deadline = time.monotonic() + timeout
-    while state.get("inflight", 0) > 0 and time.monotonic() < deadline:
+    while state.inflight > 0 and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
 
 

@@ -3,79 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-import urllib.error
-import urllib.request
-from typing import Any, Callable
 
-from .config import ConfigError, load_config
+from replication import cli as replication_cli
 
-COMMANDS: dict[str, Callable[[argparse.ArgumentParser], None]] = {}
+from . import cli_ops
+from .cli_client import add_common_args, client, config_from_args, out
+from .config import ConfigError
 
-
-def _config(args: argparse.Namespace):
-    overrides = {}
-    for key in ("listen", "data_dirs", "admin_token", "log_level"):
-        val = getattr(args, key, None)
-        if val is not None:
-            overrides[key] = val
-    return load_config(getattr(args, "config", None), overrides=overrides)
-
-
-class Client:
-    """Minimal admin client for the native API (stdlib only)."""
-
-    def __init__(self, url: str, token: str) -> None:
-        self.url = url.rstrip("/")
-        self.token = token
-
-    def call(self, method: str, path: str, body: Any = None, raw: bool = False) -> Any:
-        data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(self.url + path, data=data, method=method)
-        req.add_header("Authorization", f"Bearer {self.token}")
-        if data is not None:
-            req.add_header("Content-Type", "application/json")
-        try:
-            with urllib.request.urlopen(req, timeout=600) as resp:
-                payload = resp.read()
-        except urllib.error.HTTPError as e:
-            payload = e.read()
-            try:
-                doc = json.loads(payload)
-                msg = f"{doc.get('status')} {doc.get('code')}: {doc.get('detail')}"
-            except ValueError:
-                msg = f"{e.code} {payload[:200]!r}"
-            raise SystemExit(f"objvault: {method} {path}: {msg}") from None
-        except urllib.error.URLError as e:
-            raise SystemExit(f"objvault: cannot reach {self.url}: {e.reason}") from None
-        if raw:
-            return payload
-        return json.loads(payload) if payload else None
-
-
-def client(args: argparse.Namespace) -> Client:
-    try:
-        cfg = _config(args)
-    except ConfigError as e:
-        raise SystemExit(f"objvault: {e}") from None
-    token = cfg.admin_token
-    if not token:
-        try:
-            token = cfg.admin_token_path.read_text().strip()
-        except OSError:
-            raise SystemExit(f"objvault: no admin token: set OBJVAULT_ADMIN_TOKEN or create "
-                             f"{cfg.admin_token_path}") from None
-    host = cfg.host
-    if host in ("0.0.0.0", "::", ""):
-        host = "127.0.0.1"
-    scheme = "https" if cfg.tls_cert_file else "http"
-    url = args.url or f"{scheme}://{'[' + host + ']' if ':' in host else host}:{cfg.port}"
-    return Client(url, token)
-
-
-def out(obj: Any) -> None:
-    print(json.dumps(obj, indent=2))
+COMMANDS = {**cli_ops.COMMANDS, **replication_cli.COMMANDS}
+"""The commands of other modules: ``name`` → adds its arguments to its parser."""
 
 
 def _vault_fields(args: argparse.Namespace) -> dict:
@@ -92,7 +29,7 @@ def _vault_fields(args: argparse.Namespace) -> dict:
 def cmd_serve(args: argparse.Namespace) -> None:
     from .app import serve
     try:
-        cfg = _config(args)
+        cfg = config_from_args(args)
     except ConfigError as e:
         print(f"objvault: {e}", file=sys.stderr)
         raise SystemExit(2) from None
@@ -131,7 +68,7 @@ def cmd_key(args: argparse.Namespace) -> None:
 def cmd_fsck(args: argparse.Namespace) -> None:
     from .fsck import main as fsck_main
     try:
-        cfg = _config(args)
+        cfg = config_from_args(args)
     except ConfigError as e:
         raise SystemExit(f"objvault: {e}") from None
     try:
@@ -141,11 +78,6 @@ def cmd_fsck(args: argparse.Namespace) -> None:
             raise SystemExit("objvault fsck: the index is in use: stop the server first") from None
         raise
     raise SystemExit(code)
-
-
-def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", help="TOML config file (default: $OBJVAULT_CONFIG)")
-    p.add_argument("--url", help="server URL (default: from the config's listen)")
 
 
 def _bool(v: str) -> bool:
@@ -172,31 +104,31 @@ def build_parser() -> argparse.ArgumentParser:
     vs = v.add_subparsers(dest="action", required=True)
     for action in ("create", "update"):
         a = vs.add_parser(action)
-        _common(a)
+        add_common_args(a)
         a.add_argument("name")
         a.add_argument("--quota-bytes", type=int, help="quota in bytes (-1: none)")
         a.add_argument("--append-only", type=_bool, metavar="true|false")
         a.add_argument("--retention-days", type=int)
     for action in ("list",):
-        _common(vs.add_parser(action))
+        add_common_args(vs.add_parser(action))
     for action in ("show", "delete"):
         a = vs.add_parser(action)
-        _common(a)
+        add_common_args(a)
         a.add_argument("name")
     v.set_defaults(func=cmd_vault)
 
     k = sub.add_parser("key", help="manage a vault's keys")
     ks = k.add_subparsers(dest="action", required=True)
     a = ks.add_parser("create")
-    _common(a)
+    add_common_args(a)
     a.add_argument("vault")
     a.add_argument("--role", required=True, choices=["read", "append", "full"])
     a.add_argument("--label")
     a = ks.add_parser("list")
-    _common(a)
+    add_common_args(a)
     a.add_argument("vault")
     a = ks.add_parser("revoke")
-    _common(a)
+    add_common_args(a)
     a.add_argument("vault")
     a.add_argument("id")
     k.set_defaults(func=cmd_key)
@@ -214,20 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    _load_plugins()
     args = build_parser().parse_args(argv)
     args.func(args)
-
-
-def _load_plugins() -> None:
-    """Commands added by other modules (gc, usage, scrub, replication, restore, fsck)."""
-    import importlib
-    for mod in ("vault.cli_ops", "replication.cli"):
-        try:
-            importlib.import_module(mod)
-        except ModuleNotFoundError as e:
-            if e.name != mod:
-                raise
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Operator commands that talk to a running server: ``usage`` and ``gc``.
 
-Registered in :data:`vault.cli.COMMANDS` (``vault.cli`` imports this module).
+:data:`COMMANDS` is added to the ``objvault`` command by :mod:`vault.cli`.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import argparse
 import sys
 import urllib.parse
 
-from .cli import COMMANDS, _common, client, out
+from .cli_client import add_common_args, client, out
 
 
 def cmd_usage(args: argparse.Namespace) -> None:
@@ -32,7 +32,7 @@ def cmd_gc(args: argparse.Namespace) -> None:
 
 def _usage(p: argparse.ArgumentParser) -> None:
     p.description = "Per-vault usage for billing (now, or the daily snapshot of --date)."
-    _common(p)
+    add_common_args(p)
     p.add_argument("--csv", action="store_true", help="CSV: a header row, then one row per vault")
     p.add_argument("--date", help="YYYY-MM-DD: the daily snapshot of that day (UTC)")
     p.set_defaults(func=cmd_usage)
@@ -40,10 +40,9 @@ def _usage(p: argparse.ArgumentParser) -> None:
 
 def _gc(p: argparse.ArgumentParser) -> None:
     p.description = "Run one garbage collection and compaction pass now and print its stats."
-    _common(p)
+    add_common_args(p)
     p.add_argument("--dry-run", action="store_true", help="only count what a pass would delete")
     p.set_defaults(func=cmd_gc)
 
 
-COMMANDS.setdefault("usage", _usage)
-COMMANDS.setdefault("gc", _gc)
+COMMANDS = {"usage": _usage, "gc": _gc}

@@ -20,6 +20,7 @@ import re
 import socket
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, AsyncIterator, Awaitable, Callable, Protocol
 
 import msgspec
@@ -29,11 +30,11 @@ from aiohttp.http_exceptions import HttpProcessingError
 from . import errors as E
 from .budget import MemoryBudget
 from .body import Body
-from .meta import ChunkIds, KeyRec, Usage, VaultRec
+from .meta import ChunkIds, Usage, VaultRec
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .names import chunk_id, decode_path_segment, object_key, vault_name
 from .policy import Principal
-from .services import NewKey, ObjectEntry, Services, VaultSettings
+from .services import ObjectEntry, Services
 from .services.objects import MAX_META_BYTES, MAX_OBJECT_CHUNKS
 from .timefmt import iso
 
@@ -41,7 +42,25 @@ log = logging.getLogger("objvault.http")
 
 SERVICES: web.AppKey[Services] = web.AppKey("services", Services)
 METRICS: web.AppKey[Any] = web.AppKey("metrics", object)
-STATE: web.AppKey[dict] = web.AppKey("state", dict)
+
+
+def _starting() -> list[str]:
+    return ["starting"]
+
+
+@dataclass
+class ServerState:
+    """What changes while the server runs: the application itself is frozen
+    once started, this object is not."""
+
+    body_idle_timeout_seconds: float
+    ready: Callable[[], list[str]] = _starting
+    """The problems that make ``/readyz`` answer 503 (none: ready)."""
+    inflight: int = 0
+    draining: bool = False
+
+
+STATE: web.AppKey[ServerState] = web.AppKey("state", ServerState)
 BUDGET: web.AppKey[MemoryBudget] = web.AppKey("budget", MemoryBudget)
 HELD = "objvault.held"
 
@@ -124,15 +143,15 @@ async def error_middleware(request: web.Request, handler) -> web.StreamResponse:
     t0 = time.perf_counter()
     metrics = request.app.get(METRICS)
     state = request.app[STATE]
-    state["inflight"] = state.get("inflight", 0) + 1
+    state.inflight += 1
     try:
         resp = await _handle(request, handler)
     finally:
-        state["inflight"] -= 1
+        state.inflight -= 1
         budget = request.app.get(BUDGET)
         if budget is not None:
             budget.release(request.pop(HELD, 0))
-    if state.get("draining") or request.get(SPLICED):
+    if state.draining or request.get(SPLICED):
         resp.force_close()
     if metrics is not None:
         metrics.observe_request(route_of(request), request.method, resp.status, time.perf_counter() - t0)
@@ -371,7 +390,7 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
 
 def body_idle_seconds(request: web.Request) -> float:
     """How long a request body may stall (no byte arriving) before it fails with 408."""
-    return request.app[STATE].get("body_idle_timeout_seconds", BodySplice.IDLE_SECONDS)
+    return request.app[STATE].body_idle_timeout_seconds
 
 
 def body_readers(request: web.Request):
@@ -556,8 +575,7 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    check = request.app[STATE].get("ready")
-    problems = check() if check else ["starting"]
+    problems = request.app[STATE].ready()
     if problems:
         return _json({"status": "unavailable", "problems": problems}, status=503)
     return _json({"status": "ready"})
@@ -587,7 +605,7 @@ async def openapi_handler(request: web.Request) -> web.Response:
     return _json(spec())
 
 
-# -- vaults and keys ---------------------------------------------------------------
+# -- a vault, read with its own key (the admin's vault and key handlers: admin_http.py)
 
 
 def vault_doc(rec: VaultRec, usage: Usage) -> dict:
@@ -595,88 +613,15 @@ def vault_doc(rec: VaultRec, usage: Usage) -> dict:
             "append_only": rec.append_only, "retention_days": rec.retention_days, "usage": usage.as_dict()}
 
 
-def _vault_json(svc: Services, rec: VaultRec) -> dict:
+def vault_json(svc: Services, rec: VaultRec) -> dict:
     return vault_doc(rec, svc.vaults.usage(rec.vid))
-
-
-def vault_settings(body: dict, creating: bool) -> VaultSettings:
-    """The settings a vault create or PATCH body asks for (BadRequest on unknown fields or bad values)."""
-    allowed = {"quota_bytes", "append_only", "retention_days"} | ({"name"} if creating else set())
-    unknown = set(body) - allowed
-    if unknown:
-        raise E.BadRequest(f"unknown field(s): {', '.join(sorted(unknown))}")
-    return VaultSettings(**{k: v for k, v in body.items() if k != "name"})
-
-
-async def create_vault(request: web.Request) -> web.Response:
-    who = require_admin(request)
-    body = await read_json_object(request)
-    name = body.get("name")
-    if not isinstance(name, str):
-        raise E.BadName("vault name is required")
-    vault_name(name)
-    svc = request.app[SERVICES]
-    rec = await svc.vaults.create(name, vault_settings(body, creating=True), who)
-    return _json(_vault_json(svc, rec), status=201)
-
-
-async def list_vaults(request: web.Request) -> web.Response:
-    require_admin(request)
-    svc = request.app[SERVICES]
-    return _json({"vaults": [_vault_json(svc, r) for r in svc.vaults.list()]})
 
 
 async def get_vault(request: web.Request) -> web.Response:
     who = principal(request)
     svc = request.app[SERVICES]
     rec = svc.auth.vault_for(who, vault_param(request), "read")
-    return _json(_vault_json(svc, rec))
-
-
-async def patch_vault(request: web.Request) -> web.Response:
-    who = require_admin(request)
-    name = vault_param(request)
-    body = await read_json_object(request)
-    svc = request.app[SERVICES]
-    rec = await svc.vaults.update(name, vault_settings(body, creating=False), who)
-    return _json(_vault_json(svc, rec))
-
-
-async def delete_vault(request: web.Request) -> web.Response:
-    who = require_admin(request)
-    await request.app[SERVICES].vaults.delete(vault_param(request), who)
-    return web.Response(status=204)
-
-
-def _key_doc(key: KeyRec | NewKey) -> dict:
-    doc = {"id": key.id, "role": key.role, "label": key.label, "created": key.created}
-    if isinstance(key, NewKey):
-        doc = {"id": key.id, "secret": key.secret, **{k: v for k, v in doc.items() if k != "id"}}
-    return doc
-
-
-async def create_key(request: web.Request) -> web.Response:
-    who = require_admin(request)
-    name = vault_param(request)
-    body = await read_json_object(request)
-    if set(body) - {"role", "label"}:
-        raise E.BadRequest(f"unknown field(s): {', '.join(sorted(set(body) - {'role', 'label'}))}")
-    label = body.get("label")
-    key = await request.app[SERVICES].auth.create_key(name, body.get("role"), "" if label is None else label, who)
-    return _json(_key_doc(key), status=201)
-
-
-async def list_keys(request: web.Request) -> web.Response:
-    require_admin(request)
-    svc = request.app[SERVICES]
-    rec = svc.vaults.get(vault_param(request))
-    return _json({"keys": [_key_doc(k) for k in svc.auth.list_keys(rec)]})
-
-
-async def revoke_key(request: web.Request) -> web.Response:
-    who = require_admin(request)
-    await request.app[SERVICES].auth.revoke_key(vault_param(request), request.match_info["key_id"], who)
-    return web.Response(status=204)
+    return _json(vault_json(svc, rec))
 
 
 # -- chunks ------------------------------------------------------------------------
@@ -1019,14 +964,7 @@ def add_routes(app: web.Application) -> None:
     r.add_get("/readyz", readyz)
     r.add_get("/metrics", metrics_handler)
     r.add_get("/v1/openapi.json", openapi_handler)
-    r.add_post("/v1/vaults", create_vault, **body)
-    r.add_get("/v1/vaults", list_vaults)
     r.add_get("/v1/vaults/{vault}", get_vault)
-    r.add_patch("/v1/vaults/{vault}", patch_vault, **body)
-    r.add_delete("/v1/vaults/{vault}", delete_vault)
-    r.add_post("/v1/vaults/{vault}/keys", create_key, **body)
-    r.add_get("/v1/vaults/{vault}/keys", list_keys)
-    r.add_delete("/v1/vaults/{vault}/keys/{key_id}", revoke_key)
     r.add_post("/v1/vaults/{vault}/chunks/missing", missing_chunks, **body)
     r.add_post("/v1/vaults/{vault}/chunks/batch", put_chunk_batch, **body)
     r.add_put("/v1/vaults/{vault}/chunks/{chunk}", put_chunk, **body)

@@ -12,7 +12,7 @@ committer, a dedup hit or a new reference either lands before the op (and
 the re-check keeps the chunk) or after it (and finds the chunk gone: a
 re-upload then stores it again, an object PUT answers ``missing_chunks``).
 Each op removes the chunk entries, lowers the vault's ``stored_bytes`` and
-``chunks`` and the segments' ``live_bytes``, and emits ``chunk_delete`` for
+``chunks`` and the segments' ``live_bytes``, and emits ``ChunkDeleted`` for
 replication, all in one durable batch.
 
 Dead vaults (``meta`` key ``dead_vault:<vid>``, written by
@@ -47,20 +47,18 @@ import csv
 import functools
 import io
 import logging
-import re
 import time
 from datetime import date, datetime, timedelta, timezone
 from typing import Callable, Iterable
 
-from aiohttp import web
-
 from . import errors as E
 from .config import GCConfig
+from .events import ChunkDeleted
 from .meta import Index, SegMeta, Txn, Usage, VaultRec
 from .meta.schema import chunk_digest, chunk_key, vid_of
 from .metrics import gauge
 from .store import FILE_HEADER_SIZE, CompactionOutput, Location, Store, block_sums, record_size
-from .workers import Job, runner_of
+from .workers import Job, Throttle
 
 log = logging.getLogger("objvault.gc")
 
@@ -109,7 +107,7 @@ def _delete_chunks(keys: list[bytes], grace: float, vaults: dict[int, VaultRec])
             u[0] += meta.length
             u[1] += 1
             segs[meta.seg_id] = segs.get(meta.seg_id, 0) + record_size(meta.length)
-            txn.emit("chunk_delete", vaults.get(vid, vid), chunk_digest(key))
+            txn.emit(ChunkDeleted(vid, chunk_digest(key), vaults.get(vid)))
             deleted += 1
             freed += meta.length
         for vid, (nbytes, n) in usage.items():
@@ -164,23 +162,6 @@ def _drop_segments(seg_ids: list[int], active: set[int]) -> Callable[[Txn], tupl
     return op
 
 
-class _RateLimiter:
-    """At most ``rate`` bytes per second on average, bursts of at most one second."""
-
-    def __init__(self, rate: float) -> None:
-        self.rate = rate
-        self.t0 = time.monotonic()
-        self.done = 0
-
-    async def take(self, nbytes: int) -> None:
-        if self.rate <= 0:
-            return
-        self.done += nbytes
-        wait = self.t0 + self.done / self.rate - time.monotonic()
-        if wait < -1.0:
-            self.t0 -= wait + 1.0  # idle for a while: no unbounded burst afterwards
-        elif wait > 0:
-            await asyncio.sleep(wait)
 
 
 def _seal(seg_id: int) -> Callable[[Txn], bool]:
@@ -368,7 +349,7 @@ class GarbageCollector(Job):
             stats["would_compact"] = len(work)
             stats["would_reclaim_bytes"] = sum(max(0, self._file_size(sid) - seg.live_bytes) for _, sid, seg in work)
             return
-        limiter = _RateLimiter(self.cfg.compact_rate_bytes_per_second)
+        limiter = Throttle(self.cfg.compact_rate_bytes_per_second)
         # Segments whose index entry is gone, waiting out the reader drain
         # before their file goes: (due, seg_id, bytes copied out of it).
         doomed: collections.deque[tuple[float, int, int]] = collections.deque()
@@ -505,7 +486,7 @@ class GarbageCollector(Job):
             w.abort()
             raise
 
-    async def _evacuate(self, seg_id: int, limiter: _RateLimiter, stats: dict) -> tuple[bool, int]:
+    async def _evacuate(self, seg_id: int, limiter: Throttle, stats: dict) -> tuple[bool, int]:
         """Copy the live records of ``seg_id`` and repoint them; ``(all moved, bytes moved)``."""
         loop = asyncio.get_running_loop()
         live = await loop.run_in_executor(None, self._live_records, seg_id)
@@ -599,6 +580,22 @@ def usage_csv(day: str, rows: list[dict]) -> str:
     return buf.getvalue()
 
 
+class UsageReports:
+    """Usage as the admin API reports it; the scans run in a thread."""
+
+    def __init__(self, index: Index) -> None:
+        self.index = index
+
+    async def current(self) -> tuple[str, list[dict]]:
+        """Today (UTC, YYYY-MM-DD) and every live vault's usage now."""
+        rows = await asyncio.get_running_loop().run_in_executor(None, current_usage, self.index)
+        return _utc_day(time.time()), rows
+
+    async def on(self, day: str) -> list[dict]:
+        """The snapshot of ``day`` (YYYY-MM-DD); empty if none was taken."""
+        return await asyncio.get_running_loop().run_in_executor(None, usage_history, self.index, day)
+
+
 class UsageHistory(Job):
     """Once a day (UTC), a usage snapshot per vault in ``usage_hist``
     (key ``YYYY-MM-DD`` + vid); snapshots older than :data:`HISTORY_KEEP_DAYS`
@@ -662,84 +659,3 @@ def usage_gauges(index: Index) -> Callable[[], Iterable]:
                     [([r["name"]], r["quota_bytes"]) for r in rows if r["quota_bytes"] is not None])
 
     return collect
-
-
-# -- admin routes --------------------------------------------------------------------
-
-_DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-
-
-async def usage_handler(request: web.Request) -> web.Response:
-    """``GET /v1/admin/usage[?format=csv][&date=YYYY-MM-DD]``"""
-    from . import http
-    http.require_admin(request)
-    fmt = request.query.get("format", "json")
-    if fmt not in ("json", "csv"):
-        raise E.BadRequest("format must be json or csv")
-    day = request.query.get("date")
-    index = request.app[http.STATE]["vault"].index
-    loop = asyncio.get_running_loop()
-    if day is None:
-        day = _utc_day(time.time())
-        rows = await loop.run_in_executor(None, current_usage, index)
-    else:
-        try:
-            if not _DAY.match(day):
-                raise ValueError(day)
-            date.fromisoformat(day)
-        except ValueError:
-            raise E.BadRequest(f"date must be YYYY-MM-DD, got {day!r}") from None
-        rows = await loop.run_in_executor(None, usage_history, index, day)
-        if not rows:
-            raise E.NotFound(f"no usage recorded for {day}")
-    if fmt == "csv":
-        return web.Response(text=usage_csv(day, rows), content_type="text/csv",
-                            headers={"Content-Disposition": f'attachment; filename="usage-{day}.csv"'})
-    return web.json_response({"date": day, "vaults": rows})
-
-
-async def gc_handler(request: web.Request) -> web.Response:
-    """``POST /v1/admin/gc`` ``{"dry_run"?: bool}``: one pass now; its stats."""
-    from . import http
-    http.require_admin(request)
-    body = await http.read_json_object(request)
-    if set(body) - {"dry_run"}:
-        raise E.BadRequest(f"unknown field(s): {', '.join(sorted(set(body) - {'dry_run'}))}")
-    dry_run = body.get("dry_run", False)
-    if not isinstance(dry_run, bool):
-        raise E.BadRequest("dry_run must be true or false")
-    runner = runner_of(request.app)
-    job = runner.job(GarbageCollector.name)
-    if not isinstance(job, GarbageCollector):
-        raise E.Unavailable("garbage collection is not running")
-    if dry_run:
-        stats = await runner.run_now(job.name, functools.partial(job.run_pass, dry_run=True), record=False)
-    else:
-        stats = await runner.run_now(job.name)
-    return web.json_response(stats)
-
-
-def _routes(app: web.Application) -> None:
-    app.router.add_get("/v1/admin/usage", usage_handler)
-    from . import http
-    app.router.add_post("/v1/admin/gc", gc_handler, expect_handler=http.expect_continue)
-
-
-def _start(vault, app: web.Application) -> None:
-    runner = runner_of(app)
-    runner.add(GarbageCollector(vault.index, vault.store, vault.cfg.gc), vault.cfg.gc.interval_seconds)
-    # First pass at start-up: today's snapshot exists from the first minute.
-    runner.add(UsageHistory(vault.index), HISTORY_INTERVAL_SECONDS, first_delay=0)
-    # Labelled with vault names: only an authorised scraper may see them.
-    vault.metrics.add_callback(usage_gauges(vault.index), tenant=True)
-
-
-def _register() -> None:
-    from . import app as vault_app
-    if _start not in vault_app.STARTUP:
-        vault_app.STARTUP.append(_start)
-    if _routes not in vault_app.ROUTES:
-        vault_app.ROUTES.append(_routes)
-
-
-_register()

@@ -31,7 +31,6 @@ from typing import AsyncIterator
 
 from aiohttp import web
 
-from . import app as app_module
 from . import errors as E
 from . import http
 from .meta import ObjectMeta, VaultRec
@@ -269,6 +268,3 @@ def add_routes(app: web.Application) -> None:
     r.add_route("*", "/restic/{vault}/config", config, **body)
     r.add_route("*", "/restic/{vault}/{type}/", listing, **body)
     r.add_route("*", "/restic/{vault}/{type}/{name}", file, **body)
-
-
-app_module.ROUTES.append(add_routes)

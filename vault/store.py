@@ -941,7 +941,8 @@ class Store:
     """All data directories: writers, readers and segment bookkeeping."""
 
     def __init__(self, dirs: list[str | os.PathLike], segment_bytes: int = 1 << 30,
-                 recorder: NullRecorder | None = None, direct_io: bool = True) -> None:
+                 recorder: NullRecorder | None = None, direct_io: bool = True,
+                 sealed_hook: Callable[[int, int], None] | None = None) -> None:
         self.dirs = [Path(d) for d in dirs]
         self.segment_bytes = segment_bytes
         self.recorder = recorder or NullRecorder()
@@ -953,7 +954,7 @@ class Store:
         self._fds: dict[int, int] = {}
         self.writers: list[SegmentWriter] = []
         self.failed_dirs: set[int] = set()
-        self.sealed_hook: Callable[[int, int], None] | None = None
+        self.sealed_hook = sealed_hook  # (seg_id, end) of a segment no longer written
         self._probe = bytearray(1)
         self._rr = 0
         self._space: dict[int, tuple[float, int, int]] = {}  # dir -> (when, total, free)

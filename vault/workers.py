@@ -8,8 +8,11 @@ Tests call ``run_once()`` directly; the server hands jobs to a
 
 * runs each job every ``interval`` seconds, spread by ``jitter`` so that
   jobs started together do not stay in lock step;
-* after a failed pass logs the error, counts it and retries after
-  ``1.5 ** consecutive_errors`` seconds (capped), never giving up;
+* after a failed pass logs the error, counts it and retries after a
+  :class:`Backoff` delay (``1.5 ** consecutive_errors`` seconds, capped, unless
+  the job brings its own), never giving up;
+* between passes waits in :meth:`Job.wait_for_work`, which a job that is
+  told about new work (replication) ends early;
 * never runs two passes of one job at once (a pass asked for through the
   admin API waits for a scheduled one to finish, and the reverse);
 * reports every pass to a :class:`JobRecorder` (``vault.metrics.Metrics``)
@@ -27,11 +30,58 @@ import logging
 import os
 import random
 import time
+from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
-from aiohttp import web
-
 log = logging.getLogger("objvault.workers")
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """The one retry schedule: ``base * factor ** errors`` seconds after ``errors``
+    consecutive failures, at most ``cap``; :meth:`jittered` takes up to ``jitter``
+    of it off at random, so that retries that failed together do not return together."""
+
+    base: float = 1.0
+    factor: float = 1.5
+    cap: float = 600.0
+    jitter: float = 0.0
+
+    def delay(self, errors: int) -> float:
+        # The exponent is bounded: a target down for days must not overflow a float.
+        return min(self.cap, self.base * self.factor ** min(errors, 64))
+
+    def jittered(self, errors: int, rng: random.Random | None = None) -> float:
+        return self.delay(errors) * (1.0 - self.jitter * (rng or random).random())
+
+
+class Throttle:
+    """The one rate limit: ``rate`` units (bytes) per second on average, 0 = unlimited.
+
+    A token bucket holding at most one second of ``rate``: after an idle spell
+    there is no unbounded burst, and a take larger than the bucket runs into
+    debt that the caller sleeps off.
+    """
+
+    def __init__(self, rate: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.rate = rate
+        self.clock = clock
+        self.tokens = float(rate)
+        self.t = clock()
+
+    def debt(self, n: int) -> float:
+        """Take ``n`` units; the seconds to wait before using them (0 when within the rate)."""
+        if self.rate <= 0:
+            return 0.0
+        now = self.clock()
+        self.tokens = min(float(self.rate), self.tokens + (now - self.t) * self.rate) - n
+        self.t = now
+        return -self.tokens / self.rate if self.tokens < 0 else 0.0
+
+    async def take(self, n: int) -> None:
+        wait = self.debt(n)
+        if wait > 0:
+            await asyncio.sleep(wait)
 
 
 class JobRecorder:
@@ -48,6 +98,12 @@ class Job:
     """
 
     name = "job"
+    backoff: Backoff | None = None
+    """The delays after failed passes; None: the runner's."""
+    log_level = logging.INFO
+    """Level of the line logged after every pass (frequent passes log at DEBUG)."""
+    expected_errors: tuple[type[Exception], ...] = (OSError,)
+    """Failures logged without a traceback (a disk or a remote end, not a bug)."""
 
     def __init__(self) -> None:
         self.progress: dict[str, Any] = {}
@@ -55,6 +111,14 @@ class Job:
     def run_once(self) -> dict | Awaitable[dict]:
         """Do one bounded pass; return its stats. Raise to report a failed pass."""
         raise NotImplementedError
+
+    async def wait_for_work(self, timeout: float) -> None:
+        """Return after ``timeout`` seconds, or earlier when there is work to do."""
+        await asyncio.sleep(timeout)
+
+    def status(self) -> dict:
+        """What the job reports beside its passes in ``GET /v1/admin/jobs`` (``state``)."""
+        return {}
 
 
 class _State:
@@ -86,7 +150,7 @@ class _State:
                 "last_start": self.last_start, "last_end": self.last_end,
                 "last_duration_seconds": self.last_duration, "last_ok": self.last_ok,
                 "last_error": self.last_error, "last_success": self.last_success,
-                "last_stats": self.last_stats, "next_run": self.next_run}
+                "last_stats": self.last_stats, "next_run": self.next_run, "state": self.job.status()}
 
 
 class Runner:
@@ -99,7 +163,7 @@ class Runner:
                  backoff_cap: float = 600.0, stop_timeout: float = 30.0) -> None:
         self.recorder = recorder or JobRecorder()
         self.jitter = jitter
-        self.backoff_cap = backoff_cap
+        self.policy = Backoff(cap=backoff_cap)
         self.stop_timeout = stop_timeout
         self._jobs: dict[str, _State] = {}
         self._threads: set[asyncio.Future] = set()
@@ -141,13 +205,21 @@ class Runner:
 
     def backoff(self, errors: int) -> float:
         """Delay before retrying after ``errors`` consecutive failed passes."""
-        return min(self.backoff_cap, 1.5 ** errors)
+        return self.policy.delay(errors)
+
+    def _retry_delay(self, st: _State) -> float:
+        own = st.job.backoff
+        return own.jittered(st.consecutive_errors, self._rng) if own else \
+            self._jittered(self.backoff(st.consecutive_errors))
 
     async def _loop(self, st: _State) -> None:
         delay = self._jittered(st.first_delay) if st.first_delay > 0 else 0.0
         while True:
             st.next_run = time.time() + delay
-            await asyncio.sleep(delay)
+            if st.consecutive_errors or st.runs == 0:
+                await asyncio.sleep(delay)  # a backoff is not cut short by new work
+            else:
+                await st.job.wait_for_work(delay)
             try:
                 await self._execute(st, st.job.run_once, record=True)
             except asyncio.CancelledError:
@@ -155,7 +227,7 @@ class Runner:
             except Exception:
                 pass  # logged and counted by _execute; carry on after the backoff
             if st.consecutive_errors:
-                delay = self._jittered(self.backoff(st.consecutive_errors))
+                delay = self._retry_delay(st)
             else:
                 delay = self._jittered(st.interval)
 
@@ -190,7 +262,7 @@ class Runner:
                     st.last_end, st.last_duration, st.last_ok = time.time(), seconds, False
                     st.last_error = f"{type(e).__name__}: {e}"
                     self.recorder.job_pass(st.job.name, False, seconds, None, time.time())
-                log.error("job pass failed", exc_info=not isinstance(e, OSError),
+                log.error("job pass failed", exc_info=not isinstance(e, st.job.expected_errors),
                           extra={"job": st.job.name, "error": f"{type(e).__name__}: {e}",
                                  "consecutive_errors": st.consecutive_errors})
                 raise
@@ -204,7 +276,7 @@ class Runner:
                 st.last_end, st.last_duration, st.last_ok = time.time(), seconds, True
                 st.last_error, st.last_stats, st.last_success = None, stats, st.last_end
                 self.recorder.job_pass(st.job.name, True, seconds, stats, st.last_end)
-            log.info("job pass", extra={"job": st.job.name, "stats": stats})
+            log.log(st.job.log_level, "job pass", extra={"job": st.job.name, "stats": stats})
             return stats
 
     async def run_now(self, name: str, fn: Callable[[], Any] | None = None, record: bool = True) -> dict:
@@ -248,9 +320,6 @@ class Runner:
             await asyncio.wait(list(self._threads), timeout=self.stop_timeout)
 
 
-RUNNER_KEY = "runner"
-
-
 def _rss_bytes() -> int:
     try:
         with open("/proc/self/statm") as f:
@@ -288,45 +357,3 @@ class MemoryTrim(Job):
         after = _rss_bytes()
         return {"rss_before": before, "rss_after": after, "released_bytes": max(0, before - after),
                 "seconds": round(time.perf_counter() - t0, 4)}
-
-
-def runner_of(app: web.Application) -> Runner:
-    """The app's runner (created on first use; started and stopped with the vault)."""
-    from . import http
-    state = app[http.STATE]
-    runner = state.get(RUNNER_KEY)
-    if runner is None:
-        metrics = app.get(http.METRICS)
-        runner = Runner(metrics if metrics is not None else None)
-        state[RUNNER_KEY] = runner
-    return runner
-
-
-def _start(vault, app: web.Application) -> None:
-    runner = runner_of(app)
-    runner.add(MemoryTrim(), MemoryTrim.INTERVAL_SECONDS)
-    runner.start()
-    vault.stoppers.append(runner.stop)
-
-
-async def jobs_handler(request: web.Request) -> web.Response:
-    """``GET /v1/admin/jobs``: every job's schedule, progress and last pass."""
-    from . import http
-    http.require_admin(request)
-    runner = request.app[http.STATE].get(RUNNER_KEY)
-    return web.json_response({"jobs": runner.status() if runner else []})
-
-
-def _routes(app: web.Application) -> None:
-    app.router.add_get("/v1/admin/jobs", jobs_handler)
-
-
-def _register() -> None:
-    from . import app as vault_app
-    if _start not in vault_app.STARTUP:
-        vault_app.STARTUP.append(_start)
-    if _routes not in vault_app.ROUTES:
-        vault_app.ROUTES.append(_routes)
-
-
-_register()

@@ -30,6 +30,7 @@ from rocksdict import (BlockBasedOptions, Cache, Checkpoint, Options, Rdict, Wri
                        WriteOptions)
 
 from ..errors import StorageFailure, VaultError
+from ..events import Event
 from .ops import IndexReads, TxnOps
 from .schema import CFS, CHUNKS, OBJECTS
 
@@ -50,7 +51,7 @@ class Txn(TxnOps):
         self.writes: dict[tuple[str, bytes], bytes | None] = {}
         self.now = now
         self.after: list[Callable[[], None]] = []
-        self.events: list[tuple] = []
+        self.events: list[Event] = []
 
     def get(self, cf: str, key: bytes) -> bytes | None:
         k = (cf, key)
@@ -89,7 +90,7 @@ class Txn(TxnOps):
     def delete(self, cf: str, key: bytes) -> None:
         self.writes[(cf, key)] = None
 
-    def emit(self, *event: Any) -> None:
+    def emit(self, event: Event) -> None:
         """Announce a change; hooks (replication outbox) add writes to this txn."""
         self.events.append(event)
 
@@ -175,7 +176,7 @@ class Index(IndexReads):
         self._q: queue.SimpleQueue[_Op | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="committer", daemon=True)
         self.failed: Exception | None = None
-        self.event_hooks: list[Callable[[Txn, tuple], None]] = []
+        self.event_hooks: list[Callable[[Txn, Event], None]] = []
         self._closed = False
         self._thread.start()
 

@@ -28,8 +28,9 @@ import hashlib
 import json
 import struct
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator, Union
 
+from ..events import ChunkDeleted, ChunkPut, ObjectDeleted, ObjectPut, VaultDeleted, VaultPut
 from . import schema as S
 from .records import ObjectMeta, VaultRec
 
@@ -43,6 +44,10 @@ VAULT_PUT, VAULT_DELETE = "V", "X"
 CHUNK_PUT, CHUNK_DELETE = "C", "D"
 OBJECT_PUT, OBJECT_DELETE = "O", "R"
 DELETES = (VAULT_DELETE, CHUNK_DELETE, OBJECT_DELETE)
+
+Replicated = Union[VaultPut, VaultDeleted, ChunkPut, ChunkDeleted, ObjectPut, ObjectDeleted]
+REPLICATED = (VaultPut, VaultDeleted, ChunkPut, ChunkDeleted, ObjectPut, ObjectDeleted)
+"""The events that become outbox entries (a key change does not travel)."""
 
 _HEAD = struct.Struct("<cddQB")  # kind, event time, due, vid, len(vault name)
 _STATS = struct.Struct("<qqq")    # entries, bytes, delayed
@@ -172,38 +177,38 @@ def _add_stats(txn: Txn, tid: bytes, entries: int, nbytes: int, delayed: int) ->
     txn.put(S.META, k, _STATS.pack(e + entries, b + nbytes, d + delayed))
 
 
-def write_entry(txn: Txn, tid: bytes, delete_delay: float, seq: int, kind: str, vid: int, name: str,
-                event: tuple) -> None:
+def write_entry(txn: Txn, tid: bytes, delete_delay: float, seq: int, vid: int, name: str,
+                event: Replicated) -> None:
     """Write one entry of ``event`` for target ``tid`` (and its bookkeeping) into ``txn``;
     a delete is due ``delete_delay`` seconds from now."""
     now = txn.now
     due = now + delete_delay
     sk = None
-    if kind == "vault_put":
-        entry = encode(VAULT_PUT, now, 0.0, vid, name, _vault_doc(event[1]))
+    if isinstance(event, VaultPut):
+        entry = encode(VAULT_PUT, now, 0.0, vid, name, _vault_doc(event.rec))
         queue, size = PUTQ, 0
-    elif kind == "vault_delete":
-        entry = encode(VAULT_DELETE, now, due, vid, name, _vault_doc(event[1]))
+    elif isinstance(event, VaultDeleted):
+        entry = encode(VAULT_DELETE, now, due, vid, name, _vault_doc(event.rec))
         queue, size = DELQ, 0
-    elif kind == "chunk_put":
-        digest, length = event[2], event[3]
+    elif isinstance(event, ChunkPut):
+        digest, length = event.digest, event.length
         entry = encode(CHUNK_PUT, now, 0.0, vid, name, digest + length.to_bytes(8, "big"))
         queue, size = PUTQ, length
         _supersede(txn, tid, _supersede_key(tid, b"c", vid, digest))
-    elif kind == "chunk_delete":
-        digest = event[2]
+    elif isinstance(event, ChunkDeleted):
+        digest = event.digest
         entry = encode(CHUNK_DELETE, now, due, vid, name, digest)
         queue, size = DELQ, 0
         sk = _supersede_key(tid, b"c", vid, digest)
-    elif kind == "object_put":
-        key, obj = event[2], event[3]
+    elif isinstance(event, ObjectPut):
+        key, obj = event.key, event.obj
         # The op has just written the packed manifest: reuse it rather than pack twice.
         packed = txn.object_packed(vid, key) or obj.pack()
         entry = encode(OBJECT_PUT, now, 0.0, vid, name, _key_body(key, packed))
         queue, size = PUTQ, 32 * len(obj.chunks) + len(obj.meta)
         _supersede(txn, tid, _supersede_key(tid, b"o", vid, key.encode()))
-    else:  # object_delete
-        key = event[2]
+    else:
+        key = event.key
         entry = encode(OBJECT_DELETE, now, due, vid, name, _key_body(key))
         queue, size = DELQ, 0
         sk = _supersede_key(tid, b"o", vid, key.encode())
@@ -212,6 +217,7 @@ def write_entry(txn: Txn, tid: bytes, delete_delay: float, seq: int, kind: str, 
     if sk is not None:
         txn.put(S.OUTBOX, sk, seq.to_bytes(8, "big"))
     _add_stats(txn, tid, 1, size, 1 if queue == DELQ else 0)
+
 
 def _supersede(txn: Txn, tid: bytes, sk: bytes) -> None:
     """A put of a name whose delete is still pending: the put replaces what the

@@ -34,6 +34,8 @@ class Services:
     def build(cls, config: Config, index: Index, store: Store, recorder: Recorder | None = None,
               healer: Healer | None = None) -> "Services":
         vaults = VaultsService(index)
+        auth = AuthService(index, vaults, config.admin_token)
         chunks = ChunkService(config, index, store, recorder, healer)
-        return cls(vaults, AuthService(index, vaults, config.admin_token), chunks,
-                   ObjectService(index, vaults, chunks))
+        # Caches are cleared after a batch that changes what they hold is durable.
+        index.event_hooks += [vaults.invalidate_caches_on, auth.invalidate_caches_on]
+        return cls(vaults, auth, chunks, ObjectService(index, vaults, chunks))

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from .. import errors as E
 from .. import policy
+from ..events import Event, KeyChanged, VaultDeleted, VaultPut
 from ..meta import Index, KeyRec, Txn, VaultRec
 from ..policy import Principal
 from ..timefmt import iso
@@ -49,10 +50,10 @@ class AuthService:
         # one, so a revoked key fails on the next request. Secrets are still
         # compared (constant time) on every call.
         self._keys: dict[str, KeyRec] = {}
-        index.event_hooks.append(self._invalidate_on)
 
-    def _invalidate_on(self, txn: Txn, event: tuple) -> None:
-        if event[0] in ("vault_put", "vault_delete", "key_change"):
+    def invalidate_caches_on(self, txn: Txn, event: Event) -> None:
+        """The index's event hook that keeps the key cache true."""
+        if isinstance(event, (VaultPut, VaultDeleted, KeyChanged)):
             txn.after.append(self._keys.clear)
 
     def authenticate(self, secret: str | None) -> Principal:
@@ -96,7 +97,7 @@ class AuthService:
             rec = vault_in(txn, name)
             key = KeyRec(key_id, name, rec.vid, role, label, iso(txn.now), secret_hash(secret))
             txn.put_key(key)
-            txn.emit("key_change", name)
+            txn.emit(KeyChanged(name))
             return key
 
         key = await self.index.run(op)
@@ -112,7 +113,7 @@ class AuthService:
             if key is None or key.vault != name:
                 raise E.NoSuchKey(f"vault {name!r}: no such key {key_id!r}")
             txn.delete_key(key_id)
-            txn.emit("key_change", name)
+            txn.emit(KeyChanged(name))
 
         await self.index.run(op)
         audit.info("key revoked", extra={"who": who.who, "vault": name, "key": key_id})

@@ -13,6 +13,7 @@ from .. import errors as E
 from .. import policy
 from ..body import Body
 from ..config import Config
+from ..events import ChunkPut
 from ..meta import PENDING, ChunkMeta, Index, Txn, VaultRec
 from ..store import Location, Store, block_sums
 from .vaults import live_vault
@@ -408,7 +409,7 @@ def _insert_chunk(txn: Txn, rec: VaultRec, digest: bytes, length: int, loc: Loca
     txn.put_chunk(rec.vid, digest, ChunkMeta(loc.seg_id, loc.offset, length, 0, PENDING, txn.now, 0.0))
     txn.seg_record(loc, True)
     txn.put_usage(rec.vid, usage.add(stored=length, chunks=1))
-    txn.emit("chunk_put", rec, digest, length)
+    txn.emit(ChunkPut(rec, digest, length))
     return False
 
 
@@ -438,7 +439,7 @@ def _insert_batch(txn: Txn, rec: VaultRec, entries: list[tuple[bytes, int, Locat
     for d, length, loc in fresh:
         segs[loc.seg_id][2] += loc.size
         txn.put_chunk(rec.vid, d, ChunkMeta(loc.seg_id, loc.offset, length, 0, PENDING, txn.now, 0.0))
-        txn.emit("chunk_put", rec, d, length)
+        txn.emit(ChunkPut(rec, d, length))
     for seg_id, (dir_idx, end, live) in segs.items():
         txn.seg_update(seg_id, live, end=end, dir_idx=dir_idx)
     txn.put_usage(rec.vid, usage.add(stored=added, chunks=len(fresh)))

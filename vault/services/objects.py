@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from .. import errors as E
 from .. import policy, refs
 from ..body import Body
+from ..events import ObjectDeleted, ObjectPut
 from ..meta import ChunkMeta, Index, ObjectMeta, Txn, VaultRec
 from ..policy import Principal
 from .chunks import ChunkService
@@ -139,7 +140,7 @@ class ObjectService:
             txn.put_object(rec.vid, key, obj)
             old_size = ObjectMeta.header(old_raw)[1] if old_raw is not None else 0
             txn.add_usage(rec.vid, logical=obj.size - old_size, objects=0 if old_raw is not None else 1)
-            txn.emit("object_put", rec, key, obj)
+            txn.emit(ObjectPut(rec, key, obj))
             txn.close_intent(iid)
             refs.release(txn, rec.vid, old_raw, released)
             return obj
@@ -179,7 +180,7 @@ class ObjectService:
             policy.may_delete(rec.name, vrec.append_only, vrec.retention_days, key, created, txn.now, ephemeral)
             txn.delete_object(rec.vid, key)
             txn.add_usage(rec.vid, logical=-size, objects=-1)
-            txn.emit("object_delete", rec, key)
+            txn.emit(ObjectDeleted(rec, key))
             refs.release(txn, rec.vid, raw, released)
 
         released: list[int] = []
@@ -199,10 +200,11 @@ class ObjectService:
 
 
 def write_object(txn: Txn, rec: VaultRec, key: str, chunks: list[bytes], meta: bytes, created: float,
-                 old_raw: bytes | None, *event_extra, released: list[int] | None = None) -> ObjectMeta:
+                 old_raw: bytes | None, restored_from: str = "", released: list[int] | None = None) -> ObjectMeta:
     """Write an object whose chunks must all be in the vault: references of the
     new version added and of the old one (``old_raw``) removed, usage and the
-    outbox event in the same op. Raises MissingChunks with the absent ids.
+    outbox event in the same op (``restored_from``: the target a restore read
+    it from). Raises MissingChunks with the absent ids.
 
     The old version's references, when it is large, are released under an
     intent (:func:`vault.refs.release`; its id goes to ``released``)."""
@@ -225,7 +227,7 @@ def write_object(txn: Txn, rec: VaultRec, key: str, chunks: list[bytes], meta: b
     obj = ObjectMeta(created, size, list(chunks), meta)
     txn.put_object(rec.vid, key, obj)
     txn.add_usage(rec.vid, logical=size - old_size, objects=0 if old_raw is not None else 1)
-    txn.emit("object_put", rec, key, obj, *event_extra)
+    txn.emit(ObjectPut(rec, key, obj, restored_from))
     return obj
 
 

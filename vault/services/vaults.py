@@ -8,6 +8,7 @@ from typing import Any
 
 from .. import errors as E
 from .. import policy
+from ..events import Event, VaultDeleted, VaultPut
 from ..meta import Index, Txn, Usage, VaultRec
 from ..names import vault_name
 from ..policy import Principal
@@ -59,10 +60,10 @@ class VaultsService:
         # A read-through cache of the vault records. Every op that changes one
         # clears it after its batch is durable and before its caller is answered.
         self._vaults: dict[str, VaultRec] = {}
-        index.event_hooks.append(self._invalidate_on)
 
-    def _invalidate_on(self, txn: Txn, event: tuple) -> None:
-        if event[0] in ("vault_put", "vault_delete"):
+    def invalidate_caches_on(self, txn: Txn, event: Event) -> None:
+        """The index's event hook that keeps the vault cache true."""
+        if isinstance(event, (VaultPut, VaultDeleted)):
             txn.after.append(self._vaults.clear)
 
     def get(self, name: str) -> VaultRec:
@@ -90,7 +91,7 @@ class VaultsService:
                 raise E.VaultExists(f"vault {name!r} already exists")
             rec = VaultRec(name, txn.counter("vid"), txn.now, **given)
             txn.put_vault(rec)
-            txn.emit("vault_put", rec)
+            txn.emit(VaultPut(rec))
             return rec
 
         rec = await self.index.run(op)
@@ -106,7 +107,7 @@ class VaultsService:
             for k, v in given.items():
                 setattr(rec, k, v)
             txn.put_vault(rec)
-            txn.emit("vault_put", rec)
+            txn.emit(VaultPut(rec))
             return rec, before
 
         rec, before = await self.index.run(op)
@@ -125,7 +126,7 @@ class VaultsService:
             # The vault's objects, chunks and usage are keyed by its internal id,
             # which is never reused: GC removes them in bounded passes.
             txn.delete_vault(rec)
-            txn.emit("vault_delete", rec)
+            txn.emit(VaultDeleted(rec))
             return rec
 
         await self.index.run(op)

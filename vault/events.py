@@ -1,0 +1,73 @@
+"""What an index op announces with ``txn.emit(event)``.
+
+The committer hands every event of an op, inside that op's batch, to the
+index's event hooks: the service's cache invalidation and the replication
+outbox, whose entries are thereby written in the same durable batch as the
+change they describe. Events are values: frozen, typed, never a bare tuple.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Union
+
+if TYPE_CHECKING:
+    from .meta import ObjectMeta, VaultRec
+
+
+@dataclass(frozen=True)
+class _VaultChange:
+    rec: VaultRec
+
+
+class VaultPut(_VaultChange):
+    """A vault was created or its configuration changed."""
+
+
+class VaultDeleted(_VaultChange):
+    """A vault was deleted (its data goes later, in bounded GC passes)."""
+
+
+@dataclass(frozen=True)
+class KeyChanged:
+    """A key of the vault named ``vault`` was created or revoked."""
+
+    vault: str
+
+
+@dataclass(frozen=True)
+class ChunkPut:
+    """A chunk was stored (not a dedup hit: the chunk is new to the vault)."""
+
+    rec: VaultRec
+    digest: bytes
+    length: int
+
+
+@dataclass(frozen=True)
+class ChunkDeleted:
+    """GC deleted a chunk. ``rec`` is None when the vault itself is gone: only its id is known."""
+
+    vid: int
+    digest: bytes
+    rec: VaultRec | None = None
+
+
+@dataclass(frozen=True)
+class ObjectPut:
+    """An object was written. ``restored_from`` names the target a restore read it
+    from: that target holds it already."""
+
+    rec: VaultRec
+    key: str
+    obj: ObjectMeta
+    restored_from: str = ""
+
+
+@dataclass(frozen=True)
+class ObjectDeleted:
+    rec: VaultRec
+    key: str
+
+
+Event = Union[VaultPut, VaultDeleted, KeyChanged, ChunkPut, ChunkDeleted, ObjectPut, ObjectDeleted]

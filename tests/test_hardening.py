@@ -236,6 +236,43 @@ def test_reads_kept_in_bulk_hold_no_file_descriptors(tmp_path):
     store.close()
 
 
+# Run in a child: mallopt settings are process-wide and cannot be undone.
+_FREED_BODIES = """
+import sys
+from vault.app import tune_malloc
+
+def rss_mib():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096 >> 20
+
+if sys.argv[1] == "tuned":
+    tune_malloc()
+big = bytearray(16 << 20)  # mmapped; once freed, glibc raises its mmap threshold to 16 MiB
+del big
+before = rss_mib()
+bodies, pins = [], []
+for _ in range(24):
+    bodies.append(bytearray(1 << 20))
+    pins.append(bytearray(2048))  # keeps heap space after each body in use
+del bodies
+print(rss_mib() - before)
+"""
+
+
+@pytest.mark.parametrize("mode, held_mib", [("default", (20, 32)), ("tuned", (0, 4))])
+def test_freed_bodies_leave_the_heap_at_once(mode, held_mib):
+    """With the thresholds fixed, 24 freed 1 MiB bodies hold no RSS after a
+    larger block was freed; glibc's default keeps all 24 MiB (the "default"
+    case shows the mechanism the fix is for is still there)."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", _FREED_BODIES, mode], capture_output=True, text=True,
+                         check=True, cwd=Path(__file__).resolve().parent.parent)
+    lo, hi = held_mib
+    assert lo <= int(out.stdout) <= hi, out.stdout
+
+
 def test_memory_the_allocator_keeps_is_given_back():
     """Freed heap memory pinned under a live block stays in RSS until trimmed."""
     from vault.workers import MemoryTrim, _rss_bytes

@@ -197,27 +197,45 @@ def build_app(cfg: Config) -> web.Application:
     return app
 
 
-_M_ARENA_MAX = -8  # glibc's mallopt parameter
+# glibc's mallopt parameters
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+_M_ARENA_MAX = -8
+MALLOC_ARENAS = 2
+MMAP_THRESHOLD = 256 << 10
+TRIM_THRESHOLD = 1 << 20
 
 
-def limit_malloc_arenas(n: int = 2) -> None:
-    """Cap glibc's malloc arenas before any thread starts.
+def tune_malloc() -> None:
+    """Fix glibc's allocator settings before any thread starts.
 
-    By default glibc gives every thread that allocates an arena of its own
-    (up to eight per core); memory freed in them is rarely returned, and the
-    server's thirty-odd threads (writers, committer, hashing and I/O pools)
-    made RSS creep up for as long as it ran: 165 → 203 MiB over the last
-    ten minutes of a 15-minute soak, against 120 → 128 MiB with two arenas
-    (bench/soak.py, same load). Has no effect on other C libraries.
+    Arenas: by default glibc gives every thread that allocates an arena of
+    its own (up to eight per core); memory freed in them is rarely
+    returned, and the server's thirty-odd threads (writers, committer,
+    hashing and I/O pools) made RSS creep up for as long as it ran: 165 →
+    203 MiB over the last ten minutes of a 15-minute soak, against 120 →
+    128 MiB with two arenas (bench/soak.py, same load).
+
+    Thresholds: glibc raises its mmap threshold to the size of every
+    mmapped block that is freed (up to 32 MiB), and the trim threshold to
+    twice that. After the first large body, bodies of a few MiB came from
+    the heaps, and freed, stayed there until trimmed: 20-28 MiB of every
+    30 s between ``MemoryTrim`` passes in a soak. Setting them fixes them:
+    a block of 256 KiB or more is mapped on its own and unmapped when freed,
+    and a heap gives back its top once 1 MiB of it is free.
+    Has no effect on other C libraries.
     """
     try:
-        ctypes.CDLL(None).mallopt(_M_ARENA_MAX, n)
+        mallopt = ctypes.CDLL(None).mallopt
     except (OSError, AttributeError):
-        pass
+        return
+    for param, value in ((_M_ARENA_MAX, MALLOC_ARENAS), (_M_MMAP_THRESHOLD, MMAP_THRESHOLD),
+                         (_M_TRIM_THRESHOLD, TRIM_THRESHOLD)):
+        mallopt(param, value)
 
 
 def serve(cfg: Config) -> None:
-    limit_malloc_arenas()
+    tune_malloc()
     setup_logging(cfg.log_level)
     # The writer, committer and hashing threads release the GIL for every
     # fdatasync/pwrite/hash; with the default 5 ms switch interval each of

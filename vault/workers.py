@@ -337,10 +337,17 @@ class MemoryTrim(Job):
     +3 MB, all of it a scrub pass in flight). ``malloc_trim(0)`` on that
     server gave back 29 MiB at once. It runs in a thread (the GIL is let go);
     each arena is locked while it is trimmed, for milliseconds.
+
+    What it finds grows with the time since the last pass: every 30 s, with
+    large blocks already off the heaps (``tune_malloc``), 9-17 MiB of small
+    freed blocks each time (median 12), a sawtooth of 10-15% of RSS in a
+    soak. Every 5 s a pass finds a median of 3.8 MiB (10 MiB at the 90th
+    percentile: the small blocks are freed in bursts) and takes under 10 ms
+    (99th percentile).
     """
 
     name = "memory_trim"
-    INTERVAL_SECONDS = 30.0
+    INTERVAL_SECONDS = 5.0
 
     def __init__(self) -> None:
         super().__init__()

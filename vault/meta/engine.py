@@ -58,7 +58,7 @@ class Txn(TxnOps):
         self.batch = batch
         self.writes: dict[tuple[str, bytes], bytes | None] = {}
         self.now = now
-        self.after: list[Callable[[], None]] = []
+        self.after: list[Callable[[], object]] = []  # run once committed; results ignored
         self.events: list[Event] = []
 
     def get(self, cf: str, key: bytes) -> bytes | None:

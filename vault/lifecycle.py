@@ -221,10 +221,11 @@ class GarbageCollector(Job):
 
     async def run_pass(self, dry_run: bool = False) -> dict:
         t0 = time.monotonic()
-        stats: dict[str, float] = {"dry_run": dry_run, "dead_vaults": 0, "dead_vaults_purged": 0, "dead_vault_objects_deleted": 0,
-                 "dead_vault_chunks_deleted": 0, "chunks_scanned": 0, "chunks_deleted": 0, "bytes_freed": 0,
-                 "segments_compacted": 0, "segments_deleted": 0, "segments_kept": 0, "records_copied": 0,
-                 "bytes_copied": 0, "bytes_reclaimed": 0, "corrupt_records": 0}
+        stats: dict[str, float] = {
+            "dry_run": dry_run, "dead_vaults": 0, "dead_vaults_purged": 0, "dead_vault_objects_deleted": 0,
+            "dead_vault_chunks_deleted": 0, "chunks_scanned": 0, "chunks_deleted": 0, "bytes_freed": 0,
+            "segments_compacted": 0, "segments_deleted": 0, "segments_kept": 0, "records_copied": 0,
+            "bytes_copied": 0, "bytes_reclaimed": 0, "corrupt_records": 0}
         if dry_run:
             stats.update(would_delete=0, would_free_bytes=0, would_compact=0, would_reclaim_bytes=0)
         self.progress = {"phase": "dead_vaults"}

@@ -238,7 +238,7 @@ class ChunkService:
         return await fut
 
     async def _drain_body(self, rec: VaultRec, digest: bytes, body: Body,
-                          sink: Callable[[list[bytes]], None]) -> None:
+                          sink: Callable[[list[ByteData]], None]) -> None:
         """Feed a streamed body to ``sink`` in a thread, about 1 MiB at a time, while
         the next MiB is read from the socket (one call in flight, in order).
 
@@ -246,7 +246,7 @@ class ChunkService:
         """
         loop = asyncio.get_running_loop()
         got, length = 0, body.length
-        pending: list[bytes] = []
+        pending: list[ByteData] = []
         pending_len = 0
         inflight: asyncio.Future | None = None
         try:
@@ -276,7 +276,7 @@ class ChunkService:
         """Hash a streamed body without keeping it; DigestMismatch/Truncated if it is wrong."""
         h = _SHA256.copy()
 
-        def update(parts: list[bytes]) -> None:
+        def update(parts: list[ByteData]) -> None:
             for p in parts:
                 h.update(p)
 

@@ -31,7 +31,9 @@ run: install
 tools/helm: scripts/get-helm.sh
 	bash scripts/get-helm.sh
 
+# Types first: a type error fails the run before the suite starts ([tool.mypy] in pyproject.toml).
 test: install system-deps tools/helm
+	$(PY) -m mypy
 	$(PY) -m pytest -q -p no:cacheprovider tests
 
 # wrk (Debian package) is the load generator of bench/bench_ingest.py.
@@ -41,4 +43,4 @@ bench: install system-deps
 	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 clean:
-	rm -rf $(VENV) objvault-data .pytest_cache
+	rm -rf $(VENV) objvault-data .pytest_cache .mypy_cache

@@ -17,7 +17,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Any, Awaitable
+from typing import Any, Coroutine
 
 from vault.cli_client import add_common_args, client, config_from_args, out
 from vault.config import Config, ConfigError, TargetConfig
@@ -160,7 +160,7 @@ def _offline_target(args: argparse.Namespace) -> tuple[Config, TargetConfig, Che
     return cfg, tcfg, replica
 
 
-def _run(tcfg: TargetConfig, coro: Awaitable[Any]) -> Any:
+def _run(tcfg: TargetConfig, coro: Coroutine[Any, Any, Any]) -> Any:
     """Run one request sequence against the target; its failures become a message."""
     from obstore.exceptions import BaseError as ObstoreError
 
@@ -190,7 +190,7 @@ async def _checkpoints(replica: CheckpointStore) -> list[dict]:
     from .checkpoint import stamp_time
 
     await replica.check_marker()
-    rows = []
+    rows: list[dict[str, Any]] = []
     for path, size in (await replica.checkpoint_sizes()).items():
         stamp = path.rsplit("/", 1)[-1].split(".tar.zst", 1)[0]
         taken = stamp_time(stamp)

@@ -57,7 +57,7 @@ def object_store(cfg: TargetConfig) -> Any:
     opts: dict[str, Any] = dict(CLIENT_OPTIONS)
     if cfg.endpoint.startswith("http://"):
         opts["allow_http"] = True
-    common = {"prefix": prefix or None, "client_options": opts, "retry_config": RETRY}
+    common: dict[str, Any] = {"prefix": prefix or None, "client_options": opts, "retry_config": RETRY}
     if scheme == "s3":
         kw: dict[str, Any] = {"region": cfg.region or "us-east-1"}
         if cfg.endpoint:

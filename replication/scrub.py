@@ -38,7 +38,7 @@ from vault.meta import ChunkMeta, ObjectMeta, Txn, VaultRec
 from vault.meta.schema import (QUARANTINE, SCRUB_EPOCH, SCRUB_LAST_PASS, chunk_digest, chunk_key, quarantine_chunk,
                                quarantine_key, vid_of)
 from vault.timefmt import iso
-from vault.store import Location, block_sums, nblocks
+from vault.store import ByteData, Location, block_sums, nblocks
 
 from vault.workers import Job, Throttle
 
@@ -154,9 +154,9 @@ class Healer:
         if reason == "sha256 mismatch":
             # The block checksums pass: make sure no read ever serves these bytes.
             try:
-                data = await asyncio.get_running_loop().run_in_executor(
-                    None, ctx.store.read, meta.seg_id, meta.offset, meta.length, 0, meta.length, "")
-                await self._rewrite(rec, digest, meta, data, bytes(8 * nblocks(meta.length)))
+                stored = await asyncio.get_running_loop().run_in_executor(
+                    None, lambda: ctx.store.read(meta.seg_id, meta.offset, meta.length, 0, meta.length, ""))
+                await self._rewrite(rec, digest, meta, stored, bytes(8 * nblocks(meta.length)))
             except Exception as e:
                 log.error("could not fence a damaged chunk", extra={"vault": rec.name, "chunk": hexid,
                                                                     "error": str(e)})
@@ -172,7 +172,7 @@ class Healer:
                     break
         return out
 
-    async def _rewrite(self, rec: VaultRec, digest: bytes, old: ChunkMeta, data: bytes,
+    async def _rewrite(self, rec: VaultRec, digest: bytes, old: ChunkMeta, data: ByteData,
                        sums: bytes | None) -> bool:
         """Append ``data`` as a fresh record and repoint the index entry at it."""
         ctx = self.ctx

@@ -20,7 +20,7 @@ import base64
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Awaitable, Callable, Iterable, Protocol, runtime_checkable
+from typing import Awaitable, Callable, Iterable, Protocol, Sequence, runtime_checkable
 
 import zstandard
 
@@ -44,7 +44,7 @@ class Manifest:
     key: str
     created: float
     size: int
-    chunks: list[bytes]
+    chunks: Sequence[bytes]
     meta: bytes
 
     def doc(self) -> dict:
@@ -129,6 +129,9 @@ class Replica(Protocol):
 @runtime_checkable
 class CheckpointStore(Protocol):
     """A replica that also keeps index checkpoints (``checkpoints/<stamp>.tar.zst``)."""
+
+    async def open(self) -> None:
+        """As :meth:`Replica.open`: check (or create) the marker before uploading."""
 
     async def check_marker(self) -> None:
         """Check the replica's marker without writing one; raise :class:`LayoutError` on a mismatch."""

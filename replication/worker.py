@@ -32,17 +32,18 @@ it no longer applies because what it names is gone locally (:class:`Skip`).
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import heapq
 import logging
 import time
 from dataclasses import dataclass
 from itertools import islice
-from typing import Awaitable, Callable, Iterator
+from typing import Awaitable, Callable, Iterator, cast
 
 from vault import errors as E
 from vault.config import Config, TargetConfig
-from vault.meta import ChunkMeta, Index, VaultRec
+from vault.meta import ChunkMeta, Index, ObjectMeta, VaultRec
 from vault.meta.outbox import (CHUNK_DELETE, CHUNK_PUT, DELQ, OBJECT_DELETE, OBJECT_PUT, PUTQ, VAULT_DELETE,
                                VAULT_PUT, Entry, first_entry, iter_queue, remove_op, seeded_key, outbox_stats,
                                target_id)
@@ -410,13 +411,13 @@ class TargetWorker(Job):
         elif e.kind == OBJECT_PUT:
             if ctx.live_vid(e.vault) != e.vid:
                 raise Skip("the vault was deleted")
-            o = e.obj
+            o = cast(ObjectMeta, e.obj)  # decode() sets it on every OBJECT_PUT entry
             await r.put_object(e.vault, Manifest(e.okey, o.created, o.size, o.chunks, o.meta), load)
             return e.size
         elif e.kind == VAULT_PUT:
             if ctx.live_vid(e.vault) != e.vid:
                 raise Skip("the vault was deleted")
-            await r.put_vault(e.vault, e.doc)
+            await r.put_vault(e.vault, cast(dict, e.doc))  # decode() sets it on every VAULT_PUT entry
         elif e.kind == OBJECT_DELETE:
             vid = ctx.live_vid(e.vault)
             if vid is not None and ctx.has_object(vid, e.okey):
@@ -455,7 +456,7 @@ class TargetWorker(Job):
                 self._flush_timer = None
             batch, self._finished = self._finished, []
             self._remover = asyncio.ensure_future(self.ctx.index.run(remove_op(self.tid, batch)))
-            self._remover.add_done_callback(lambda t, b=batch: self._removed(t, b))
+            self._remover.add_done_callback(functools.partial(self._removed, batch=batch))
 
     def _removed(self, task: asyncio.Task, batch: list[Entry]) -> None:
         if task.cancelled() or task.exception() is not None:

@@ -15,7 +15,7 @@ import ssl
 import sys
 import time
 from pathlib import Path
-from typing import AsyncIterator
+from typing import Any, AsyncIterator, cast
 
 from aiohttp import http_writer, web
 from aiohttp.http_exceptions import BadHttpMessage, ContentLengthError
@@ -256,10 +256,11 @@ def _raw_answer(err: E.VaultError) -> bytes:
     """A whole answer that closes the connection, for the protocol to write
     where no request handler is there to answer."""
     resp = http.problem(err)
+    body = cast(bytes, resp.body)  # problem() builds its body from bytes
     head = f"HTTP/1.1 {resp.status} {resp.reason}\r\n"
     head += "".join(f"{k}: {v}\r\n" for k, v in resp.headers.items())
-    head += f"Content-Length: {len(resp.body)}\r\nConnection: close\r\n\r\n"
-    return head.encode() + resp.body
+    head += f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    return head.encode() + body
 
 
 _HEAD_TIMEOUT = _raw_answer(E.RequestTimeout("the request head did not arrive in time"))
@@ -292,12 +293,17 @@ class _HalfCloseHandler(RequestHandler):
     _counted = False
     _answered = None  # the payload of the request last answered
 
+    def __init__(self, manager: _Server, **kwargs: Any) -> None:
+        super().__init__(manager, **kwargs)
+        # The limits' holder: aiohttp clears its _manager when the connection is lost.
+        self._server = manager
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        server = self._manager
+        server = self._server
         if server.live >= server.max_connections:
             # Refused before reading: no task, no parser, no timers. A client
             # still sending its request may see a reset instead of the 503.
-            transport.write(_TOO_MANY)
+            cast(asyncio.Transport, transport).write(_TOO_MANY)  # a TCP connection's: it writes
             transport.close()
             return
         server.live += 1
@@ -311,7 +317,7 @@ class _HalfCloseHandler(RequestHandler):
             self._head_timer = None
         if self._counted:
             self._counted = False
-            self._manager.live -= 1
+            self._server.live -= 1
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -345,7 +351,9 @@ class _HalfCloseHandler(RequestHandler):
         self._answered = request.content
         return await super().finish_response(request, resp, start_time)
 
-    def eof_received(self) -> bool | None:
+    # asyncio.Protocol's eof_received may return True (keep our side open);
+    # aiohttp annotates its override as returning None.
+    def eof_received(self) -> bool | None:  # type: ignore[override]
         payload = self._last_payload
         # Once answered, aiohttp only drains what is left of the body: an
         # error there would be logged as unhandled.
@@ -355,7 +363,7 @@ class _HalfCloseHandler(RequestHandler):
         return None
 
     def _arm_head_timer(self) -> None:
-        timeout = self._manager.header_timeout if self._manager is not None else None
+        timeout = self._server.header_timeout if self._manager is not None else None
         if timeout:
             self._head_timer = self._loop.call_later(timeout, self._head_expired)
 
@@ -393,8 +401,9 @@ class _Runner(web.AppRunner):
     async def _make_server(self) -> web.Server:
         server = await super()._make_server()
         server.__class__ = _Server
-        server.header_timeout, server.max_connections = self._limits
-        return server
+        limited = cast(_Server, server)  # its class is _Server from here on
+        limited.header_timeout, limited.max_connections = self._limits
+        return limited
 
 
 async def drain(app: web.Application, runner: web.AppRunner, timeout: float) -> None:

@@ -27,7 +27,7 @@ class Body:
 
     length: int
     read: Callable[[int], Awaitable[bytes | bytearray | memoryview]]
-    pieces: Callable[[], AsyncIterator[bytes]]
+    pieces: Callable[[], AsyncIterator[bytes | bytearray | memoryview]]
     splice: Any = None
 
     @classmethod
@@ -39,8 +39,8 @@ class Body:
                 raise E.Truncated(f"got {len(data)} of {n} bytes")
             return data
 
-        async def pieces() -> AsyncIterator[bytes]:
+        async def pieces() -> AsyncIterator[bytes | bytearray | memoryview]:
             for i in range(0, len(data), PIECE_BYTES):
-                yield data[i:i + PIECE_BYTES]  # type: ignore[misc]
+                yield data[i:i + PIECE_BYTES]
 
         return cls(len(data), read, pieces)

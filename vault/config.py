@@ -277,8 +277,8 @@ def load_config(
     path = path or env.get(ENV_PREFIX + "CONFIG") or None
     if path:
         try:
-            with open(path, "rb") as f:
-                data = tomllib.load(f)
+            with open(path, "rb") as fh:
+                data = tomllib.load(fh)
         except OSError as e:
             raise ConfigError(f"config file {str(path)!r}: {e.strerror}") from None
         except tomllib.TOMLDecodeError as e:

@@ -53,7 +53,15 @@ PreconditionFailed = _error("PreconditionFailed", "precondition_failed", "Precon
 TooLarge = _error("TooLarge", "too_large", "Body too large")
 UnsupportedEncoding = _error("UnsupportedEncoding", "unsupported_encoding", "Content-Encoding is not supported")
 RangeNotSatisfiable = _error("RangeNotSatisfiable", "range_not_satisfiable", "Range not satisfiable")
-ChunkCorrupt = _error("ChunkCorrupt", "chunk_corrupt", "Stored chunk failed verification")
+
+
+class ChunkCorrupt(VaultError):
+    """Stored chunk failed verification (a class statement: the store subclasses it)."""
+
+    code = "chunk_corrupt"
+    title = "Stored chunk failed verification"
+
+
 Unavailable = _error("Unavailable", "unavailable", "Service unavailable")
 QuotaExceeded = _error("QuotaExceeded", "quota_exceeded", "Vault quota exceeded")
 NoSpace = _error("NoSpace", "no_space", "No space left on the data directories")

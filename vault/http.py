@@ -521,6 +521,7 @@ class BodySplice:
         except HttpProcessingError:
             raise E.Truncated(f"body ended before {n} bytes") from None
         transport = request.transport
+        sock = -1
         if len(head) < n:
             if transport is None or transport.is_closing():
                 raise E.Truncated(f"body ended after {len(head)} of {n} bytes")
@@ -530,10 +531,10 @@ class BodySplice:
             # answer, because aiohttp's parser never sees these bytes.
             transport.pause_reading()
             request[SPLICED] = True
-        # The thread reads through its own descriptor of the socket: the
-        # transport may close its one meanwhile (shutdown), and a number that
-        # was closed could be reused by another file.
-        sock = os.dup(transport.get_extra_info("socket").fileno()) if len(head) < n else -1
+            # The thread reads through its own descriptor of the socket: the
+            # transport may close its one meanwhile (shutdown), and a number that
+            # was closed could be reused by another file.
+            sock = os.dup(transport.get_extra_info("socket").fileno())
         loop = asyncio.get_running_loop()
         job = loop.run_in_executor(self._pool, sink.splice_from, sock, n, head, self.idle)
         try:
@@ -657,7 +658,7 @@ async def get_chunk(request: web.Request) -> web.Response:
     return web.Response(status=206, body=data, headers=headers, content_type="application/octet-stream")
 
 
-async def head_chunk(request: web.Request) -> web.Response:
+async def head_chunk(request: web.Request) -> web.StreamResponse:
     svc, rec, digest = _chunk_target(request, "read")
     meta = svc.chunks.meta(rec, digest)
     if meta is None:
@@ -725,10 +726,10 @@ MAX_BATCH_CHUNKS = 10_000
 BATCH_TYPE = "application/vnd.objvault.chunks"
 
 
-def parse_batch(body: bytes) -> list[tuple[bytes, memoryview]]:
+def parse_batch(body: bytes | bytearray) -> list[tuple[bytes, memoryview]]:
     """Frames of ``sha256 (32 bytes) | length (u32, big-endian) | bytes``, back to back."""
     mv = memoryview(body)
-    out = []
+    out: list[tuple[bytes, memoryview]] = []
     pos = 0
     while pos < len(mv):
         if len(out) == MAX_BATCH_CHUNKS:

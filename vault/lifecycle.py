@@ -57,7 +57,7 @@ from .events import ChunkDeleted
 from .meta import Index, SegMeta, Txn, Usage, VaultRec
 from .meta.schema import chunk_digest, chunk_key, vid_of
 from .metrics import gauge
-from .store import FILE_HEADER_SIZE, CompactionOutput, Location, Store, block_sums, record_size
+from .store import FILE_HEADER_SIZE, ByteData, CompactionOutput, Location, Store, block_sums, record_size
 from .workers import Job, Throttle
 
 log = logging.getLogger("objvault.gc")
@@ -221,10 +221,11 @@ class GarbageCollector(Job):
 
     async def run_pass(self, dry_run: bool = False) -> dict:
         t0 = time.monotonic()
-        stats = {"dry_run": dry_run, "dead_vaults": 0, "dead_vaults_purged": 0, "dead_vault_objects_deleted": 0,
-                 "dead_vault_chunks_deleted": 0, "chunks_scanned": 0, "chunks_deleted": 0, "bytes_freed": 0,
-                 "segments_compacted": 0, "segments_deleted": 0, "segments_kept": 0, "records_copied": 0,
-                 "bytes_copied": 0, "bytes_reclaimed": 0, "corrupt_records": 0}
+        stats: dict[str, float] = {
+            "dry_run": dry_run, "dead_vaults": 0, "dead_vaults_purged": 0, "dead_vault_objects_deleted": 0,
+            "dead_vault_chunks_deleted": 0, "chunks_scanned": 0, "chunks_deleted": 0, "bytes_freed": 0,
+            "segments_compacted": 0, "segments_deleted": 0, "segments_kept": 0, "records_copied": 0,
+            "bytes_copied": 0, "bytes_reclaimed": 0, "corrupt_records": 0}
         if dry_run:
             stats.update(would_delete=0, would_free_bytes=0, would_compact=0, would_reclaim_bytes=0)
         self.progress = {"phase": "dead_vaults"}
@@ -454,8 +455,8 @@ class GarbageCollector(Job):
                     live.append(rec)
         return live
 
-    def _read(self, seg_id: int, recs: list) -> list[tuple[tuple, bytes | None, bytes]]:
-        out = []
+    def _read(self, seg_id: int, recs: list) -> list[tuple[tuple, bytes | memoryview | None, bytes]]:
+        out: list[tuple[tuple, bytes | memoryview | None, bytes]] = []
         for rec in recs:
             off, vid, digest, length = rec
             try:
@@ -515,7 +516,7 @@ class GarbageCollector(Job):
                         nbytes += live[j][3]
                         j += 1
                     batch, i = live[i:j], j
-                    items = []
+                    items: list[tuple[tuple, ByteData, bytes]] = []
                     for rec, data, sums in await loop.run_in_executor(None, self._read, seg_id, batch):
                         if data is None:
                             ok = False

@@ -21,6 +21,11 @@ from typing import Callable, Iterable
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 
+from .meta import IndexRecorder
+from .services import Recorder
+from .store import NullRecorder
+from .workers import JobRecorder
+
 LATENCY_BUCKETS = (.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
 # What generate_latest() writes; newer prometheus_client versions name a newer
@@ -41,7 +46,7 @@ class _Callback:
         return []
 
 
-class Metrics:
+class Metrics(Recorder, NullRecorder, IndexRecorder, JobRecorder):
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry(auto_describe=True)
         # Per-tenant series: a separate registry, so the reduced view cannot

@@ -7,6 +7,7 @@ Built from one table so that it stays in step with :func:`vault.http.add_routes`
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Any
 
 # (method, path, summary, auth, success statuses, error codes)
 ROUTES = [
@@ -72,11 +73,11 @@ def spec() -> dict:
     for method, path, summary, auth, ok, codes in ROUTES:
         params = [{"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
                   for p in ("vault", "id", "key", "key_id") if "{" + p + "}" in path]
-        responses = {str(s): {"description": d} for s, d in ok.items()}
+        responses: dict[str, dict[str, Any]] = {str(s): {"description": d} for s, d in ok.items()}
         responses["default"] = {
             "description": "Problem details; `code` is one of: " + (", ".join(codes) or "(generic)"),
             "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}}
-        op = {"summary": summary, "parameters": params, "responses": responses}
+        op: dict[str, Any] = {"summary": summary, "parameters": params, "responses": responses}
         if auth:
             op["security"] = [{"bearer": []}, {"basic": []}]
             op["description"] = f"Needs: {auth}."

@@ -42,7 +42,7 @@ class Principal:
 def valid_role(role: object) -> str:
     if role not in ROLES:
         raise E.BadRequest(f"role must be one of {', '.join(ROLES)}")
-    return role  # type: ignore[return-value]
+    return role
 
 
 def has_role(role: str, need: str) -> bool:

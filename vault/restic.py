@@ -135,6 +135,7 @@ async def listing(request: web.Request) -> web.Response:
     _allow(request, ("GET",))
     loop = asyncio.get_running_loop()
     files = await loop.run_in_executor(None, _list_all, svc, rec, f"restic/{kind}/")
+    doc: list[dict[str, object]] | list[str]
     if V2 in request.headers.get("Accept", ""):
         doc, ctype = [{"name": n, "size": s} for n, s in files], V2
     else:
@@ -146,8 +147,8 @@ async def listing(request: web.Request) -> web.Response:
 def _list_all(svc: Services, rec: VaultRec, prefix: str) -> list[tuple[str, int]]:
     """Every ``(name, size)`` under ``prefix`` (runs in a thread: a listing can be long)."""
     out: list[tuple[str, int]] = []
-    after = ""
-    while True:
+    after: str | None = ""
+    while after is not None:
         page, after = svc.objects.list(rec, prefix, after, LIST_PAGE)
         for o in page:
             name = o.key[len(prefix):]
@@ -155,8 +156,7 @@ def _list_all(svc: Services, rec: VaultRec, prefix: str) -> list[tuple[str, int]
             # not restic files; restic would reject the whole listing.
             if CHUNK_RE.fullmatch(name):
                 out.append((name, o.size))
-        if after is None:
-            return out
+    return out
 
 
 async def file(request: web.Request) -> web.StreamResponse:
@@ -234,7 +234,7 @@ async def _serve(request: web.Request, svc: Services, rec: VaultRec, obj: Object
 
 
 async def _windows(svc: Services, rec: VaultRec, obj: ObjectMeta, start: int,
-                   end: int) -> AsyncIterator[bytes]:
+                   end: int) -> AsyncIterator[bytes | memoryview]:
     """Yield bytes ``[start, end)`` of ``obj`` at most :data:`WINDOW` at a time."""
     if len(obj.chunks) == 1:
         layout = [(obj.chunks[0], obj.size)]
@@ -262,9 +262,7 @@ async def _windows(svc: Services, rec: VaultRec, obj: ObjectMeta, start: int,
 
 def add_routes(app: web.Application) -> None:
     r = app.router
-    body = {"expect_handler": http.expect_continue}
-    r.add_route("*", "/restic/{vault}", repo_root, **body)
-    r.add_route("*", "/restic/{vault}/", repo_root, **body)
-    r.add_route("*", "/restic/{vault}/config", config, **body)
-    r.add_route("*", "/restic/{vault}/{type}/", listing, **body)
-    r.add_route("*", "/restic/{vault}/{type}/{name}", file, **body)
+    for path, handler in (("/restic/{vault}", repo_root), ("/restic/{vault}/", repo_root),
+                          ("/restic/{vault}/config", config), ("/restic/{vault}/{type}/", listing),
+                          ("/restic/{vault}/{type}/{name}", file)):
+        r.add_route("*", path, handler, expect_handler=http.expect_continue)

@@ -58,7 +58,7 @@ import time
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Literal, Sequence, overload
 
 import xxhash
 
@@ -170,7 +170,11 @@ def data_offset(offset: int, length: int) -> int:
     return offset + REC_HEADER_SIZE + 8 * nblocks(length)
 
 
-def block_sums(data: bytes | memoryview) -> bytes:
+# What a record's bytes may arrive as: request bodies are any of these.
+ByteData = bytes | bytearray | memoryview
+
+
+def block_sums(data: ByteData) -> bytes:
     mv = memoryview(data)
     n = nblocks(len(mv))
     return b"".join(xxhash.xxh3_64_digest(mv[i * BLOCK:(i + 1) * BLOCK]) for i in range(n))
@@ -226,7 +230,7 @@ Done = Callable[["Location | None", "Exception | None"], None]
 class _Pending:
     __slots__ = ("header", "sums", "data", "done", "tried")
 
-    def __init__(self, header: bytes, sums: bytes, data: bytes | memoryview, done: Done):
+    def __init__(self, header: bytes, sums: bytes, data: ByteData, done: Done):
         self.header, self.sums, self.data, self.done = header, sums, data, done
         self.tried: tuple[int, ...] = ()  # data dirs that had no room for it
 
@@ -539,7 +543,8 @@ class SegmentWriter:
             self._sync(batch)
             # Hold nothing of these groups while waiting for the next: a
             # blocked thread's locals keep whole request bodies alive.
-            first = batch = nxt = None
+            first = nxt = None
+            del batch
 
     def _sync(self, batch: list) -> None:
         groups = [g for g in batch if isinstance(g, _Group)]
@@ -600,8 +605,8 @@ class SegmentWriter:
                 self.store.note_full(self.dir_idx)
             for g in spilled:
                 self.store.reroute(g.items, self.dir_idx)
-            for g, e in unsynced:
-                err = self._wrap(e)
+            for g, write_exc in unsynced:
+                err = self._wrap(write_exc)
                 for item in g.items:
                     item.done(None, err)
         for marker in batch:
@@ -625,7 +630,7 @@ class SegmentWriter:
                 self.store.on_sealed(seg_id, end)
 
 
-def _pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> None:
+def _pwrite_all(fd: int, data: ByteData, offset: int) -> None:
     view = memoryview(data)
     while view:
         n = os.pwrite(fd, view, offset)
@@ -673,7 +678,7 @@ class StreamWriter:
             self.abort()
             raise store.wrap_error(dir_idx, e) from None
 
-    def write(self, piece: bytes | memoryview) -> None:
+    def write(self, piece: ByteData) -> None:
         self.write_parts([piece])
 
     def write_parts(self, parts: list) -> None:
@@ -897,14 +902,14 @@ class CompactionOutput:
         """True once the segment reached ``segment_bytes``, or a write failed."""
         return self.end >= self.store.segment_bytes
 
-    def append(self, records: list[tuple[int, bytes, bytes | memoryview, bytes]]) -> list[Location]:
+    def append(self, records: list[tuple[int, bytes, ByteData, bytes]]) -> list[Location]:
         """Append ``(vid, digest, data, block sums)`` records durably: one
         write and one ``fdatasync``. Their locations, in order.
 
         Raises :class:`NoSpace` / :class:`StorageFailure`; a failed write or
         sync is never retried, and the output takes no more records.
         """
-        parts: list[bytes | memoryview] = []
+        parts: list[ByteData] = []
         locs, pos = [], self.end
         for vid, digest, data, sums in records:
             size = record_size(len(data))
@@ -940,7 +945,7 @@ class NullRecorder:
 class Store:
     """All data directories: writers, readers and segment bookkeeping."""
 
-    def __init__(self, dirs: list[str | os.PathLike], segment_bytes: int = 1 << 30,
+    def __init__(self, dirs: Sequence[str | os.PathLike[str]], segment_bytes: int = 1 << 30,
                  recorder: NullRecorder | None = None, direct_io: bool = True,
                  sealed_hook: Callable[[int, int], None] | None = None) -> None:
         self.dirs = [Path(d) for d in dirs]
@@ -1156,7 +1161,7 @@ class Store:
 
     # -- data path -----------------------------------------------------------
 
-    def append(self, dir_idx: int, vid: int, digest: bytes, data: bytes | memoryview, sums: bytes,
+    def append(self, dir_idx: int, vid: int, digest: bytes, data: ByteData, sums: bytes,
                done: Done) -> None:
         """Queue one small record on ``dir_idx``, or on the emptiest other data
         dir with room when that one has none (the location says which).
@@ -1235,6 +1240,13 @@ class Store:
                 pass
             _fsync_dir(path.parent)
 
+    @overload
+    def read(self, seg_id: int, offset: int, length: int, start: int = 0, end: int | None = None,
+             what: str = "", nowait: Literal[False] = False, mapped: bool = True) -> bytes | memoryview: ...
+    @overload
+    def read(self, seg_id: int, offset: int, length: int, start: int = 0, end: int | None = None,
+             what: str = "", *, nowait: bool, mapped: bool = True) -> bytes | memoryview | None: ...
+
     def read(self, seg_id: int, offset: int, length: int, start: int = 0, end: int | None = None,
              what: str = "", nowait: bool = False, mapped: bool = True) -> bytes | memoryview | None:
         """Read data bytes ``[start, end)`` of a record, verifying every block it touches.
@@ -1260,6 +1272,7 @@ class Store:
         cached = self._cached(fd, sums_off + 8 * first, dstart + bend - 1) if resident is None else resident
         if nowait and not cached:
             return None
+        buf: bytes | memoryview
         if resident and mapped:
             # Every page of the range is in the page cache: map it instead of
             # copying it. The checksums are computed over the mapped pages and

@@ -351,6 +351,7 @@ class MemoryTrim(Job):
 
     def __init__(self) -> None:
         super().__init__()
+        self._trim: Callable[[int], int] | None
         try:
             self._trim = ctypes.CDLL(None).malloc_trim
         except (OSError, AttributeError):  # not glibc

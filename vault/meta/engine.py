@@ -19,22 +19,30 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import enum
 import os
 import queue
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Final, Iterator
 
 from rocksdict import (BlockBasedOptions, Cache, Checkpoint, Options, Rdict, WriteBatch,
                        WriteOptions)
 
 from ..errors import StorageFailure, VaultError
 from ..events import Event
-from .ops import IndexReads, TxnOps
+from .ops import IndexReads, TxnOps, multi_get
 from .schema import CFS, CHUNKS, OBJECTS
 
-_MISSING = object()
+
+class _Missing(enum.Enum):
+    """Not in this batch (``None`` there is a delete)."""
+
+    MISSING = enum.auto()
+
+
+_MISSING: Final = _Missing.MISSING
 
 
 class Txn(TxnOps):
@@ -50,7 +58,7 @@ class Txn(TxnOps):
         self.batch = batch
         self.writes: dict[tuple[str, bytes], bytes | None] = {}
         self.now = now
-        self.after: list[Callable[[], None]] = []
+        self.after: list[Callable[[], object]] = []  # run once committed; results ignored
         self.events: list[Event] = []
 
     def get(self, cf: str, key: bytes) -> bytes | None:
@@ -80,7 +88,7 @@ class Txn(TxnOps):
             else:
                 out[i] = v
         if ask:
-            for i, v in zip(where, self.index.cf[cf].get(ask)):
+            for i, v in zip(where, multi_get(self.index.cf[cf], ask)):
                 out[i] = v
         return out
 
@@ -267,12 +275,14 @@ class Index(IndexReads):
             if stop:
                 return
             # The next get() may wait long: hold no op (its closure may reach a request body).
-            first = nxt = ops = None
+            first = nxt = None
+            del ops
 
     def _commit(self, ops: list[_Op]) -> None:
         now = time.time()
         batch: dict[tuple[str, bytes], bytes | None] = {}
         done: list[tuple[_Op, Any, BaseException | None, Txn | None]] = []
+        txn: Txn | None
         for op in ops:
             txn = Txn(self, batch, now)
             try:
@@ -309,7 +319,7 @@ class Index(IndexReads):
                 self.recorder.batch(len(ops), time.perf_counter() - t0)
         by_loop: dict[Any, list] = {}
         for op, result, exc, txn in done:
-            if exc is None:
+            if txn is not None:  # the op and the batch's write succeeded
                 for cb in txn.after:
                     try:
                         cb()

@@ -16,12 +16,12 @@ from __future__ import annotations
 import json
 import logging
 import struct
-from typing import Iterator, Protocol
+from typing import Iterator, Protocol, cast
 
 from rocksdict import Rdict, ReadOptions
 
 from . import schema as S
-from .records import ChunkMeta, KeyRec, ObjectMeta, SegMeta, Usage, VaultRec, jdump
+from .records import CHUNK_META, ChunkMeta, KeyRec, ObjectMeta, SegMeta, Usage, VaultRec, jdump
 
 log = logging.getLogger("objvault")
 
@@ -29,19 +29,30 @@ log = logging.getLogger("objvault")
 # most chunks are alive, and unpacking a million of them costs more than
 # the rest of the scan together.
 _RC = slice(struct.calcsize("<IQQ"), struct.calcsize("<IQQQ"))
-_FAST_RC = ChunkMeta._S.format == "<IQQQBdd"
+_FAST_RC = CHUNK_META.format == "<IQQQBdd"
 _ZERO8 = bytes(8)
 # Keys asked of RocksDB per MultiGet: bounded memory for huge lists.
 _MULTIGET_SLICE = 65536
 
 
 class RecordLoc(Protocol):
-    """Where a durable segment record is (:class:`vault.store.Location`)."""
+    """Where a durable segment record is (:class:`vault.store.Location`); read-only."""
 
-    seg_id: int
-    offset: int
-    size: int
-    dir_idx: int
+    @property
+    def seg_id(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def size(self) -> int: ...
+    @property
+    def dir_idx(self) -> int: ...
+
+
+def multi_get(cf: Rdict, keys: list[bytes]) -> list[bytes | None]:
+    """One RocksDB MultiGet: each key's value or None, in order."""
+    # rocksdict's stub types a list of keys like one key (one value back, and
+    # its key list is invariant); the binding returns one value per key.
+    return cast("list[bytes | None]", cf.get(cast("list[str | int | float | bytes | bool]", keys)))
 
 
 def _chunk(raw: bytes | None) -> ChunkMeta | None:
@@ -317,7 +328,7 @@ class IndexReads(PointReads):
     def chunks_held(self, vid: int, digests: list[bytes]) -> list[bool]:
         """Whether the vault holds each of ``digests``: one MultiGet."""
         prefix = S.vid_bytes(vid)
-        return [raw is not None for raw in self.cf[S.CHUNKS].get([prefix + d for d in digests])]
+        return [raw is not None for raw in multi_get(self.cf[S.CHUNKS], [prefix + d for d in digests])]
 
     def missing_chunks(self, vid: int, digests: list[bytes]) -> list[bytes]:
         """Those of ``digests`` the vault does not hold (MultiGet, no GIL held: callers
@@ -327,12 +338,12 @@ class IndexReads(PointReads):
         out = []
         for i in range(0, len(digests), _MULTIGET_SLICE):
             piece = digests[i:i + _MULTIGET_SLICE]
-            found = cf.get([prefix + d for d in piece])
+            found = multi_get(cf, [prefix + d for d in piece])
             out += [d for d, v in zip(piece, found) if v is None]
         return out
 
     def chunks_at(self, keys: list[bytes]) -> list[ChunkMeta | None]:
-        return [_chunk(raw) for raw in self.cf[S.CHUNKS].get(keys)]
+        return [_chunk(raw) for raw in multi_get(self.cf[S.CHUNKS], keys)]
 
     def chunk_digests(self, vid: int) -> Iterator[bytes]:
         for k, _ in self.iter_prefix(S.CHUNKS, S.vid_bytes(vid)):
@@ -359,15 +370,18 @@ class IndexReads(PointReads):
         last key read (None at the end)."""
         found: list[tuple[bytes, int]] = []
         n = 0
-        last = None
+        last: bytes | None = None
         # The scan must not evict the block cache: ingest's lookups and the
         # delete ops' re-checks need its index and filter blocks (measured at
         # 1M chunks: a delete op's lookups took 330 ms after a filling scan,
         # 150 ms without, and 10 ms as one MultiGet, see Txn.get_many).
         ro = ReadOptions()
-        ro.fill_cache(False)
+        ro.fill_cache(False)  # type: ignore[call-arg]  # the stub omits the flag the binding takes
         cf = self.cf[S.CHUNKS]
-        for k, v in (cf.items(read_opt=ro) if after is None else cf.items(from_key=after, read_opt=ro)):
+        # Raw-mode column families hold bytes keys and values; the stub types them loosely.
+        rows = cast("Iterator[tuple[bytes, bytes]]",
+                    cf.items(read_opt=ro) if after is None else cf.items(from_key=after, read_opt=ro))
+        for k, v in rows:
             if k == after:
                 continue
             n += 1
@@ -414,7 +428,7 @@ class IndexReads(PointReads):
     def usage_snapshot_keys_before(self, day: str, limit: int) -> list[bytes]:
         """Keys of up to ``limit`` snapshots older than ``day``, oldest first."""
         cutoff = day.encode()
-        out = []
+        out: list[bytes] = []
         for k, _ in self.iter_prefix(S.USAGE_HIST, b""):
             if S.usage_hist_day(k) >= cutoff or len(out) >= limit:
                 break
@@ -444,7 +458,7 @@ class IndexReads(PointReads):
         return self.iter_prefix(S.META, prefix)
 
     def _first_keys(self, cf: str, prefix: bytes, n: int) -> list[bytes]:
-        out = []
+        out: list[bytes] = []
         for k, _ in self.iter_prefix(cf, prefix):
             out.append(k)
             if len(out) >= n:

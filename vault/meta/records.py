@@ -14,7 +14,7 @@ import struct
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Iterator, NamedTuple
+from typing import Any, Iterator, NamedTuple, overload
 
 import zstandard
 
@@ -29,6 +29,20 @@ PENDING, REFERENCED, DELETABLE = 0, 1, 2
 STATE_NAMES = {PENDING: "pending", REFERENCED: "referenced", DELETABLE: "deletable"}
 
 
+# Packed layouts live beside their records, not in them: a NamedTuple's
+# body may declare fields only.
+CHUNK_META = struct.Struct("<IQQQBdd")
+_USAGE = struct.Struct("<qqqq")
+_SEG_META = struct.Struct("<HBQQd")
+_OBJECT_HEADER = struct.Struct("<BdQII")
+# A compressor per thread: python-zstandard's are not thread-safe (two
+# threads packing large manifests at once crashed the process).
+_ZSTD = threading.local()
+# Compressing a sample first tells whether a large manifest is worth it,
+# without a second manifest-sized buffer for output that is thrown away.
+_ZSTD_SAMPLE = 1 << 20
+
+
 class ChunkMeta(NamedTuple):
     seg_id: int
     offset: int
@@ -38,14 +52,12 @@ class ChunkMeta(NamedTuple):
     created_at: float
     zero_since: float
 
-    _S = struct.Struct("<IQQQBdd")
-
     def pack(self) -> bytes:
-        return self._S.pack(*self)
+        return CHUNK_META.pack(*self)
 
     @classmethod
     def unpack(cls, b: bytes) -> "ChunkMeta":
-        return cls(*cls._S.unpack(b))
+        return cls(*CHUNK_META.unpack(b))
 
 
 class Usage(NamedTuple):
@@ -54,20 +66,18 @@ class Usage(NamedTuple):
     chunks: int = 0
     objects: int = 0
 
-    _S = struct.Struct("<qqqq")
-
     def pack(self) -> bytes:
-        return self._S.pack(*self)
+        return _USAGE.pack(*self)
 
     @classmethod
     def unpack(cls, b: bytes | None) -> "Usage":
-        return cls(*cls._S.unpack(b)) if b else cls()
+        return cls(*_USAGE.unpack(b)) if b else cls()
 
-    def add(self, stored=0, logical=0, chunks=0, objects=0) -> "Usage":
+    def add(self, stored: int = 0, logical: int = 0, chunks: int = 0, objects: int = 0) -> "Usage":
         return Usage(self.stored_bytes + stored, self.logical_bytes + logical,
                      self.chunks + chunks, self.objects + objects)
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, int]:
         return self._asdict()
 
 
@@ -78,17 +88,15 @@ class SegMeta(NamedTuple):
     live_bytes: int   # bytes of records the index still points to
     created: float
 
-    _S = struct.Struct("<HBQQd")
-
     def pack(self) -> bytes:
-        return self._S.pack(*self)
+        return _SEG_META.pack(*self)
 
     @classmethod
     def unpack(cls, b: bytes) -> "SegMeta":
-        return cls(*cls._S.unpack(b))
+        return cls(*_SEG_META.unpack(b))
 
 
-class ChunkIds(Sequence):
+class ChunkIds(Sequence[bytes]):
     """A manifest's chunk ids, 32 bytes each, back to back in one ``bytes``.
 
     Reads like a list of ``bytes`` (and compares equal to one), but a
@@ -110,7 +118,12 @@ class ChunkIds(Sequence):
     def __len__(self) -> int:
         return len(self.blob) // 32
 
-    def __getitem__(self, i):  # type: ignore[override]
+    @overload
+    def __getitem__(self, i: int) -> bytes: ...
+    @overload
+    def __getitem__(self, i: slice) -> "ChunkIds": ...
+
+    def __getitem__(self, i: int | slice) -> "bytes | ChunkIds":
         if isinstance(i, slice):
             start, stop, step = i.indices(len(self))
             if step == 1:
@@ -153,14 +166,6 @@ class ObjectMeta(NamedTuple):
     chunks: Sequence[bytes]
     meta: bytes
 
-    _H = struct.Struct("<BdQII")
-    # A compressor per thread: python-zstandard's are not thread-safe (two
-    # threads packing large manifests at once crashed the process).
-    _Z = threading.local()
-    # Compressing a sample first tells whether a large manifest is worth it,
-    # without a second manifest-sized buffer for output that is thrown away.
-    _SAMPLE = 1 << 20
-
     def pack(self) -> bytes:
         ids = ChunkIds.of(self.chunks).blob
         parts = [ids, self.meta]
@@ -168,20 +173,20 @@ class ObjectMeta(NamedTuple):
         # Chunk ids are random bytes and rarely compress; only keep zstd's
         # output when it is smaller (repeated ids in a big manifest).
         if len(ids) + len(self.meta) > 512:
-            zc = getattr(self._Z, "c", None)
+            zc = getattr(_ZSTD, "c", None)
             if zc is None:
-                zc = self._Z.c = zstandard.ZstdCompressor(level=3)
-            if len(ids) <= self._SAMPLE or len(zc.compress(ids[:self._SAMPLE])) < self._SAMPLE * 0.9:
+                zc = _ZSTD.c = zstandard.ZstdCompressor(level=3)
+            if len(ids) <= _ZSTD_SAMPLE or len(zc.compress(ids[:_ZSTD_SAMPLE])) < _ZSTD_SAMPLE * 0.9:
                 z = zc.compress(ids + self.meta)
                 if len(z) < (len(ids) + len(self.meta)) * 0.9:
                     parts, flag = [z], 1
         # One join: a million ids are 32 MB, each copy of them counts.
-        return b"".join([self._H.pack(flag, self.created, self.size, len(self.chunks), len(self.meta)), *parts])
+        return b"".join([_OBJECT_HEADER.pack(flag, self.created, self.size, len(self.chunks), len(self.meta)), *parts])
 
     @classmethod
     def unpack(cls, b: bytes) -> "ObjectMeta":
-        flag, created, size, n, mlen = cls._H.unpack_from(b)
-        body = b[cls._H.size:]
+        flag, created, size, n, mlen = _OBJECT_HEADER.unpack_from(b)
+        body = b[_OBJECT_HEADER.size:]
         if flag == 1:
             body = zstandard.ZstdDecompressor().decompress(body, max_output_size=32 * n + mlen)
         return cls(created, size, ChunkIds(body[:32 * n]), body[32 * n:32 * n + mlen])
@@ -189,7 +194,7 @@ class ObjectMeta(NamedTuple):
     @classmethod
     def header(cls, b: bytes) -> tuple[float, int, int]:
         """``(created, size, nchunks)`` without decoding the chunk list."""
-        _, created, size, n, _ = cls._H.unpack_from(b)
+        _, created, size, n, _ = _OBJECT_HEADER.unpack_from(b)
         return created, size, n
 
 

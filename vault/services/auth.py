@@ -86,8 +86,9 @@ class AuthService:
         policy.require_role(who, name, role)
         return rec
 
-    async def create_key(self, name: str, role: str, label: str, who: Principal) -> NewKey:
-        policy.valid_role(role)
+    async def create_key(self, name: str, role: object, label: object, who: Principal) -> NewKey:
+        """``role`` and ``label`` as the client sent them: checked here (BadRequest)."""
+        role = policy.valid_role(role)
         if not isinstance(label, str) or len(label) > MAX_LABEL_CHARS:
             raise E.BadRequest(f"label must be a string of at most {MAX_LABEL_CHARS} characters")
         key_id = secrets.token_hex(8)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 import os
 import threading
 from collections.abc import Awaitable, Callable
+from typing import TypedDict, cast
 
 from .. import errors as E
 from .. import policy
@@ -15,7 +17,7 @@ from ..body import Body
 from ..config import Config
 from ..events import ChunkPut
 from ..meta import PENDING, ChunkMeta, Index, Txn, VaultRec
-from ..store import Location, Store, block_sums
+from ..store import ByteData, Location, Store, block_sums
 from .vaults import live_vault
 
 log = logging.getLogger("objvault")
@@ -132,7 +134,8 @@ class ChunkService:
                 if exc is not None:
                     loop.call_soon_threadsafe(_fail_future, fut, exc)
                 else:
-                    self.index.enqueue(lambda txn: _insert_chunk(txn, rec, digest, length, loc), fut, loop)
+                    where = cast(Location, loc)  # Done's contract: no error, a location
+                    self.index.enqueue(lambda txn: _insert_chunk(txn, rec, digest, length, where), fut, loop)
 
             self.store.append(dir_idx, rec.vid, digest, data, sums, durable)
             existed = await fut
@@ -179,8 +182,8 @@ class ChunkService:
                                    f"{chunks[sums][0].hex()}; nothing was stored")
         found = self.index.chunks_held(rec.vid, [d for d, _ in chunks])
         new: dict[bytes, int] = {}
-        for i, ((digest, body), held) in enumerate(zip(chunks, found)):
-            if not held and digest not in new:
+        for i, ((digest, body), holds) in enumerate(zip(chunks, found)):
+            if not holds and digest not in new:
                 new[digest] = i
         held = self._reserve(rec, sum(len(chunks[i][1]) for i in new.values()))
         try:
@@ -209,7 +212,7 @@ class ChunkService:
             dir_idx = self.store.pick_dir()
             locs: dict[bytes, Location] = {}
             lock = threading.Lock()
-            state = {"left": len(new), "error": None}
+            state: _BatchState = {"left": len(new), "error": None}
 
             def durable(digest: bytes, loc: Location | None, exc: Exception | None) -> None:
                 with lock:
@@ -229,13 +232,13 @@ class ChunkService:
 
             for digest, i in new.items():
                 self.store.append(dir_idx, rec.vid, digest, chunks[i][1], sums[i],
-                                  lambda loc, exc, d=digest: durable(d, loc, exc))
+                                  functools.partial(durable, digest))
         else:
             self.index.enqueue(lambda txn: _insert_batch(txn, rec, [], old), fut, loop)
         return await fut
 
     async def _drain_body(self, rec: VaultRec, digest: bytes, body: Body,
-                          sink: Callable[[list[bytes]], None]) -> None:
+                          sink: Callable[[list[ByteData]], None]) -> None:
         """Feed a streamed body to ``sink`` in a thread, about 1 MiB at a time, while
         the next MiB is read from the socket (one call in flight, in order).
 
@@ -243,7 +246,7 @@ class ChunkService:
         """
         loop = asyncio.get_running_loop()
         got, length = 0, body.length
-        pending: list[bytes] = []
+        pending: list[ByteData] = []
         pending_len = 0
         inflight: asyncio.Future | None = None
         try:
@@ -273,7 +276,7 @@ class ChunkService:
         """Hash a streamed body without keeping it; DigestMismatch/Truncated if it is wrong."""
         h = _SHA256.copy()
 
-        def update(parts: list[bytes]) -> None:
+        def update(parts: list[ByteData]) -> None:
             for p in parts:
                 h.update(p)
 
@@ -301,7 +304,7 @@ class ChunkService:
             raise
 
     async def get(self, rec: VaultRec, digest: bytes, start: int = 0, end: int | None = None,
-                  meta: ChunkMeta | None = None) -> bytes:
+                  meta: ChunkMeta | None = None) -> bytes | memoryview:
         """Bytes ``[start, end)`` of a chunk, every block verified (``meta``: a fresh lookup, if the caller has one)."""
         meta = meta or self.meta(rec, digest)
         if meta is None:
@@ -348,6 +351,13 @@ class ChunkService:
         return [d for part in parts for d in part]
 
 
+class _BatchState(TypedDict):
+    """A batch's appends still outstanding and its first failure."""
+
+    left: int
+    error: Exception | None
+
+
 def _fail_future(fut: asyncio.Future, exc: Exception) -> None:
     if not fut.done():
         fut.set_exception(exc)
@@ -361,7 +371,7 @@ def _fail_future(fut: asyncio.Future, exc: Exception) -> None:
 _GIL_PIECE = 31 * 64
 
 
-def _sha256_on_loop(body) -> bytes:
+def _sha256_on_loop(body: ByteData) -> bytes:
     h = _SHA256.copy()
     mv = memoryview(body)
     for i in range(0, len(mv), _GIL_PIECE):
@@ -369,7 +379,7 @@ def _sha256_on_loop(body) -> bytes:
     return h.digest()
 
 
-def _digest_and_sums(body: bytes, digest: bytes, on_loop: bool = True) -> tuple[bool, bytes]:
+def _digest_and_sums(body: ByteData, digest: bytes, on_loop: bool = True) -> tuple[bool, bytes]:
     """SHA-256 check and xxh3 block sums in one call (on the loop for small bodies, else in a thread).
 
     On the loop a small body is hashed in pieces that keep the GIL; in a

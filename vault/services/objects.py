@@ -199,7 +199,7 @@ class ObjectService:
         return out, None
 
 
-def write_object(txn: Txn, rec: VaultRec, key: str, chunks: list[bytes], meta: bytes, created: float,
+def write_object(txn: Txn, rec: VaultRec, key: str, chunks: Sequence[bytes], meta: bytes, created: float,
                  old_raw: bytes | None, restored_from: str = "", released: list[int] | None = None) -> ObjectMeta:
     """Write an object whose chunks must all be in the vault: references of the
     new version added and of the old one (``old_raw``) removed, usage and the

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import os
 import shlex
 import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Any, Coroutine
+from typing import Any, Callable, Coroutine
 
 from vault.cli_client import add_common_args, client, config_from_args, out
 from vault.config import Config, ConfigError, TargetConfig
@@ -205,6 +206,33 @@ async def _checkpoints(replica: CheckpointStore) -> list[dict]:
     return rows
 
 
+def _then_exit(cmd: Callable[[argparse.Namespace], None]) -> Callable[[argparse.Namespace], None]:
+    """Run an offline command that used obstore, then leave without interpreter shutdown.
+
+    obstore's runtime threads outlive the command; when the interpreter
+    finalizes under them the process could abort (SIGABRT, about one run in
+    ten under load) after the command had finished and printed its result.
+    Output is flushed and the exit status is the command's, as with
+    ``SystemExit``.
+    """
+
+    @functools.wraps(cmd)
+    def run(args: argparse.Namespace) -> None:
+        code = 0
+        try:
+            cmd(args)
+        except SystemExit as e:
+            if isinstance(e.code, str):
+                print(e.code, file=sys.stderr)
+            code = e.code if isinstance(e.code, int) else 0 if e.code is None else 1
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+    return run
+
+
+@_then_exit
 def cmd_checkpoint_list(args: argparse.Namespace) -> None:
     _, tcfg, replica = _offline_target(args)
     rows = _run(tcfg, _checkpoints(replica))
@@ -252,6 +280,7 @@ def _clear_destination(dest: Path, created: Path | None) -> None:
             child.unlink(missing_ok=True)
 
 
+@_then_exit
 def cmd_checkpoint_download(args: argparse.Namespace) -> None:
     from vault.meta.checkpoint import CheckpointError, read_checkpoint
 

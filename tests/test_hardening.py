@@ -251,8 +251,8 @@ big = bytearray(16 << 20)  # mmapped; once freed, glibc raises its mmap threshol
 del big
 before = rss_mib()
 bodies, pins = [], []
-for _ in range(24):
-    bodies.append(bytearray(1 << 20))
+for _ in range(4):
+    bodies.append(bytearray(6 << 20))
     pins.append(bytearray(2048))  # keeps heap space after each body in use
 del bodies
 print(rss_mib() - before)
@@ -261,7 +261,7 @@ print(rss_mib() - before)
 
 @pytest.mark.parametrize("mode, held_mib", [("default", (20, 32)), ("tuned", (0, 4))])
 def test_freed_bodies_leave_the_heap_at_once(mode, held_mib):
-    """With the thresholds fixed, 24 freed 1 MiB bodies hold no RSS after a
+    """With the thresholds fixed, 4 freed 6 MiB bodies hold no RSS after a
     larger block was freed; glibc's default keeps all 24 MiB (the "default"
     case shows the mechanism the fix is for is still there)."""
     import subprocess

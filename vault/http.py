@@ -82,6 +82,9 @@ STATUS: dict[str, int] = {
     "range_not_satisfiable": 416,
     "unavailable": 503,
     "quota_exceeded": 507, "no_space": 507,
+    "bad_bucket_name": 400, "invalid_part": 400, "too_small": 400,
+    "no_such_bucket": 404, "no_such_upload": 404,
+    "bucket_exists": 409, "bucket_owned": 409, "bucket_not_empty": 409,
 }
 
 
@@ -712,7 +715,8 @@ async def delete_vault(request: web.Request) -> web.Response:
 def _key_doc(key: KeyRec | NewKey) -> dict:
     doc = {"id": key.id, "role": key.role, "label": key.label, "created": key.created}
     if isinstance(key, NewKey):
-        doc = {"id": key.id, "secret": key.secret, **{k: v for k, v in doc.items() if k != "id"}}
+        doc = {"id": key.id, "secret": key.secret, **{k: v for k, v in doc.items() if k != "id"},
+               "s3": {"access_key_id": key.s3.access_key_id, "secret_access_key": key.s3.secret_access_key}}
     return doc
 
 

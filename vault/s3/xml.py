@@ -332,6 +332,31 @@ def tagging(tags: Mapping[str, str]) -> bytes:
     return _document(root)
 
 
+def acl(owner: Owner) -> bytes:
+    """AccessControlPolicy: the owner, with FULL_CONTROL, and no one else."""
+    root = _root("AccessControlPolicy")
+    _owner(root, "Owner", owner)
+    grant = SubElement(SubElement(root, "AccessControlList"), "Grant")
+    grantee = SubElement(grant, "Grantee", {"xmlns:xsi": "http://www.w3.org/2001/XMLSchema-instance",
+                                            "xsi:type": "CanonicalUser"})
+    _fields(grantee, ID=owner.id, DisplayName=owner.display_name)
+    _add(grant, "Permission", "FULL_CONTROL")
+    return _document(root)
+
+
+def location(region: str) -> bytes:
+    """LocationConstraint: empty for us-east-1, as S3 answers."""
+    root = _root("LocationConstraint")
+    if region != "us-east-1":
+        root.text = region
+    return _document(root)
+
+
+def versioning() -> bytes:
+    """VersioningConfiguration of a bucket that was never versioned."""
+    return _document(_root("VersioningConfiguration"))
+
+
 # -- parsing ------------------------------------------------------------------------------
 
 

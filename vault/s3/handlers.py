@@ -1,0 +1,333 @@
+"""S3 handlers for buckets and objects: each translates one operation to the services."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from urllib.parse import unquote
+
+import msgspec
+from aiohttp import web
+
+from .. import errors as E
+from ..http import parse_range
+from ..services.buckets import Target
+from ..services.s3objects import S3Meta, Stored
+from . import xml
+from .bodies import check_acl, lower, meta_of, object_headers, preconditions, receive, tags_of
+from .errors import S3Error, from_domain
+from .front import Call, read_small
+
+MAX_KEYS = 1000
+
+
+def _xml(body: bytes, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(status=status, body=body, content_type="application/xml", headers=headers)
+
+
+def owner(call: Call) -> xml.Owner:
+    """A vault's S3 owner: its name is both the ID and the display name."""
+    return xml.Owner(call.who.vault, call.who.vault)
+
+
+def target(call: Call, role: str) -> Target:
+    return call.services.buckets.target(call.who, call.bucket, role)
+
+
+def stored(call: Call, where: Target, key: str) -> Stored:
+    try:
+        return call.services.s3.head(where, key)
+    except E.NoSuchObject:
+        raise S3Error("NoSuchKey", resource=f"/{call.bucket}/{key}", Key=key) from None
+
+
+# -- buckets ---------------------------------------------------------------------------
+
+
+async def list_buckets(call: Call) -> web.StreamResponse:
+    buckets = call.services.buckets.list(call.who)
+    return _xml(xml.list_buckets(owner(call), [(b.name, b.created) for b in buckets]))
+
+
+async def create_bucket(call: Call) -> web.StreamResponse:
+    check_acl(call.headers)
+    constraint = xml.parse_create_bucket(await read_small(call.request, xml.MAX_SMALL_BODY))
+    if constraint not in (None, "", call.region):
+        raise S3Error("InvalidLocationConstraint")
+    await call.services.buckets.create(call.who, call.bucket)
+    return web.Response(headers={"Location": f"/{call.bucket}"})
+
+
+async def head_bucket(call: Call) -> web.StreamResponse:
+    target(call, "read")
+    return web.Response(headers={"x-amz-bucket-region": call.region})
+
+
+async def delete_bucket(call: Call) -> web.StreamResponse:
+    await call.services.buckets.delete(call.who, call.bucket)
+    return web.Response(status=204)
+
+
+async def get_location(call: Call) -> web.StreamResponse:
+    target(call, "read")
+    return _xml(xml.location(call.region))
+
+
+async def get_versioning(call: Call) -> web.StreamResponse:
+    target(call, "read")
+    return _xml(xml.versioning())
+
+
+async def get_bucket_acl(call: Call) -> web.StreamResponse:
+    target(call, "read")
+    return _xml(xml.acl(owner(call)))
+
+
+async def put_bucket_acl(call: Call) -> web.StreamResponse:
+    target(call, "full")
+    _canned_only(call)
+    return web.Response()
+
+
+def _canned_only(call: Call) -> None:
+    check_acl(call.headers)
+    if call.request.content_length:
+        raise S3Error("NotImplemented", "ACL documents are not served: send a canned ACL (private)")
+
+
+async def list_objects_v1(call: Call) -> web.StreamResponse:
+    where = target(call, "read")
+    page, listing = _list(call, where, call.query.get("marker", ""))
+    return _xml(xml.list_objects_v1(listing, call.query.get("marker", ""), page))
+
+
+async def list_objects_v2(call: Call) -> web.StreamResponse:
+    where = target(call, "read")
+    token = call.query.get("continuation-token")
+    start_after = call.query.get("start-after")
+    marker = _untoken(token) if token is not None else start_after or ""
+    page, listing = _list(call, where, marker, call.query.get("fetch-owner") == "true")
+    nxt = base64.urlsafe_b64encode(page.encode()).decode() if page is not None else None
+    return _xml(xml.list_objects_v2(listing, token, nxt, start_after))
+
+
+def _untoken(token: str) -> str:
+    try:
+        return base64.urlsafe_b64decode(token.encode()).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise S3Error("InvalidArgument", "The continuation token provided is incorrect") from None
+
+
+def _list(call: Call, where: Target, marker: str, owners: bool = True) -> tuple[str | None, xml.Listing]:
+    """One page: the marker to continue after (None at the end) and the listing."""
+    q = call.query
+    prefix, delimiter = q.get("prefix", ""), q.get("delimiter", "")
+    encoding = q.get("encoding-type")
+    if encoding not in (None, "url"):
+        raise S3Error("InvalidArgument", "Invalid Encoding Method specified in Request")
+    limit = _max_keys(q.get("max-keys"))
+    if limit == 0:
+        return None, xml.Listing(call.bucket, prefix, delimiter, 0, False, [], [], encoding == "url")
+    page = call.services.buckets.list_objects(where, prefix, delimiter, marker, limit)
+    who = owner(call) if owners else None
+    entries = []
+    for key, raw in page.objects:
+        obj = call.services.s3.decode(raw)
+        entries.append(xml.ObjectEntry(key, obj.obj.created, obj.meta.etag, obj.obj.size, who))
+    listing = xml.Listing(call.bucket, prefix, delimiter, limit, page.next_marker is not None, entries,
+                          page.prefixes, encoding == "url")
+    return page.next_marker, listing
+
+
+def _max_keys(value: str | None) -> int:
+    if value is None:
+        return MAX_KEYS
+    try:
+        n = int(value)
+    except ValueError:
+        raise S3Error("InvalidArgument", "max-keys must be an integer") from None
+    if n < 0:
+        raise S3Error("InvalidArgument", "max-keys must not be negative")
+    return min(n, MAX_KEYS)
+
+
+async def delete_objects(call: Call) -> web.StreamResponse:
+    where = target(call, "read")
+    request = xml.parse_delete_objects(await read_small(call.request, xml.MAX_BODY))
+    deleted, errors = [], []
+    for key, version in request.objects:
+        try:
+            await call.services.s3.delete(call.who, where, key)
+            deleted.append((key, version))
+        except E.VaultError as e:
+            errors.append((key, from_domain(e)))
+    return _xml(xml.delete_result(deleted, errors, request.quiet))
+
+
+# -- objects ---------------------------------------------------------------------------
+
+
+async def put_object(call: Call) -> web.StreamResponse:
+    if "x-amz-copy-source" in call.headers:
+        return await copy_object(call)
+    check_acl(call.headers)
+    where = target(call, "append")
+    meta = meta_of(call.headers)
+    if_none_match, if_match = _write_conditions(call)
+    got = await receive(call, where)
+    meta.etag, meta.checksums = got.etag, got.checksums
+    await call.services.s3.put(call.who, where, call.key, got.chunks, got.size, meta, if_none_match, if_match)
+    headers = {"ETag": f'"{got.etag}"', **{f"x-amz-checksum-{a}": v for a, v in got.checksums.items()}}
+    return web.Response(headers=headers)
+
+
+def _write_conditions(call: Call) -> tuple[bool, str | None]:
+    inm = call.headers.get("If-None-Match")
+    if inm is not None and inm.strip() != "*":
+        raise S3Error("NotImplemented", "If-None-Match on a write takes only '*'")
+    return inm is not None, call.headers.get("If-Match")
+
+
+async def copy_object(call: Call) -> web.StreamResponse:
+    check_acl(call.headers)
+    where = target(call, "append")
+    source_bucket, source_key = copy_source(call)
+    source = call.services.buckets.target(call.who, source_bucket, "read")
+    src = stored(call, source, source_key)
+    if not preconditions(call.headers, src, "x-amz-copy-source-if-"):
+        raise S3Error("PreconditionFailed")
+    headers = lower(call.headers)
+    replace = headers.get("x-amz-metadata-directive", "COPY").upper() == "REPLACE"
+    retag = headers.get("x-amz-tagging-directive", "COPY").upper() == "REPLACE"
+    if (source_bucket, source_key) == (call.bucket, call.key) and not replace and not retag:
+        raise S3Error("InvalidRequest", "This copy request is illegal because it is trying to copy an object to "
+                      "itself without changing the object's metadata, storage class, website redirect location "
+                      "or encryption attributes.")
+    meta = meta_of(call.headers) if replace else msgspec.structs.replace(src.meta)
+    meta.tags = tags_of(headers.get("x-amz-tagging", "")) if retag else src.meta.tags
+    done = await call.services.s3.copy(call.who, source, source_key, where, call.key, meta,
+                                       _write_conditions(call)[0])
+    return _xml(xml.copy_result(done.meta.etag, done.obj.created, done.meta.checksums))
+
+
+def copy_source(call: Call) -> tuple[str, str]:
+    """(bucket, key) of ``x-amz-copy-source``; versions other than null are refused."""
+    raw, _, query = call.headers["x-amz-copy-source"].partition("?")
+    if query and query not in ("versionId=null",):
+        raise S3Error("NotImplemented", "Objects have no versions here")
+    bucket, _, key = unquote(raw).lstrip("/").partition("/")
+    if not bucket or not key:
+        raise S3Error("InvalidArgument", "Copy Source must mention the source bucket and key: sourcebucket/sourcekey")
+    return bucket, key
+
+
+async def head_object(call: Call) -> web.StreamResponse:
+    where = target(call, "read")
+    obj = stored(call, where, call.key)
+    start, end, status = _extent(call, obj)
+    return await _send(call, where, obj, start, end, status, body=False)
+
+
+async def get_object(call: Call) -> web.StreamResponse:
+    where = target(call, "read")
+    obj = stored(call, where, call.key)
+    start, end, status = _extent(call, obj)
+    return await _send(call, where, obj, start, end, status, body=True)
+
+
+def _extent(call: Call, obj: Stored) -> tuple[int, int, int]:
+    """The byte range to send and its status (200, 206; 304 when not modified)."""
+    if not preconditions(call.headers, obj):
+        return 0, 0, 304
+    number = call.query.get("partNumber")
+    if number is not None:
+        return _part_extent(obj, number)
+    rng = parse_range(call.headers.get("Range"), obj.obj.size)
+    if rng is None:
+        return 0, obj.obj.size, 200
+    return rng[0], rng[1], 206
+
+
+def _part_extent(obj: Stored, number: str) -> tuple[int, int, int]:
+    if not number.isdigit() or not 1 <= int(number) <= max(1, len(obj.meta.parts)):
+        raise S3Error("InvalidPartNumber" if number.isdigit() else "InvalidArgument")
+    start = sum(size for _, size in obj.meta.parts[:int(number) - 1])
+    size = obj.meta.parts[int(number) - 1][1] if obj.meta.parts else 0
+    return start, start + size, 206 if len(obj.meta.parts) > 1 else 200
+
+
+async def _send(call: Call, where: Target, obj: Stored, start: int, end: int, status: int,
+                body: bool) -> web.StreamResponse:
+    full = status == 200
+    headers = object_headers(obj, call.query, full and call.headers.get("x-amz-checksum-mode") == "ENABLED")
+    if status == 304:
+        return web.Response(status=304, headers={k: headers[k] for k in ("ETag", "Last-Modified")})
+    if status == 206:
+        headers["Content-Range"] = f"bytes {start}-{end - 1}/{obj.obj.size}"
+    resp = web.StreamResponse(status=status, headers=headers)
+    resp.content_length = end - start
+    await resp.prepare(call.request)
+    if body:
+        async for data in call.services.s3.read(where, obj, start, end):
+            await resp.write(data)
+    await resp.write_eof()
+    return resp
+
+
+async def delete_object(call: Call) -> web.StreamResponse:
+    await call.services.s3.delete(call.who, target(call, "read"), call.key)
+    return web.Response(status=204)
+
+
+async def get_object_acl(call: Call) -> web.StreamResponse:
+    stored(call, target(call, "read"), call.key)
+    return _xml(xml.acl(owner(call)))
+
+
+async def put_object_acl(call: Call) -> web.StreamResponse:
+    stored(call, target(call, "full"), call.key)
+    _canned_only(call)
+    return web.Response()
+
+
+async def get_tagging(call: Call) -> web.StreamResponse:
+    return _xml(xml.tagging(stored(call, target(call, "read"), call.key).meta.tags))
+
+
+async def put_tagging(call: Call) -> web.StreamResponse:
+    where = target(call, "full")
+    tags = xml.parse_tagging(await read_small(call.request, xml.MAX_SMALL_BODY))
+    stored(call, where, call.key)
+    await call.services.s3.set_tags(call.who, where, call.key, tags)
+    return web.Response()
+
+
+async def delete_tagging(call: Call) -> web.StreamResponse:
+    where = target(call, "full")
+    stored(call, where, call.key)
+    await call.services.s3.set_tags(call.who, where, call.key, {})
+    return web.Response(status=204)
+
+
+ROUTES = {
+    ("GET", "service", ""): list_buckets,
+    ("PUT", "bucket", ""): create_bucket,
+    ("HEAD", "bucket", ""): head_bucket,
+    ("DELETE", "bucket", ""): delete_bucket,
+    ("GET", "bucket", "location"): get_location,
+    ("GET", "bucket", "versioning"): get_versioning,
+    ("GET", "bucket", "acl"): get_bucket_acl,
+    ("PUT", "bucket", "acl"): put_bucket_acl,
+    ("GET", "bucket", ""): list_objects_v1,
+    ("GET", "bucket", "list-type=2"): list_objects_v2,
+    ("POST", "bucket", "delete"): delete_objects,
+    ("PUT", "object", ""): put_object,
+    ("GET", "object", ""): get_object,
+    ("HEAD", "object", ""): head_object,
+    ("DELETE", "object", ""): delete_object,
+    ("GET", "object", "acl"): get_object_acl,
+    ("PUT", "object", "acl"): put_object_acl,
+    ("GET", "object", "tagging"): get_tagging,
+    ("PUT", "object", "tagging"): put_tagging,
+    ("DELETE", "object", "tagging"): delete_tagging,
+}

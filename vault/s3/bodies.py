@@ -57,7 +57,7 @@ async def receive(call: Call, target: Target, algorithm: str = "") -> Received:
     """
     headers = lower(call.headers)
     length, pieces, trailers = _body(call, headers)
-    if length > MAX_PUT_BYTES:
+    if length is not None and length > MAX_PUT_BYTES:
         raise S3Error("EntityTooLarge", MaxSizeAllowed=str(MAX_PUT_BYTES))
     stated = checksums.requested(headers)
     md5 = checksums.content_md5(headers["content-md5"]) if "content-md5" in headers else None
@@ -65,12 +65,12 @@ async def receive(call: Call, target: Target, algorithm: str = "") -> Received:
                                         headers.get("x-amz-sdk-checksum-algorithm", "").lower()) if a}
     wanted &= set(checksums.ALGORITHMS)
     digests = checksums.BodyDigests(wanted, sha256=call.auth.payload is Payload.SIGNED)
-    held = await call.budget.acquire(min(length, CHUNK_BYTES))
+    held = await call.budget.acquire(CHUNK_BYTES if length is None else min(length, CHUNK_BYTES))
     try:
-        chunks, size = await call.services.s3.store(target, length, pieces, digests.update)
+        chunks, size = await call.services.s3.store(target, length or 0, _bounded(pieces), digests.update)
     finally:
         call.budget.release(held)
-    if size != length:
+    if length is not None and size != length:
         raise S3Error("IncompleteBody")
     for name, value in trailers().items():
         if name.startswith(checksums.HEADER_PREFIX) and name[len(checksums.HEADER_PREFIX):] in wanted:
@@ -80,12 +80,22 @@ async def receive(call: Call, target: Target, algorithm: str = "") -> Received:
     return Received(chunks, size, digests.etag(), {a: digests.checksum(a) for a in sorted(wanted)})
 
 
+async def _bounded(pieces: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """The pieces, refused with EntityTooLarge past :data:`MAX_PUT_BYTES` (a body of unknown length)."""
+    got = 0
+    async for piece in pieces:
+        got += len(piece)
+        if got > MAX_PUT_BYTES:
+            raise S3Error("EntityTooLarge", MaxSizeAllowed=str(MAX_PUT_BYTES))
+        yield piece
+
+
 def _trailer_algorithm(headers: Mapping[str, str]) -> str:
     trailer = headers.get("x-amz-trailer", "").strip().lower()
     return trailer[len(checksums.HEADER_PREFIX):] if trailer.startswith(checksums.HEADER_PREFIX) else ""
 
 
-def _body(call: Call, headers: Mapping[str, str]) -> tuple[int, AsyncIterator[bytes],
+def _body(call: Call, headers: Mapping[str, str]) -> tuple[int | None, AsyncIterator[bytes],
                                                           Callable[[], dict[str, str]]]:
     """(decoded length, the decoded bytes as they come, the trailers once read)."""
     read = reader(call.request)
@@ -95,13 +105,15 @@ def _body(call: Call, headers: Mapping[str, str]) -> tuple[int, AsyncIterator[by
         body = ChunkedBody(read, auth.payload, length, signing=auth.signing if auth.payload.chunk_signed else None,
                            seed_signature=auth.signature, trailer=headers.get("x-amz-trailer"))
         return length, aiter(body), lambda: body.trailers
-    length = _length(headers.get("content-length"))
+    # HTTP-chunked without a length: known only at its end.
+    unknown = "content-length" not in headers and "chunked" in headers.get("transfer-encoding", "")
+    plain = None if unknown else _length(headers.get("content-length"))
 
     async def pieces() -> AsyncIterator[bytes]:
         while piece := await read(1 << 20):
             yield piece
 
-    return length, pieces(), dict
+    return plain, pieces(), dict
 
 
 def _length(value: str | None) -> int:

@@ -19,6 +19,9 @@ from .errors import S3Error, from_domain
 from .front import Call, read_small
 
 MAX_KEYS = 1000
+# S3 answers 200 to re-creating one's own bucket in this region, and
+# BucketAlreadyOwnedByYou in every other.
+LEGACY_REGION = "us-east-1"
 
 
 def _xml(body: bytes, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
@@ -54,7 +57,11 @@ async def create_bucket(call: Call) -> web.StreamResponse:
     constraint = xml.parse_create_bucket(await read_small(call.request, xml.MAX_SMALL_BODY))
     if constraint not in (None, "", call.region):
         raise S3Error("InvalidLocationConstraint")
-    await call.services.buckets.create(call.who, call.bucket)
+    try:
+        await call.services.buckets.create(call.who, call.bucket)
+    except E.BucketOwned:
+        if call.region != LEGACY_REGION:
+            raise
     return web.Response(headers={"Location": f"/{call.bucket}"})
 
 
@@ -109,6 +116,13 @@ async def list_objects_v2(call: Call) -> web.StreamResponse:
     page, listing = _list(call, where, marker, call.query.get("fetch-owner") == "true")
     nxt = base64.urlsafe_b64encode(page.encode()).decode() if page is not None else None
     return _xml(xml.list_objects_v2(listing, token, nxt, start_after))
+
+
+async def list_versions(call: Call) -> web.StreamResponse:
+    where = target(call, "read")
+    marker = call.query.get("key-marker", "")
+    page, listing = _list(call, where, marker)
+    return _xml(xml.list_versions(listing, marker, page))
 
 
 def _untoken(token: str) -> str:
@@ -320,6 +334,7 @@ ROUTES = {
     ("PUT", "bucket", "acl"): put_bucket_acl,
     ("GET", "bucket", ""): list_objects_v1,
     ("GET", "bucket", "list-type=2"): list_objects_v2,
+    ("GET", "bucket", "versions"): list_versions,
     ("POST", "bucket", "delete"): delete_objects,
     ("PUT", "object", ""): put_object,
     ("GET", "object", ""): get_object,

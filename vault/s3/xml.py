@@ -216,6 +216,31 @@ def list_objects_v2(page: Listing, continuation_token: str | None, next_token: s
     return _listing_body(root, page)
 
 
+def list_versions(page: Listing, key_marker: str, next_marker: str | None) -> bytes:
+    """ListVersionsResult of a bucket that was never versioned: every object
+    is its only version, ``null``."""
+    root = _root("ListVersionsResult")
+    _fields(root, Name=page.bucket, Prefix=_name(page, page.prefix), KeyMarker=_name(page, key_marker),
+            VersionIdMarker="")
+    if next_marker is not None and page.truncated:
+        _fields(root, NextKeyMarker=_name(page, next_marker), NextVersionIdMarker="null")
+    if page.delimiter:
+        _add(root, "Delimiter", _name(page, page.delimiter))
+    _fields(root, MaxKeys=page.max_keys, IsTruncated=page.truncated)
+    if page.url_encode:
+        _add(root, "EncodingType", "url")
+    for entry in page.objects:
+        version = SubElement(root, "Version")
+        _fields(version, Key=_name(page, entry.key), VersionId="null", IsLatest=True,
+                LastModified=timestamp(entry.modified), ETag=_quoted(entry.etag), Size=entry.size,
+                StorageClass=entry.storage_class)
+        if entry.owner is not None:
+            _owner(version, "Owner", entry.owner)
+    for prefix in page.prefixes:
+        _add(SubElement(root, "CommonPrefixes"), "Prefix", _name(page, prefix))
+    return _document(root)
+
+
 def _listing_head(page: Listing) -> Element:
     root = _root("ListBucketResult")
     _add(root, "Name", page.bucket)

@@ -46,4 +46,4 @@ class Services:
         # Generated on first start unless the configuration names a file (a Secret).
         box = SecretBox.from_file(config.s3_master_key_path, create=not config.s3.master_key_file)
         return cls(vaults, AuthService(index, vaults, config.admin_token, box), chunks, objects,
-                   BucketService(index, vaults), S3ObjectService(index, objects, chunks))
+                   BucketService(index, vaults, objects), S3ObjectService(index, objects, chunks))

@@ -18,7 +18,7 @@ from .. import errors as E
 from .. import policy
 from ..meta import BucketRec, Index, Txn, VaultRec
 from ..policy import Principal
-from .objects import S3_PREFIX
+from .objects import S3_PREFIX, UPLOAD_PREFIX, ObjectService, delete_object
 from .vaults import VaultsService, live_vault
 
 # S3's rules (general purpose buckets): 3-63 of a-z, 0-9, '.', '-', a letter
@@ -68,9 +68,10 @@ class Page:
 
 
 class BucketService:
-    def __init__(self, index: Index, vaults: VaultsService) -> None:
+    def __init__(self, index: Index, vaults: VaultsService, objects: ObjectService) -> None:
         self.index = index
         self.vaults = vaults
+        self.objects = objects
 
     def target(self, who: Principal, name: str, role: str) -> Target:
         """The bucket ``name`` if ``who`` may act on it with ``role``.
@@ -113,20 +114,28 @@ class BucketService:
         return await self.index.run(op)
 
     async def delete(self, who: Principal, name: str) -> None:
-        """Delete an empty bucket (role ``full``); raises BucketNotEmpty while
-        it holds objects or multipart uploads."""
+        """Delete a bucket without objects (role ``full``; else BucketNotEmpty),
+        ending its multipart uploads as S3 does: their parts go to GC."""
         target = self.target(who, name, "full")
+        vid = target.bucket.vid
+        uploads = list(self.index.uploads(vid, name))
+        parts = [part for upload in uploads for part, _ in self.index.objects(vid, f"{UPLOAD_PREFIX}{upload.id}/")]
 
-        def op(txn: Txn) -> None:
-            live_vault(txn, target.vault)
+        def op(txn: Txn, released: list[int]) -> None:
+            live = live_vault(txn, target.vault)
             if txn.bucket(name) != target.bucket:
                 raise E.NoSuchBucket(f"no such bucket {name!r}")
-            if txn.has_objects(target.bucket.vid, object_name(name, "")) or \
-                    txn.has_uploads(target.bucket.vid, name):
+            if txn.has_objects(vid, object_name(name, "")):
                 raise E.BucketNotEmpty(f"bucket {name!r} is not empty")
+            for part in parts:
+                delete_object(txn, target.vault, live, part, True, released)
+            for upload in uploads:
+                txn.delete_upload(upload)
+            if any(u not in uploads for u in self.index.uploads(vid, name)):
+                raise E.Conflict(f"bucket {name!r}: a multipart upload began meanwhile; retry")
             txn.delete_bucket(name)
 
-        await self.index.run(op)
+        await self.objects.run_releasing(op)
 
     def list_objects(self, target: Target, prefix: str, delimiter: str, marker: str,
                      limit: int) -> Page:

@@ -13,7 +13,7 @@ import json
 import struct
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Iterator, NamedTuple
 
 import zstandard
@@ -253,14 +253,17 @@ class BucketRec:
     vault: str
     vid: int
     created: float
+    # Bucket subresources kept as documents (tagging, public access block), by kind.
+    settings: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def load(cls, raw: bytes) -> "BucketRec":
         d = json.loads(raw)
-        return cls(d["name"], d["vault"], d["vid"], d["created"])
+        return cls(d["name"], d["vault"], d["vid"], d["created"], d.get("settings", {}))
 
     def dump(self) -> bytes:
-        return jdump({"name": self.name, "vault": self.vault, "vid": self.vid, "created": self.created})
+        return jdump({"name": self.name, "vault": self.vault, "vid": self.vid, "created": self.created,
+                      "settings": self.settings})
 
 
 @dataclass(frozen=True)

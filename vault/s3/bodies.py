@@ -141,7 +141,7 @@ def meta_of(headers: Mapping[str, str]) -> S3Meta:
     stored = {name: low[name] for name in CONTENT_HEADERS if name in low}
     encoding = [e.strip() for e in stored.pop("content-encoding", "").split(",") if e.strip() not in ("", "aws-chunked")]
     if encoding:
-        stored["content-encoding"] = ",".join(encoding)
+        stored["content-encoding"] = ", ".join(encoding)
     return S3Meta(etag="", content_type=low.get("content-type", ""), headers=stored, user=user,
                   tags=tags_of(low.get("x-amz-tagging", "")))
 
@@ -154,8 +154,10 @@ def tags_of(query: str) -> dict[str, str]:
     return tags
 
 
-def object_headers(stored: Stored, query: Mapping[str, str], with_checksums: bool) -> dict[str, str]:
-    """The headers of a GetObject or HeadObject answer, ``response-*`` overrides applied."""
+def object_headers(stored: Stored, query: Mapping[str, str], with_checksums: bool,
+                   part: int | None = None) -> dict[str, str]:
+    """The headers of a GetObject or HeadObject answer (of one part, when
+    ``part`` is given), ``response-*`` overrides applied."""
     meta = stored.meta
     out = {"ETag": f'"{meta.etag}"', "Last-Modified": formatdate(int(stored.obj.created), usegmt=True),
            "Accept-Ranges": "bytes", "Content-Type": meta.content_type or "binary/octet-stream"}
@@ -163,13 +165,21 @@ def object_headers(stored: Stored, query: Mapping[str, str], with_checksums: boo
     out.update({f"x-amz-meta-{name}": value for name, value in meta.user.items()})
     if meta.tags:
         out["x-amz-tagging-count"] = str(len(meta.tags))
-    if len(meta.parts) > 1 or meta.etag.count("-"):
+    if meta.upload:
         out["x-amz-mp-parts-count"] = str(len(meta.parts))
     if with_checksums:
-        out.update({f"{checksums.HEADER_PREFIX}{a}": v for a, v in meta.checksums.items() if v})
-        if meta.checksum_type:
-            out["x-amz-checksum-type"] = meta.checksum_type
+        out.update(_checksum_headers(meta, part))
     out.update({header: query[param] for param, header in OVERRIDES.items() if param in query})
+    return out
+
+
+def _checksum_headers(meta: S3Meta, part: int | None) -> dict[str, str]:
+    sums = {a: v for a, v in meta.checksums.items() if v}
+    if part is not None and meta.upload:
+        sums = {a: meta.part_checksums[part - 1] for a in sums if part <= len(meta.part_checksums)}
+    out = {f"{checksums.HEADER_PREFIX}{a}": v for a, v in sums.items()}
+    if sums and meta.checksum_type:
+        out["x-amz-checksum-type"] = meta.checksum_type
     return out
 
 

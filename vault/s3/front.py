@@ -92,7 +92,7 @@ def build_app(services: Services, budget: MemoryBudget, config: S3Config, metric
     if metrics is not None:
         app[METRICS] = metrics
     app[ROUTES] = {**handlers.ROUTES, **multipart.ROUTES}
-    app.router.add_route("*", "/{tail:.*}", _dispatch)
+    app.router.add_route("*", "/{tail:.*}", _dispatch, expect_handler=_expect)
     return app
 
 
@@ -139,6 +139,12 @@ def _error_response(request: web.Request, error: S3Error, request_id: str) -> we
 
 
 async def _dispatch(request: web.Request) -> web.StreamResponse:
+    handler, call = _call(request, request["request_id"])
+    return await handler(call)
+
+
+def _call(request: web.Request, request_id: str) -> tuple[Handler, Call]:
+    """The request's handler and its authenticated call; raises S3Error."""
     services = request.app[SERVICES]
     config = request.app[CONFIG]
     bucket, key = _resource(request, config.domain)
@@ -147,7 +153,27 @@ async def _dispatch(request: web.Request) -> web.StreamResponse:
     signed = sigv4.Request.of(request.method, request.raw_path.split("?", 1)[0],
                               request.raw_path.partition("?")[2], request.headers.items())
     auth = sigv4.authenticate(signed, services.auth.s3_secret, config.region)
-    return await handler(Call(request, services, auth, bucket, key, request["request_id"]))
+    return handler, Call(request, services, auth, bucket, key, request_id)
+
+
+async def _expect(request: web.Request) -> web.StreamResponse | None:
+    """``100 Continue`` only for a request that gets past authentication and
+    its bucket's check; otherwise its error answer is the final one, sent
+    before any of the body (the connection then closes)."""
+    if request.version < (1, 1) or request.headers.get("Expect", "").lower() != "100-continue":
+        return None
+    request_id = secrets.token_hex(8).upper()
+    try:
+        _, call = _call(request, request_id)
+        if call.bucket:
+            call.services.buckets.target(call.who, call.bucket, "read")
+    except Exception as e:  # noqa: BLE001 - answered as the request's error
+        resp = _error_response(request, _s3_error(request, e), request_id)
+        resp.headers["x-amz-request-id"] = request_id
+        return resp
+    await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+    request.writer.output_size = 0  # not part of the answer (aiohttp tells a started answer by it)
+    return None
 
 
 def _resource(request: web.Request, domain: str) -> tuple[str, str]:

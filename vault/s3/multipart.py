@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from .. import errors as E
 from ..http import parse_range
 from ..meta import UploadRec
 from ..services.buckets import Target
@@ -14,7 +15,7 @@ from . import checksums, xml
 from .bodies import MAX_PUT_BYTES, check_acl, lower, meta_of, preconditions, receive
 from .errors import S3Error
 from .front import Call, read_small
-from .handlers import copy_source, owner, stored, target
+from .handlers import copy_source, owner, stored, target, write_conditions
 
 MAX_LIST = 1000
 
@@ -110,25 +111,41 @@ async def _pieces(call: Call, source: Target, src: Stored, start: int, end: int)
 
 async def complete_upload(call: Call) -> web.StreamResponse:
     where = target(call, "append")
-    upload = _upload(call, where)
     parts = xml.parse_complete_multipart(await read_small(call.request, xml.MAX_BODY))
-    inm = call.headers.get("If-None-Match")
-    if inm is not None and inm.strip() != "*":
-        raise S3Error("NotImplemented", "If-None-Match on a write takes only '*'")
+    try:
+        upload = _upload(call, where)
+    except E.NoSuchUpload:
+        done = call.services.s3.completed(where, call.key, call.query["uploadId"])
+        if done is None:
+            raise
+        return _completed(call, done)  # a repeated Complete: S3 answers it again
+    stated = {name[len(checksums.HEADER_PREFIX):]: value for name, value in lower(call.headers).items()
+              if name.startswith(checksums.HEADER_PREFIX) and name[len(checksums.HEADER_PREFIX):] in checksums.ALGORITHMS}
 
     def finish(meta: S3Meta, chosen: list[Stored]) -> S3Meta:
         for given, part in zip(parts, chosen):
             if any(part.meta.checksums.get(a) != v for a, v in given.checksums.items()):
                 raise S3Error("InvalidPart", f"The checksum of part {given.number} does not match")
         meta.etag = checksums.multipart_etag([part.meta.etag for part in chosen])
+        algorithm = next(iter(meta.checksums), "")
+        meta.part_checksums = [part.meta.checksums.get(algorithm, "") for part in chosen]
         meta.checksums = _final_checksums(meta, chosen)
+        for algorithm, value in stated.items():
+            if meta.checksums.get(algorithm, "").split("-")[0] != value.split("-")[0]:
+                raise S3Error("BadDigest", f"The {algorithm.upper()} you specified did not match the calculated "
+                              "checksum.")
         return meta
 
+    if_none_match, if_match = write_conditions(call)
     done = await call.services.s3.complete(call.who, where, upload, [(p.number, p.etag) for p in parts], finish,
-                                           inm is not None)
-    return web.Response(body=xml.complete_multipart(f"/{call.bucket}/{call.key}", call.bucket, call.key,
-                                                    done.meta.etag, done.meta.checksums),
-                        content_type="application/xml")
+                                           if_none_match, if_match)
+    return _completed(call, done)
+
+
+def _completed(call: Call, done: Stored) -> web.StreamResponse:
+    body = xml.complete_multipart(f"/{call.bucket}/{call.key}", call.bucket, call.key, done.meta.etag,
+                                  {a: v for a, v in done.meta.checksums.items() if v}, done.meta.checksum_type)
+    return web.Response(body=body, content_type="application/xml")
 
 
 def _final_checksums(meta: S3Meta, chosen: list[Stored]) -> dict[str, str]:

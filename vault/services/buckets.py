@@ -9,10 +9,12 @@ nothing of it is revealed.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from .. import errors as E
 from .. import policy
@@ -112,6 +114,22 @@ class BucketService:
             return rec
 
         return await self.index.run(op)
+
+    async def set_setting(self, who: Principal, name: str, kind: str, value: Any) -> None:
+        """Keep (or with None drop) the bucket's ``kind`` document (role ``full``)."""
+        target = self.target(who, name, "full")
+
+        def op(txn: Txn) -> None:
+            live_vault(txn, target.vault)
+            cur = txn.bucket(name)
+            if cur is None or cur.vid != target.bucket.vid:
+                raise E.NoSuchBucket(f"no such bucket {name!r}")
+            settings = {k: v for k, v in cur.settings.items() if k != kind}
+            if value is not None:
+                settings[kind] = value
+            txn.put_bucket(dataclasses.replace(cur, settings=settings))
+
+        await self.index.run(op)
 
     async def delete(self, who: Principal, name: str) -> None:
         """Delete a bucket without objects (role ``full``; else BucketNotEmpty),

@@ -53,6 +53,8 @@ class S3Meta(msgspec.Struct, array_like=True, omit_defaults=True):
     checksums: dict[str, str] = msgspec.field(default_factory=dict)
     checksum_type: str = ""
     tags: dict[str, str] = msgspec.field(default_factory=dict)
+    upload: str = ""  # the multipart upload it completed (a repeated Complete answers with it)
+    part_checksums: list[str] = msgspec.field(default_factory=list)  # of the checksum's algorithm, by part
 
 
 _ENCODER = msgspec.msgpack.Encoder()
@@ -113,24 +115,34 @@ class S3ObjectService:
         return Stored(obj, unpack_meta(obj.meta))
 
     async def put(self, who: Principal, target: Target, key: str, digests: list[bytes], size: int,
-                  meta: S3Meta, if_none_match: bool, if_match: str | None = None) -> Stored:
+                  meta: S3Meta, if_none_match: str | None = None, if_match: str | None = None) -> Stored:
         """Write the object of the stored chunks ``digests``. Overwriting needs
-        role ``full`` and no lock (policy); ``if_match`` is the ETag the
-        current object must have (checked before the write)."""
+        role ``full`` and no lock (policy); ``if_none_match``/``if_match`` are
+        the conditions of the request's headers (see :meth:`check_conditions`)."""
         name = object_name(target.bucket.name, key)
-        if if_match is not None:
-            self._check_etag(target, key, if_match)
-        meta.parts = [(len(digests), size)] if digests else []
-        obj = await self.objects.write(who, target.vault, name, digests, pack_meta(meta), if_none_match)
+        create_only = self.check_conditions(target, key, if_none_match, if_match)
+        meta.parts = [(len(digests), size)]
+        obj = await self.objects.write(who, target.vault, name, digests, pack_meta(meta), create_only)
         return Stored(obj, meta)
 
-    def _check_etag(self, target: Target, key: str, etag: str) -> None:
+    def check_conditions(self, target: Target, key: str, if_none_match: str | None, if_match: str | None) -> bool:
+        """Check a conditional write against the current object; True when the
+        write must only create (``If-None-Match: *``, enforced again atomically
+        by the write). Raises PreconditionFailed, or NoSuchObject for If-Match
+        on a missing key. ETag conditions are checked before the write."""
+        if if_none_match is None and if_match is None:
+            return False
         try:
-            current = self.head(target, key).meta.etag
+            current: str | None = self.head(target, key).meta.etag
         except E.NoSuchObject:
-            raise E.NoSuchObject(f"bucket {target.bucket.name!r}: no such key {key!r}") from None
-        if etag.strip() not in ("*", f'"{current}"', current):
+            current = None
+        if if_match is not None and current is None:
+            raise E.NoSuchObject(f"bucket {target.bucket.name!r}: no such key {key!r}")
+        if if_match is not None and not _etag_in(if_match, current):
             raise E.PreconditionFailed(f"bucket {target.bucket.name!r}: {key!r} has another ETag")
+        if if_none_match is not None and current is not None and _etag_in(if_none_match, current):
+            raise E.PreconditionFailed(f"bucket {target.bucket.name!r}: {key!r} exists")
+        return if_none_match is not None and if_none_match.strip() == "*"
 
     async def copy(self, who: Principal, source: Target, source_key: str, target: Target, key: str,
                    meta: S3Meta, if_none_match: bool = False) -> Stored:
@@ -172,6 +184,14 @@ class S3ObjectService:
 
         return await self.index.run(op)
 
+    def completed(self, target: Target, key: str, upload_id: str) -> Stored | None:
+        """The object ``key`` if the upload ``upload_id`` wrote it (and it is still the current one)."""
+        try:
+            current = self.head(target, key)
+        except E.NoSuchObject:
+            return None
+        return current if upload_id and current.meta.upload == upload_id else None
+
     def upload(self, target: Target, key: str, upload_id: str) -> UploadRec:
         """Raises NoSuchUpload."""
         rec = self.index.upload(target.bucket.vid, target.bucket.name, key, upload_id) \
@@ -184,7 +204,7 @@ class S3ObjectService:
                        meta: S3Meta) -> Stored:
         """Keep a stored part (replacing one of the same number); raises
         NoSuchUpload if the upload ended meanwhile (its chunks are then GC's)."""
-        meta.parts = [(len(digests), size)] if digests else []
+        meta.parts = [(len(digests), size)]  # one entry per part, even an empty one
         packed = pack_meta(meta)
         name = part_name(upload.id, number)
 
@@ -204,7 +224,8 @@ class S3ObjectService:
             yield int(name.rpartition("/")[2]), self.decode(raw)
 
     async def complete(self, who: Principal, target: Target, upload: UploadRec, numbers: list[tuple[int, str]],
-                       finish: Callable[[S3Meta, list[Stored]], S3Meta], if_none_match: bool) -> Stored:
+                       finish: Callable[[S3Meta, list[Stored]], S3Meta], if_none_match: str | None = None,
+                       if_match: str | None = None) -> Stored:
         """Write the object of the parts ``numbers`` (``(number, etag)``, in
         ascending order) and end the upload. ``finish(upload meta, parts)``
         gives the final metadata (its ETag and checksums).
@@ -212,13 +233,14 @@ class S3ObjectService:
         Raises InvalidPart (a part missing or of another ETag), TooSmall (a
         part but the last under 5 MiB), and what writing an object raises.
         """
+        create_only = self.check_conditions(target, upload.key, if_none_match, if_match)
         parts = self._chosen_parts(target, upload, numbers)
         chunks = [d for part in parts for d in part.obj.chunks]
         meta = finish(unpack_meta(upload.meta), parts)
         meta.parts = [layout for part in parts for layout in part.meta.parts]
-        meta.chunk_bytes = CHUNK_BYTES
+        meta.chunk_bytes, meta.upload = CHUNK_BYTES, upload.id
         obj = await self.objects.write(who, target.vault, object_name(target.bucket.name, upload.key), chunks,
-                                       pack_meta(meta), if_none_match)
+                                       pack_meta(meta), create_only)
         await self.end_upload(target.vault, upload)
         return Stored(obj, meta)
 
@@ -272,6 +294,11 @@ class S3ObjectService:
             except (E.NoSuchUpload, E.NoSuchVault):
                 pass  # ended or gone meanwhile
         return ended
+
+
+def _etag_in(header: str, etag: str | None) -> bool:
+    """Whether an If-Match/If-None-Match value names ``etag`` (``*`` names any)."""
+    return any(t.strip() in ("*", f'"{etag}"', etag) for t in header.split(","))
 
 
 def _spans(stored: Stored, start: int, end: int) -> Iterator[tuple[bytes, int, int]]:

@@ -1,70 +1,36 @@
-"""Run the ceph/s3-tests conformance kit against a fresh objvault.
+"""Run the ceph/s3-tests conformance kit against a fresh objvault and print its summary.
 
-Starts ``objvault serve`` in a temporary directory, creates three vaults
-(``s3main``, ``s3alt``, ``s3tenant``) with a ``full`` key each, runs the
-kit's ``run.sh`` with their S3 credentials as main, alt and tenant (the
-owner ID and display name of a vault are its name), and stops the server.
+    python scripts/s3_conformance.py [--out DIR] [--listed] [pytest args...]
 
-    python scripts/s3_conformance.py [--kit DIR] [--out DIR] [pytest args...]
-
-The kit's requirements must be in this interpreter (``make s3-conformance-deps``).
-Prints the kit's summary; exits with its status.
+``--listed`` runs only the tests in tests/s3_conformance_passing.txt;
+``--write-list`` rewrites that file with every test that passed. The kit's
+requirements must be in this interpreter (``make s3-conformance-deps``).
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.server import Server  # noqa: E402  (the test suite's real-server harness)
-
-KIT = ROOT.parent.parent / "shared" / "s3-conformance"
-IDENTITIES = ("main", "alt", "tenant")
-
-
-def credentials(server: Server) -> list[str]:
-    """Access key id and secret of a fresh vault per identity, in run.sh's order."""
-    out = []
-    admin = server.admin
-    for who in IDENTITIES:
-        admin.post("/v1/vaults", json={"name": f"s3{who}"}).raise_for_status()
-        r = admin.post(f"/v1/vaults/s3{who}/keys", json={"role": "full"})
-        r.raise_for_status()
-        s3 = r.json()["s3"]
-        out += [s3["access_key_id"], s3["secret_access_key"]]
-    return out
-
-
-def kit_env(out: Path) -> dict[str, str]:
-    env = {**os.environ, "S3T_PYTHON": sys.executable, "S3T_OUT": str(out), "S3T_TIMEOUT": "120"}
-    for who in IDENTITIES:
-        env[f"S3T_{who.upper()}_USER_ID"] = env[f"S3T_{who.upper()}_DISPLAY_NAME"] = f"s3{who}"
-    return env
-
-
-def run(kit: Path, out: Path, pytest_args: list[str]) -> int:
-    with tempfile.TemporaryDirectory(prefix="objvault-s3t-") as tmp:
-        server = Server(Path(tmp), env={"OBJVAULT_SEGMENT_BYTES": str(64 << 20)}).start()
-        try:
-            args = [str(kit / "run.sh"), "127.0.0.1", str(server.s3_port), *credentials(server), *pytest_args]
-            return subprocess.run(args, env=kit_env(out)).returncode
-        finally:
-            server.stop()
+from tests import s3conformance  # noqa: E402
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--kit", type=Path, default=Path(os.environ.get("S3T_KIT", KIT)))
     ap.add_argument("--out", type=Path, default=Path(tempfile.mkdtemp(prefix="s3-conformance-")))
+    ap.add_argument("--listed", action="store_true", help="only the tests the project keeps passing")
+    ap.add_argument("--write-list", action="store_true", help="keep every test that passed in the list")
     known, rest = ap.parse_known_args()
-    sys.exit(run(known.kit, known.out, rest))
+    summary = s3conformance.run(known.out, s3conformance.listed() if known.listed else None, rest)
+    passed = sorted(nid for nid, t in summary["tests"].items() if t["outcome"] == "passed")
+    if known.write_list:
+        s3conformance.PASSING.write_text("# ceph/s3-tests that objvault passes; tests/test_s3_conformance.py "
+                                         "runs them all.\n" + "".join(f"{nid}\n" for nid in passed))
+    print(f"s3tests: {len(passed)}/{summary['selected']} passed; results in {known.out}")
 
 
 if __name__ == "__main__":

@@ -352,7 +352,7 @@ def _example_config_env(tmp_path: Path, port: int) -> dict[str, str]:
     assert f"127.0.0.1:{dead}" in text
     config = tmp_path / "objvault.toml"
     config.write_text(text)
-    return {**_base_env(), "OBJVAULT_CONFIG": str(config),
+    return {**_base_env(), "OBJVAULT_CONFIG": str(config), "OBJVAULT_S3_LISTEN": f"127.0.0.1:{free_port()}",
             "OBJVAULT_LISTEN": f"127.0.0.1:{port}", "OBJVAULT_DATA_DIRS": str(tmp_path / "data")}
 
 
@@ -362,6 +362,7 @@ def _dockerfile_env(tmp_path: Path, port: int) -> dict[str, str]:
     assert {"OBJVAULT_DATA_DIRS", "OBJVAULT_LISTEN"} <= set(env)
     env["OBJVAULT_DATA_DIRS"] = str(tmp_path / "data")
     env["OBJVAULT_LISTEN"] = f"127.0.0.1:{port}"
+    env["OBJVAULT_S3_LISTEN"] = f"127.0.0.1:{free_port()}"
     return {**_base_env(), **env}
 
 

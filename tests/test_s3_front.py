@@ -365,3 +365,24 @@ def test_rclone_copy_check_and_purge(tmp_path, tenant, bucket):
     assert sorted(run("lsf", "-R", f"ov:{bucket}/r").stdout.split()) == ["small.txt", "sub/", "sub/big.bin"]
     run("purge", f"ov:{bucket}/r")
     assert tenant.usage()["objects"] == 0
+
+
+@pytest.mark.skipif(shutil.which("restic") is None, reason="restic is not installed")
+def test_restic_s3_backend_backup_check_restore_prune(tmp_path, tenant, bucket):
+    env = {**_client_env(tenant), "RESTIC_PASSWORD": "pw", "RESTIC_CACHE_DIR": str(tmp_path / "cache")}
+    repo = f"s3:{tenant.srv.s3_url}/{bucket}/repo"
+    src = _files(tmp_path / "src")
+
+    def restic(*args: str) -> str:
+        done = subprocess.run(["restic", "-r", repo, *args], env=env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    restic("init")
+    restic("backup", str(src))
+    restic("backup", str(src))
+    restic("check", "--read-data")
+    restic("restore", "latest", "--target", str(tmp_path / "back"))
+    assert (tmp_path / "back" / src.relative_to("/") / "sub" / "big.bin").read_bytes() == \
+        (src / "sub" / "big.bin").read_bytes()
+    restic("forget", "--keep-last", "1", "--prune")

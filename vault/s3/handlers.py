@@ -96,6 +96,11 @@ async def get_versioning(call: Call) -> web.StreamResponse:
     return _xml(xml.versioning())
 
 
+async def get_policy_status(call: Call) -> web.StreamResponse:
+    target(call, "read")
+    return _xml(xml.policy_status())
+
+
 async def get_bucket_acl(call: Call) -> web.StreamResponse:
     target(call, "read")
     return _xml(xml.acl(owner(call)))
@@ -424,6 +429,7 @@ ROUTES = {
     ("GET", "bucket", "location"): get_location,
     ("GET", "bucket", "versioning"): get_versioning,
     ("GET", "bucket", "acl"): get_bucket_acl,
+    ("GET", "bucket", "policyStatus"): get_policy_status,
     ("GET", "bucket", "tagging"): get_bucket_tagging,
     ("PUT", "bucket", "tagging"): put_bucket_tagging,
     ("DELETE", "bucket", "tagging"): delete_bucket_tagging,

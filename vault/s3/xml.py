@@ -434,6 +434,13 @@ def parse_public_access_block(body: bytes) -> dict[str, bool]:
     return flags
 
 
+def policy_status() -> bytes:
+    """PolicyStatus: a vault's bucket is never public."""
+    root = _root("PolicyStatus")
+    _add(root, "IsPublic", False)
+    return _document(root)
+
+
 def versioning() -> bytes:
     """VersioningConfiguration of a bucket that was never versioned."""
     return _document(_root("VersioningConfiguration"))

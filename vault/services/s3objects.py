@@ -12,6 +12,7 @@ leaves only unreferenced chunks, which GC collects after its grace period.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import secrets
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -272,6 +273,11 @@ class S3ObjectService:
             txn.delete_upload(upload)
 
         await self.objects.run_releasing(op)
+        # A part committed between the listing and the op: no part can follow
+        # it now that the upload record is gone.
+        for name, _ in list(self.index.objects(upload.vid, prefix)):
+            with contextlib.suppress(E.NoSuchObject):
+                await self.objects.delete(vault, name, ephemeral=True)
 
     def uploads(self, target: Target, prefix: str, key_marker: str, id_marker: str) -> Iterator[UploadRec]:
         """The bucket's uploads under ``prefix``, in (key, id) order: of keys after
@@ -284,7 +290,8 @@ class S3ObjectService:
     async def expire_uploads(self, before: float, limit: int) -> int:
         """End up to ``limit`` uploads begun before ``before``; returns how many."""
         ended = 0
-        for upload in itertools.islice((u for u in self.index.all_uploads() if u.created < before), limit):
+        old = list(itertools.islice((u for u in self.index.all_uploads() if u.created < before), limit))
+        for upload in old:
             bucket = self.index.bucket(upload.bucket)
             if bucket is None:
                 continue

@@ -5,7 +5,7 @@ PIP    := $(VENV)/bin/pip
 PYTHON ?= python3
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install run test system-deps bench clean
+.PHONY: install run test system-deps s3-conformance-deps s3-conformance bench clean
 
 install: $(VENV)/.installed
 
@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 # Debian packages the test suite drives for real: restic (issue: restic backend)
-# and rclone (its `serve restic` is the Go peer in bench/).
+# and rclone (its `serve restic` is the Go peer in bench/, and an S3 client of the S3 front door).
 system-deps:
 	@missing=""; for p in restic rclone; do command -v $$p >/dev/null || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
@@ -31,8 +31,18 @@ run: install
 tools/helm: scripts/get-helm.sh
 	bash scripts/get-helm.sh
 
+# The ceph/s3-tests conformance kit (issue 13) beside the checkout; its suite's own
+# requirements go into the venv (tests/test_s3_conformance.py skips without them).
+S3T_KIT ?= $(firstword $(wildcard ../shared/s3-conformance ../../shared/s3-conformance))
+s3-conformance-deps: install
+	@if [ -n "$(S3T_KIT)" ]; then $(PIP) install -q -r $(S3T_KIT)/suite/requirements.txt pytest-timeout; fi
+
+# The kit's whole default selection against a fresh server, with its per-area summary.
+s3-conformance: s3-conformance-deps
+	$(PY) scripts/s3_conformance.py
+
 # Types first: a type error fails the run before the suite starts ([tool.mypy] in pyproject.toml).
-test: install system-deps tools/helm
+test: install system-deps tools/helm s3-conformance-deps
 	$(PY) -m mypy
 	$(PY) -m pytest -q -p no:cacheprovider tests
 

@@ -36,6 +36,8 @@ class Server:
         self.data_dirs = data_dirs or [self.root / "data"]
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.s3_port = free_port()
+        self.s3_url = f"http://127.0.0.1:{self.s3_port}"
         self.admin_token = admin_token
         self.config_path = None
         if config is not None:
@@ -51,6 +53,7 @@ class Server:
         env = {k: v for k, v in os.environ.items() if not k.startswith("OBJVAULT_")}
         env.update({
             "OBJVAULT_LISTEN": f"127.0.0.1:{self.port}",
+            "OBJVAULT_S3_LISTEN": f"127.0.0.1:{self.s3_port}",
             "OBJVAULT_DATA_DIRS": ",".join(str(d) for d in self.data_dirs),
             "OBJVAULT_ADMIN_TOKEN": self.admin_token,
             "OBJVAULT_LOG_LEVEL": "info",

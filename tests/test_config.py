@@ -284,7 +284,7 @@ def test_missing_config_file(tmp_path):
 def _serve(tmp_path, env: dict, args=(), timeout: float = 30) -> subprocess.CompletedProcess:
     base = {k: v for k, v in os.environ.items() if not k.startswith("OBJVAULT_")}
     base.update({"OBJVAULT_SEGMENT_BYTES": str(64 << 20), "OBJVAULT_DATA_DIRS": str(tmp_path / "data"),
-                 "OBJVAULT_LISTEN": f"127.0.0.1:{free_port()}"})
+                 "OBJVAULT_LISTEN": f"127.0.0.1:{free_port()}", "OBJVAULT_S3_LISTEN": f"127.0.0.1:{free_port()}"})
     base.update(env)
     return subprocess.run([OBJVAULT, "serve", *args], env=base, cwd=tmp_path, capture_output=True, text=True,
                           timeout=timeout)
@@ -322,7 +322,8 @@ def test_server_flag_beats_env(tmp_path):
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("OBJVAULT_")}
     env.update({"OBJVAULT_SEGMENT_BYTES": str(64 << 20), "OBJVAULT_DATA_DIRS": str(tmp_path / "data"),
-                "OBJVAULT_LISTEN": f"127.0.0.1:{free_port()}", "OBJVAULT_ADMIN_TOKEN": "env-token"})
+                "OBJVAULT_LISTEN": f"127.0.0.1:{free_port()}", "OBJVAULT_ADMIN_TOKEN": "env-token",
+                "OBJVAULT_S3_LISTEN": f"127.0.0.1:{free_port()}"})
     proc = subprocess.Popen([OBJVAULT, "serve", "--listen", f"127.0.0.1:{port}", "--admin-token", "flag-token"],
                             env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:

@@ -23,7 +23,7 @@ import pytest
 import yaml
 
 from tests.server import OBJVAULT, free_port
-from vault.config import Config, GCConfig, ScrubConfig, TargetConfig, apply_toml, load_config
+from vault.config import Config, GCConfig, S3Config, ScrubConfig, TargetConfig, apply_toml, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
@@ -152,14 +152,14 @@ def test_example_config_loads_with_documented_defaults():
 def test_example_config_documents_every_key():
     text = EXAMPLE.read_text()
     present = set(re.findall(r"^(?:# )?([a-z_]+) = ", text, flags=re.M))
-    for cls in (Config, GCConfig, ScrubConfig, TargetConfig):
+    for cls in (Config, GCConfig, ScrubConfig, S3Config, TargetConfig):
         for f in dataclasses.fields(cls):
-            if f.name in ("gc", "scrub", "replication_targets"):
+            if f.name in ("gc", "scrub", "s3", "replication_targets"):
                 continue
             assert f.name in present, f"{cls.__name__}.{f.name} is not in {EXAMPLE.name}"
     for secret_file in ("admin_token_file", "access_key_id_file", "secret_access_key_file", "token_file"):
         assert secret_file in present, secret_file
-    for section in ("[gc]", "[scrub]", "[[replication.targets]]"):
+    for section in ("[gc]", "[scrub]", "[s3]", "[[replication.targets]]"):
         assert re.search(rf"^{re.escape(section)}$", text, flags=re.M), section
     for kind in ('"s3"', '"objvault"', '"local"', "file:///"):
         assert kind in text
@@ -352,7 +352,7 @@ def _example_config_env(tmp_path: Path, port: int) -> dict[str, str]:
     assert f"127.0.0.1:{dead}" in text
     config = tmp_path / "objvault.toml"
     config.write_text(text)
-    return {**_base_env(), "OBJVAULT_CONFIG": str(config),
+    return {**_base_env(), "OBJVAULT_CONFIG": str(config), "OBJVAULT_S3_LISTEN": f"127.0.0.1:{free_port()}",
             "OBJVAULT_LISTEN": f"127.0.0.1:{port}", "OBJVAULT_DATA_DIRS": str(tmp_path / "data")}
 
 
@@ -362,6 +362,7 @@ def _dockerfile_env(tmp_path: Path, port: int) -> dict[str, str]:
     assert {"OBJVAULT_DATA_DIRS", "OBJVAULT_LISTEN"} <= set(env)
     env["OBJVAULT_DATA_DIRS"] = str(tmp_path / "data")
     env["OBJVAULT_LISTEN"] = f"127.0.0.1:{port}"
+    env["OBJVAULT_S3_LISTEN"] = f"127.0.0.1:{free_port()}"
     return {**_base_env(), **env}
 
 

@@ -222,7 +222,8 @@ def test_statefulset_security_context_and_probes(rendered, variant):
     scheme = "HTTPS" if ci_values(variant).get("tls", {}).get("enabled") else "HTTP"
     for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz"), ("startupProbe", "/healthz")):
         assert c[probe]["httpGet"] == {"path": path, "port": "http", "scheme": scheme}
-    assert c["ports"] == [{"name": "http", "containerPort": 8470, "protocol": "TCP"}]
+    assert c["ports"] == [{"name": "http", "containerPort": 8470, "protocol": "TCP"},
+                          {"name": "s3", "containerPort": 8471, "protocol": "TCP"}]
     assert "resources" in c or variant == "minimal-values.yaml"
     assert pod["terminationGracePeriodSeconds"] >= 30
 

@@ -107,3 +107,26 @@ async def test_quota_refuses_before_anything_is_stored(vault):
     with pytest.raises(E.QuotaExceeded):
         await svc.chunks.put(rec, _sha(data), Body.of_bytes(data))
     assert svc.vaults.usage(rec.vid).stored_bytes == 0 and svc.chunks._reserved == {}
+
+
+async def test_abandoned_multipart_uploads_expire(vault):
+    from vault.services.s3objects import S3Meta
+    svc = vault.services
+    await svc.vaults.create("acme", VaultSettings(), ADMIN)
+    key = await svc.auth.create_key("acme", "full", "", ADMIN)
+    who = svc.auth.s3_secret(key.s3.access_key_id)[1]
+    await svc.buckets.create(who, "bkt")
+    target = svc.buckets.target(who, "bkt", "append")
+    upload = await svc.s3.create_upload(who, target, "k", S3Meta(etag=""))
+
+    async def body():
+        yield b"part bytes"
+
+    chunks, size = await svc.s3.store(target, 10, body(), lambda data: None)
+    await svc.s3.put_part(target, upload, 1, chunks, size, S3Meta(etag="e"))
+    assert svc.vaults.usage(target.vault.vid).objects == 1
+    assert await svc.s3.expire_uploads(upload.created - 1, 10) == 0  # not old enough
+    assert await svc.s3.expire_uploads(upload.created + 1, 10) == 1
+    assert svc.vaults.usage(target.vault.vid).objects == 0
+    with pytest.raises(E.NoSuchUpload):
+        svc.s3.upload(target, "k", upload.id)

@@ -107,7 +107,10 @@ async def delete_vault(request: web.Request) -> web.Response:
 
 def _key_doc(key: KeyRec | NewKey) -> dict:
     doc = {"id": key.id, "role": key.role, "label": key.label, "created": key.created}
-    return {"id": key.id, "secret": key.secret, **doc} if isinstance(key, NewKey) else doc
+    if not isinstance(key, NewKey):
+        return doc
+    return {"id": key.id, "secret": key.secret, **doc,
+            "s3": {"access_key_id": key.s3.access_key_id, "secret_access_key": key.s3.secret_access_key}}
 
 
 async def create_key(request: web.Request) -> web.Response:

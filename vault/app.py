@@ -154,6 +154,10 @@ class Workers:
         # First pass at start-up: today's snapshot exists from the first minute.
         runner.add(UsageHistory(vault.index), HISTORY_INTERVAL_SECONDS, first_delay=0)
         runner.add(MemoryTrim(), MemoryTrim.INTERVAL_SECONDS)
+        if vault.cfg.s3.listen:
+            from .s3.front import UploadExpiry
+            runner.add(UploadExpiry(vault.services, vault.cfg.s3.upload_expiry_seconds),
+                       vault.cfg.s3.upload_expiry_interval_seconds)
         # Labelled with vault names: only an authorised scraper may see them.
         vault.metrics.add_callback(usage_gauges(vault.index), tenant=True)
         vault.metrics.add_callback(self.replication.gauges)
@@ -459,6 +463,7 @@ async def _serve(cfg: Config) -> None:
     await site.start()
     log.info("listening", extra={"listen": cfg.listen, "tls": bool(ssl_ctx),
                                  "admin_token_file": str(cfg.admin_token_path.resolve())})
+    s3_runner = await _start_s3(cfg, app, ssl_ctx)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -467,5 +472,29 @@ async def _serve(cfg: Config) -> None:
     log.info("shutting down: draining requests")
     if metrics_runner is not None:  # before the vault closes under a scrape
         await metrics_runner.cleanup()
+    if s3_runner is not None:
+        await s3_runner.cleanup()
     await drain(app, runner, 30.0)
     await runner.cleanup()
+
+
+# -- the S3 front door: its own listener over the same services ----------------------
+
+
+async def _start_s3(cfg: Config, app: web.Application, ssl_ctx: ssl.SSLContext | None) -> web.AppRunner | None:
+    """Serve the S3 API on ``[s3] listen`` (TLS like the main listener) over the
+    main application's services (the expiry of abandoned multipart uploads is
+    a job of :class:`Workers`); None when it is off."""
+    if not cfg.s3.listen:
+        return None
+    from .s3 import front as s3_front
+    s3_app = s3_front.build_app(app[http.SERVICES], app[http.BUDGET], cfg.s3, app[http.METRICS])
+    runner = _Runner(s3_app, header_timeout=cfg.header_timeout_seconds, max_connections=cfg.max_connections,
+                     keepalive_timeout=cfg.keepalive_timeout_seconds, access_log=None, handle_signals=False,
+                     shutdown_timeout=30.0, auto_decompress=False)
+    await runner.setup()
+    host, port = cfg.s3.listen.rsplit(":", 1)
+    await web.TCPSite(runner, host.strip("[]"), int(port), ssl_context=ssl_ctx, backlog=1024,
+                      reuse_address=True).start()
+    log.info("S3 listening", extra={"s3_listen": cfg.s3.listen, "region": cfg.s3.region, "tls": bool(ssl_ctx)})
+    return runner

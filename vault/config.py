@@ -43,6 +43,21 @@ class ScrubConfig:
 
 
 @dataclass
+class S3Config:
+    # The S3 listener (HOST:PORT); empty turns it off.
+    listen: str = "127.0.0.1:8471"
+    region: str = "us-east-1"
+    # Virtual-hosted-style requests: <bucket>.<domain>; path style always works.
+    domain: str = ""
+    # The master key that seals S3 secrets; empty: <first data dir>/s3-master.key,
+    # generated on first start.
+    master_key_file: str = ""
+    # Multipart uploads neither completed nor aborted this long are aborted.
+    upload_expiry_seconds: int = 7 * 86400
+    upload_expiry_interval_seconds: int = 3600
+
+
+@dataclass
 class TargetConfig:
     name: str = ""
     kind: str = "s3"
@@ -98,6 +113,7 @@ class Config:
     body_memory_wait_seconds: float = 10.0
     gc: GCConfig = field(default_factory=GCConfig)
     scrub: ScrubConfig = field(default_factory=ScrubConfig)
+    s3: S3Config = field(default_factory=S3Config)
     replication_targets: list[TargetConfig] = field(default_factory=list)
 
     @property
@@ -115,6 +131,10 @@ class Config:
     @property
     def admin_token_path(self) -> Path:
         return self.first_data_dir / "admin.token"
+
+    @property
+    def s3_master_key_path(self) -> Path:
+        return Path(self.s3.master_key_file) if self.s3.master_key_file else self.first_data_dir / "s3-master.key"
 
 
 # Keys that may be given as "<key>_file": the secret is read from that file.
@@ -160,7 +180,7 @@ def _coerce(key: str, value: Any, typ: Any) -> Any:
     raise ConfigError(f"config key {key!r}: unsupported type")
 
 
-_SECTIONS = ("gc", "scrub", "replication_targets")
+_SECTIONS = ("gc", "scrub", "s3", "replication_targets")
 
 
 def _apply(obj: Any, data: Mapping[str, Any], prefix: str, base: Path | None = None) -> None:
@@ -215,6 +235,15 @@ def _validate(cfg: Config) -> None:
         raise ConfigError("config key 'segment_bytes': at least 1 MiB")
     if cfg.stream_threshold_bytes < 64 << 10:
         raise ConfigError("config key 'stream_threshold_bytes': at least 65536")
+    if cfg.s3.listen:
+        _check_address("s3.listen", cfg.s3.listen)
+        if cfg.s3.listen in (cfg.listen, cfg.metrics_listen):
+            raise ConfigError("config key 's3.listen': must differ from 'listen' and 'metrics_listen'")
+    if not cfg.s3.region:
+        raise ConfigError("config key 's3.region': must not be empty")
+    if cfg.s3.upload_expiry_seconds < 3600 or cfg.s3.upload_expiry_interval_seconds < 0:
+        raise ConfigError("config keys 's3.upload_expiry_seconds' (at least 3600) and "
+                          "'s3.upload_expiry_interval_seconds' (not negative)")
     if cfg.metrics_listen:
         _check_address("metrics_listen", cfg.metrics_listen)
         if cfg.metrics_listen == cfg.listen:
@@ -286,14 +315,14 @@ def load_config(
         apply_toml(cfg, data, Path(path).resolve().parent)
 
     # Environment: every top-level key, plus section keys as OBJVAULT_GC_GRACE_SECONDS.
-    top = {f.name for f in dataclasses.fields(Config)} - {"gc", "scrub", "replication_targets"}
+    top = {f.name for f in dataclasses.fields(Config)} - set(_SECTIONS)
     env_top: dict[str, Any] = {}
     for key in sorted(top | {k + "_file" for k in top & _SECRET_KEYS}):
         val = env.get(ENV_PREFIX + key.upper())
         if val is not None:
             env_top[key] = val
     _apply(cfg, env_top, "")
-    for section in ("gc", "scrub"):
+    for section in ("gc", "scrub", "s3"):
         sub = getattr(cfg, section)
         vals = {}
         for f in dataclasses.fields(sub):
@@ -310,7 +339,7 @@ def load_config(
 def apply_toml(cfg: Config, data: Mapping[str, Any], base: Path | None = None) -> None:
     """Apply a parsed TOML document onto ``cfg`` (``base``: folder for relative ``*_file`` paths)."""
     data = dict(data)
-    for section in ("gc", "scrub"):
+    for section in ("gc", "scrub", "s3"):
         if section in data:
             sub = data.pop(section)
             if not isinstance(sub, dict):

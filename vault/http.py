@@ -98,6 +98,9 @@ STATUS: dict[str, int] = {
     "range_not_satisfiable": 416,
     "unavailable": 503,
     "quota_exceeded": 507, "no_space": 507,
+    "bad_bucket_name": 400, "invalid_part": 400, "too_small": 400,
+    "no_such_bucket": 404, "no_such_upload": 404,
+    "bucket_exists": 409, "bucket_owned": 409, "bucket_not_empty": 409,
 }
 
 

@@ -12,8 +12,8 @@ Every mutation is an op ``op(txn)`` run by the one committer; see
 """
 
 from .engine import Index, IndexRecorder, Txn
-from .records import (DELETABLE, PENDING, REFERENCED, STATE_NAMES, ChunkIds, ChunkMeta, KeyRec, ObjectMeta,
-                      SegMeta, Usage, VaultRec, jdump)
+from .records import (DELETABLE, PENDING, REFERENCED, STATE_NAMES, BucketRec, ChunkIds, ChunkMeta, KeyRec,
+                      ObjectMeta, SegMeta, UploadRec, Usage, VaultRec, jdump)
 
-__all__ = ["Index", "IndexRecorder", "Txn", "DELETABLE", "PENDING", "REFERENCED", "STATE_NAMES", "ChunkIds",
-           "ChunkMeta", "KeyRec", "ObjectMeta", "SegMeta", "Usage", "VaultRec", "jdump"]
+__all__ = ["Index", "IndexRecorder", "Txn", "DELETABLE", "PENDING", "REFERENCED", "STATE_NAMES", "BucketRec",
+           "ChunkIds", "ChunkMeta", "KeyRec", "ObjectMeta", "SegMeta", "UploadRec", "Usage", "VaultRec", "jdump"]

@@ -21,7 +21,7 @@ from typing import Iterator, Protocol, cast
 from rocksdict import Rdict, ReadOptions
 
 from . import schema as S
-from .records import CHUNK_META, ChunkMeta, KeyRec, ObjectMeta, SegMeta, Usage, VaultRec, jdump
+from .records import CHUNK_META, BucketRec, ChunkMeta, KeyRec, ObjectMeta, SegMeta, UploadRec, Usage, VaultRec, jdump
 
 log = logging.getLogger("objvault")
 
@@ -95,6 +95,14 @@ class PointReads:
     def marker(self, key: bytes) -> bytes | None:
         return self.get(S.META, key)
 
+    def bucket(self, name: str) -> BucketRec | None:
+        raw = self.get(S.META, S.bucket_key(name))
+        return BucketRec.load(raw) if raw is not None else None
+
+    def upload(self, vid: int, bucket: str, key: str, upload_id: str) -> UploadRec | None:
+        raw = self.get(S.META, S.upload_key(vid, bucket, key, upload_id))
+        return UploadRec.load(raw) if raw is not None else None
+
 
 class TxnOps(PointReads):
     """Typed reads and writes of one committer op (see :class:`vault.meta.engine.Txn`)."""
@@ -127,6 +135,12 @@ class TxnOps(PointReads):
         for k, v in self.items(S.KEYS, b""):
             if json.loads(v)["vid"] == rec.vid:
                 self.delete(S.KEYS, k)
+        # Bucket names are global: a deleted vault's become free at once.
+        for k, v in self.items(S.META, S.BUCKET):
+            if BucketRec.load(v).vid == rec.vid:
+                self.delete(S.META, k)
+        for k, _ in self.items(S.META, S.UPLOAD + S.vid_bytes(rec.vid)):
+            self.delete(S.META, k)
         self.put(S.META, S.dead_vault_key(rec.vid), jdump({"name": rec.name, "at": self.now}))
 
     def finish_dead_vault(self, vid: int) -> bool:
@@ -148,6 +162,26 @@ class TxnOps(PointReads):
 
     def delete_key(self, key_id: str) -> None:
         self.delete(S.KEYS, key_id.encode())
+
+    # -- S3 buckets and multipart uploads ---------------------------------------------
+
+    def put_bucket(self, rec: BucketRec) -> None:
+        self.put(S.META, S.bucket_key(rec.name), rec.dump())
+
+    def delete_bucket(self, name: str) -> None:
+        self.delete(S.META, S.bucket_key(name))
+
+    def has_uploads(self, vid: int, bucket: str) -> bool:
+        return next(self.items(S.META, S.uploads_prefix(vid, bucket)), None) is not None
+
+    def has_objects(self, vid: int, prefix: str) -> bool:
+        return next(self.items(S.OBJECTS, S.object_key(vid, prefix)), None) is not None
+
+    def put_upload(self, rec: UploadRec) -> None:
+        self.put(S.META, S.upload_key(rec.vid, rec.bucket, rec.key, rec.id), rec.dump())
+
+    def delete_upload(self, rec: UploadRec) -> None:
+        self.delete(S.META, S.upload_key(rec.vid, rec.bucket, rec.key, rec.id))
 
     # -- chunks ----------------------------------------------------------------------
 
@@ -396,10 +430,14 @@ class IndexReads(PointReads):
 
     # -- objects ---------------------------------------------------------------------
 
-    def objects(self, vid: int, prefix: str = "", start_after: str | None = None) -> Iterator[tuple[str, bytes]]:
-        """``(name, packed record)`` of the vault's objects under ``prefix``, in name order."""
+    def objects(self, vid: int, prefix: str = "", start_after: str | None = None,
+                past: str | None = None) -> Iterator[tuple[str, bytes]]:
+        """``(name, packed record)`` of the vault's objects under ``prefix``, in name order,
+        after the name ``start_after`` or after every name that starts with ``past``."""
         vp = S.vid_bytes(vid)
         start = vp + start_after.encode() + b"\0" if start_after else None
+        if past:
+            start = vp + past.encode() + b"\xff"  # 0xff never occurs in UTF-8: after all of them
         for k, v in self.iter_prefix(S.OBJECTS, vp + prefix.encode(), start):
             yield S.object_name(k), v
 
@@ -451,6 +489,18 @@ class IndexReads(PointReads):
 
     def pending_intents(self) -> list[int]:
         return [S.intent_id(k) for k, _ in self.iter_prefix(S.META, S.INTENT) if not k.endswith(S.INTENT_DONE)]
+
+    # -- S3 buckets and multipart uploads ---------------------------------------------
+
+    def buckets(self) -> Iterator[BucketRec]:
+        return (BucketRec.load(v) for _, v in self.iter_prefix(S.META, S.BUCKET))
+
+    def uploads(self, vid: int, bucket: str, key: str | None = None) -> Iterator[UploadRec]:
+        """The bucket's uploads (of one object key, when given) in (key, id) order."""
+        return (UploadRec.load(v) for _, v in self.iter_prefix(S.META, S.uploads_prefix(vid, bucket, key)))
+
+    def all_uploads(self) -> Iterator[UploadRec]:
+        return (UploadRec.load(v) for _, v in self.iter_prefix(S.META, S.UPLOAD))
 
     # -- markers ---------------------------------------------------------------------
 

@@ -13,7 +13,7 @@ import json
 import struct
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Iterator, NamedTuple, overload
 
 import zstandard
@@ -222,7 +222,9 @@ class VaultRec:
 
 @dataclass(frozen=True)
 class KeyRec:
-    """A vault key: only the SHA-256 of its secret is kept (``hash``)."""
+    """A vault key: only the SHA-256 of its secret is kept (``hash``), and its
+    S3 secret only sealed under the server's master key (``s3_sealed``; empty
+    for keys made before S3 credentials existed)."""
 
     id: str
     vault: str
@@ -231,12 +233,61 @@ class KeyRec:
     label: str
     created: str
     hash: bytes
+    s3_sealed: bytes = b""
 
     @classmethod
     def load(cls, raw: bytes) -> "KeyRec":
         d = json.loads(raw)
-        return cls(d["id"], d["vault"], d["vid"], d["role"], d["label"], d["created"], bytes.fromhex(d["hash"]))
+        return cls(d["id"], d["vault"], d["vid"], d["role"], d["label"], d["created"], bytes.fromhex(d["hash"]),
+                   bytes.fromhex(d.get("s3", "")))
 
     def dump(self) -> bytes:
-        return jdump({"id": self.id, "vault": self.vault, "vid": self.vid, "role": self.role, "label": self.label,
-                      "created": self.created, "hash": self.hash.hex()})
+        doc = {"id": self.id, "vault": self.vault, "vid": self.vid, "role": self.role, "label": self.label,
+               "created": self.created, "hash": self.hash.hex()}
+        if self.s3_sealed:
+            doc["s3"] = self.s3_sealed.hex()
+        return jdump(doc)
+
+
+@dataclass(frozen=True)
+class BucketRec:
+    """An S3 bucket: a global name owned by one vault (``vid``); its objects
+    are the vault's objects under ``s3/<name>/``."""
+
+    name: str
+    vault: str
+    vid: int
+    created: float
+    # Bucket subresources kept as documents (tagging, public access block), by kind.
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, raw: bytes) -> "BucketRec":
+        d = json.loads(raw)
+        return cls(d["name"], d["vault"], d["vid"], d["created"], d.get("settings", {}))
+
+    def dump(self) -> bytes:
+        return jdump({"name": self.name, "vault": self.vault, "vid": self.vid, "created": self.created,
+                      "settings": self.settings})
+
+
+@dataclass(frozen=True)
+class UploadRec:
+    """A multipart upload in progress; its parts are objects under
+    ``s3mp/<id>/``, ``meta`` the S3 metadata the final object gets."""
+
+    bucket: str
+    key: str
+    id: str
+    vid: int
+    created: float
+    meta: bytes
+
+    @classmethod
+    def load(cls, raw: bytes) -> "UploadRec":
+        d = json.loads(raw)
+        return cls(d["bucket"], d["key"], d["id"], d["vid"], d["created"], bytes.fromhex(d["meta"]))
+
+    def dump(self) -> bytes:
+        return jdump({"bucket": self.bucket, "key": self.key, "id": self.id, "vid": self.vid,
+                      "created": self.created, "meta": self.meta.hex()})

@@ -10,7 +10,7 @@ Keys are big-endian so iteration follows id order:
 ``usage_hist`` YYYY-MM-DD + vid(8) → JSON snapshot (billing history)
 ``segments``   seg id(4) → :class:`SegMeta`
 ``outbox``     replication queue (layout in :mod:`vault.meta.outbox`)
-``meta``       counters, markers and intents (the prefixes below)
+``meta``       counters, markers, intents, S3 buckets and uploads (the prefixes below)
 
 Every key that starts with a vault's internal id (8 bytes, never reused)
 is unreachable once the vault is gone; GC removes it in bounded passes.
@@ -35,6 +35,8 @@ REPL_STATS = b"repl:"             # + tid(8) → (entries, bytes, delayed)
 REPL_SEEDED = b"repl_seeded:"     # + tid(8) → fingerprint of the seeded configuration
 REPL_CHECKPOINT = b"repl_checkpoint:"  # + tid(8) → time of the last checkpoint
 REPL_PREFIXES = (REPL_STATS, REPL_SEEDED, REPL_CHECKPOINT)
+BUCKET = b"s3bucket:"             # + bucket name → BucketRec (JSON)
+UPLOAD = b"s3upload:"             # + vid(8) + bucket + 0 + key + 0 + upload id → UploadRec (JSON)
 
 VID_BYTES = 8
 
@@ -105,6 +107,20 @@ def quarantine_chunk(key: bytes) -> tuple[int, bytes]:
     """``(vid, digest)`` of a quarantine key."""
     rest = key[len(QUARANTINE):]
     return vid_of(rest), rest[VID_BYTES:]
+
+
+def bucket_key(name: str) -> bytes:
+    return BUCKET + name.encode()
+
+
+def uploads_prefix(vid: int, bucket: str, key: str | None = None) -> bytes:
+    """The upload keys of a bucket (of one object key, when given), in key order."""
+    prefix = UPLOAD + vid_bytes(vid) + bucket.encode() + b"\0"
+    return prefix if key is None else prefix + key.encode() + b"\0"
+
+
+def upload_key(vid: int, bucket: str, key: str, upload_id: str) -> bytes:
+    return uploads_prefix(vid, bucket, key) + upload_id.encode()
 
 
 def restoring_key(vault: str) -> bytes:

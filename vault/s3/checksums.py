@@ -74,10 +74,10 @@ def _unbase64(value: str) -> bytes:
 
 
 def decode(algorithm: str, value: str) -> bytes:
-    """The digest in a client's base64 ``value``; InvalidRequest unless it is
-    valid base64 of the algorithm's size."""
+    """The digest in a client's base64 ``value``; BadDigest unless it is valid
+    base64 of the algorithm's size (no body can match it)."""
     if len(digest := _unbase64(value)) != DIGEST_SIZE[algorithm]:
-        raise S3Error("InvalidRequest", f"Value for {HEADER_PREFIX}{algorithm} header is invalid.")
+        raise S3Error("BadDigest", f"Value for {HEADER_PREFIX}{algorithm} header is invalid.")
     return digest
 
 

@@ -29,6 +29,7 @@ CODES: dict[str, tuple[int, str]] = {
     "InvalidArgument": (400, "Invalid Argument"),
     "InvalidBucketName": (400, "The specified bucket is not valid."),
     "InvalidDigest": (400, "The Content-MD5 you specified is not valid."),
+    "InvalidLocationConstraint": (400, "The specified location constraint is not valid."),
     "InvalidPart": (400, "One or more of the specified parts could not be found."),
     "InvalidPartOrder": (400, "The list of parts was not in ascending order."),
     "InvalidRange": (416, "The requested range is not satisfiable."),
@@ -37,11 +38,15 @@ CODES: dict[str, tuple[int, str]] = {
     "KeyTooLongError": (400, "Your key is too long."),
     "MalformedTrailerError": (400, "The request contained trailing data that was not well-formed."),
     "MalformedXML": (400, "The XML you provided was not well-formed or did not validate against our published schema."),
+    "MetadataTooLarge": (400, "Your metadata headers exceed the maximum allowed metadata size."),
     "MethodNotAllowed": (405, "The specified method is not allowed against this resource."),
     "MissingContentLength": (411, "You must provide the Content-Length HTTP header."),
     "NoSuchBucket": (404, "The specified bucket does not exist."),
+    "NoSuchPublicAccessBlockConfiguration": (404, "The public access block configuration was not found"),
+    "NoSuchTagSet": (404, "The TagSet does not exist"),
     "NoSuchKey": (404, "The specified key does not exist."),
     "NoSuchUpload": (404, "The specified multipart upload does not exist."),
+    "NotModified": (304, "Not Modified"),
     "NotImplemented": (501, "A header you provided implies functionality that is not implemented."),
     "OperationAborted": (409, "A conflicting conditional operation is currently in progress against this resource."),
     "PreconditionFailed": (412, "At least one of the pre-conditions you specified did not hold."),
@@ -87,6 +92,14 @@ DOMAIN: dict[str, str] = {
     "quota_exceeded": "QuotaExceeded",
     # 507 as the native API answers: a full disk is not a reason to retry at once.
     "no_space": "InsufficientStorage",
+    "bad_bucket_name": "InvalidBucketName",
+    "no_such_bucket": "NoSuchBucket",
+    "bucket_exists": "BucketAlreadyExists",
+    "bucket_owned": "BucketAlreadyOwnedByYou",
+    "bucket_not_empty": "BucketNotEmpty",
+    "no_such_upload": "NoSuchUpload",
+    "invalid_part": "InvalidPart",
+    "too_small": "EntityTooSmall",
 }
 
 

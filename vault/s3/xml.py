@@ -83,6 +83,7 @@ class PartsPage:
     next_marker: int
     max_parts: int
     truncated: bool
+    total: int = 0
 
 
 @dataclass(frozen=True)
@@ -181,8 +182,10 @@ def error_document(error: S3Error, request_id: str) -> bytes:
     return _document(root)
 
 
-def list_buckets(owner: Owner, buckets: Iterable[tuple[str, float]]) -> bytes:
-    """ListAllMyBucketsResult of ``(name, created)`` pairs."""
+def list_buckets(owner: Owner, buckets: Iterable[tuple[str, float]], continuation_token: str | None = None,
+                 prefix: str | None = None) -> bytes:
+    """ListAllMyBucketsResult of ``(name, created)`` pairs; ``continuation_token``
+    when more follow."""
     root = _root("ListAllMyBucketsResult")
     _owner(root, "Owner", owner)
     parent = SubElement(root, "Buckets")
@@ -190,6 +193,10 @@ def list_buckets(owner: Owner, buckets: Iterable[tuple[str, float]]) -> bytes:
         bucket = SubElement(parent, "Bucket")
         _add(bucket, "Name", name)
         _add(bucket, "CreationDate", timestamp(created))
+    if continuation_token is not None:
+        _add(root, "ContinuationToken", continuation_token)
+    if prefix is not None:
+        _add(root, "Prefix", prefix)
     return _document(root)
 
 
@@ -214,6 +221,31 @@ def list_objects_v2(page: Listing, continuation_token: str | None, next_token: s
     if start_after is not None:
         _add(root, "StartAfter", _name(page, start_after))
     return _listing_body(root, page)
+
+
+def list_versions(page: Listing, key_marker: str, next_marker: str | None) -> bytes:
+    """ListVersionsResult of a bucket that was never versioned: every object
+    is its only version, ``null``."""
+    root = _root("ListVersionsResult")
+    _fields(root, Name=page.bucket, Prefix=_name(page, page.prefix), KeyMarker=_name(page, key_marker),
+            VersionIdMarker="")
+    if next_marker is not None and page.truncated:
+        _fields(root, NextKeyMarker=_name(page, next_marker), NextVersionIdMarker="null")
+    if page.delimiter:
+        _add(root, "Delimiter", _name(page, page.delimiter))
+    _fields(root, MaxKeys=page.max_keys, IsTruncated=page.truncated)
+    if page.url_encode:
+        _add(root, "EncodingType", "url")
+    for entry in page.objects:
+        version = SubElement(root, "Version")
+        _fields(version, Key=_name(page, entry.key), VersionId="null", IsLatest=True,
+                LastModified=timestamp(entry.modified), ETag=_quoted(entry.etag), Size=entry.size,
+                StorageClass=entry.storage_class)
+        if entry.owner is not None:
+            _owner(version, "Owner", entry.owner)
+    for prefix in page.prefixes:
+        _add(SubElement(root, "CommonPrefixes"), "Prefix", _name(page, prefix))
+    return _document(root)
 
 
 def _listing_head(page: Listing) -> Element:
@@ -254,10 +286,12 @@ def initiate_multipart(bucket: str, key: str, upload_id: str) -> bytes:
 
 
 def complete_multipart(location: str, bucket: str, key: str, etag: str,
-                       checksums: Mapping[str, str] | None = None) -> bytes:
+                       checksums: Mapping[str, str] | None = None, checksum_type: str = "") -> bytes:
     root = _root("CompleteMultipartUploadResult")
     _fields(root, Location=location, Bucket=bucket, Key=key, ETag=_quoted(etag))
     _checksums(root, checksums or {})
+    if checksum_type and checksums:
+        _add(root, "ChecksumType", checksum_type)
     return _document(root)
 
 
@@ -330,6 +364,86 @@ def tagging(tags: Mapping[str, str]) -> bytes:
         _add(tag, "Key", key)
         _add(tag, "Value", value)
     return _document(root)
+
+
+def acl(owner: Owner) -> bytes:
+    """AccessControlPolicy: the owner, with FULL_CONTROL, and no one else."""
+    root = _root("AccessControlPolicy")
+    _owner(root, "Owner", owner)
+    grant = SubElement(SubElement(root, "AccessControlList"), "Grant")
+    grantee = SubElement(grant, "Grantee", {"xmlns:xsi": "http://www.w3.org/2001/XMLSchema-instance",
+                                            "xsi:type": "CanonicalUser"})
+    _fields(grantee, ID=owner.id, DisplayName=owner.display_name)
+    _add(grant, "Permission", "FULL_CONTROL")
+    return _document(root)
+
+
+def location(region: str) -> bytes:
+    """LocationConstraint: empty for us-east-1, as S3 answers."""
+    root = _root("LocationConstraint")
+    if region != "us-east-1":
+        root.text = region
+    return _document(root)
+
+
+def object_attributes(etag: str | None, checksums: Mapping[str, str] | None, checksum_type: str,
+                      parts: PartsPage | None, size: int | None, storage_class: bool) -> bytes:
+    """GetObjectAttributesResponse with the attributes asked for (None: not asked)."""
+    root = _root("GetObjectAttributesResponse")
+    if etag is not None:
+        _add(root, "ETag", etag)
+    if checksums:
+        element = SubElement(root, "Checksum")
+        _checksums(element, checksums)
+        if checksum_type:
+            _add(element, "ChecksumType", checksum_type)
+    if parts is not None:
+        element = SubElement(root, "ObjectParts")
+        _fields(element, PartsCount=parts.total, PartNumberMarker=parts.marker,
+                NextPartNumberMarker=parts.next_marker, MaxParts=parts.max_parts, IsTruncated=parts.truncated)
+        for part in parts.parts:
+            entry = SubElement(element, "Part")
+            _fields(entry, PartNumber=part.number, Size=part.size)
+            _checksums(entry, part.checksums)
+    if storage_class:
+        _add(root, "StorageClass", "STANDARD")
+    if size is not None:
+        _add(root, "ObjectSize", size)
+    return _document(root)
+
+
+PUBLIC_ACCESS_BLOCK = ("BlockPublicAcls", "IgnorePublicAcls", "BlockPublicPolicy", "RestrictPublicBuckets")
+
+
+def public_access_block(flags: Mapping[str, bool]) -> bytes:
+    root = _root("PublicAccessBlockConfiguration")
+    for name in PUBLIC_ACCESS_BLOCK:
+        _add(root, name, bool(flags.get(name)))
+    return _document(root)
+
+
+def parse_public_access_block(body: bytes) -> dict[str, bool]:
+    """The flags of a PublicAccessBlockConfiguration; MalformedXML for values not true/false."""
+    root = _parse(body, "PublicAccessBlockConfiguration", MAX_SMALL_BODY)
+    flags = {}
+    for name in PUBLIC_ACCESS_BLOCK:
+        value = (_optional(root, name) or "false").strip().lower()
+        if value not in ("true", "false"):
+            raise S3Error("MalformedXML")
+        flags[name] = value == "true"
+    return flags
+
+
+def policy_status() -> bytes:
+    """PolicyStatus: a vault's bucket is never public."""
+    root = _root("PolicyStatus")
+    _add(root, "IsPublic", False)
+    return _document(root)
+
+
+def versioning() -> bytes:
+    """VersioningConfiguration of a bucket that was never versioned."""
+    return _document(_root("VersioningConfiguration"))
 
 
 # -- parsing ------------------------------------------------------------------------------

@@ -13,13 +13,18 @@ from .. import policy
 from ..events import Event, KeyChanged, VaultDeleted, VaultPut
 from ..meta import Index, KeyRec, Txn, VaultRec
 from ..policy import Principal
+from ..secretbox import SealedSecretError, SecretBox
 from ..timefmt import iso
 from .vaults import CACHE_ENTRIES, VaultsService, vault_in
 
 audit = logging.getLogger("objvault.audit")
+log = logging.getLogger("objvault")
 
 KEY_PREFIX = "ovk_"
 MAX_LABEL_CHARS = 256
+# An S3 access key id is this and the key's id in upper case: the key record
+# is found from it without an index of its own.
+S3_ACCESS_PREFIX = "OVK"
 
 _SHA256 = hashlib.sha256()
 
@@ -31,20 +36,32 @@ def secret_hash(secret: str) -> bytes:
 
 
 @dataclass(frozen=True)
+class S3Credentials:
+    access_key_id: str
+    secret_access_key: str
+
+
+@dataclass(frozen=True)
 class NewKey:
-    """A key just created: the only time its secret is seen."""
+    """A key just created: the only time its secrets are seen."""
 
     id: str
     secret: str
     role: str
     label: str
     created: str
+    s3: S3Credentials
+
+
+def s3_access_key_id(key_id: str) -> str:
+    return S3_ACCESS_PREFIX + key_id.upper()
 
 
 class AuthService:
-    def __init__(self, index: Index, vaults: VaultsService, admin_token: str | None) -> None:
+    def __init__(self, index: Index, vaults: VaultsService, admin_token: str | None, box: SecretBox) -> None:
         self.index = index
         self.vaults = vaults
+        self.box = box
         self.admin_hash = secret_hash(admin_token) if admin_token else None
         # A read-through cache of the key records, cleared like the vaults'
         # one, so a revoked key fails on the next request. Secrets are still
@@ -65,14 +82,35 @@ class AuthService:
             return Principal(admin=True)
         if secret.startswith(KEY_PREFIX):
             key_id = secret[len(KEY_PREFIX):].split("_", 1)[0]
-            rec = self._keys.get(key_id)
-            if rec is None and key_id.isalnum():
-                rec = self.index.key(key_id)
-                if rec is not None and len(self._keys) < CACHE_ENTRIES:
-                    self._keys[key_id] = rec
+            rec = self._key(key_id)
             if rec is not None and hmac.compare_digest(digest, rec.hash):
                 return Principal(False, rec.vault, rec.vid, rec.role, key_id)
         raise E.Unauthorized("invalid credentials")
+
+    def _key(self, key_id: str) -> KeyRec | None:
+        rec = self._keys.get(key_id)
+        if rec is None and key_id.isalnum():
+            rec = self.index.key(key_id)
+            if rec is not None and len(self._keys) < CACHE_ENTRIES:
+                self._keys[key_id] = rec
+        return rec
+
+    def s3_secret(self, access_key_id: str) -> tuple[str, Principal] | None:
+        """The S3 secret of ``access_key_id`` and the principal it signs as;
+        None for an unknown, revoked or pre-S3 key. Asked on every request, so
+        a revoked key fails on the next one."""
+        if not access_key_id.startswith(S3_ACCESS_PREFIX):
+            return None
+        key_id = access_key_id[len(S3_ACCESS_PREFIX):].lower()
+        rec = self._key(key_id)
+        if rec is None or not rec.s3_sealed or s3_access_key_id(key_id) != access_key_id:
+            return None
+        try:
+            secret = self.box.open(access_key_id, rec.s3_sealed)
+        except SealedSecretError:
+            log.error("S3 secret does not open under the master key", extra={"key": key_id})
+            return None
+        return secret, Principal(False, rec.vault, rec.vid, rec.role, key_id)
 
     def vault_for(self, who: Principal, name: str, role: str = "read") -> VaultRec:
         """The vault ``name`` if ``who`` may act on it with ``role``.
@@ -93,17 +131,19 @@ class AuthService:
             raise E.BadRequest(f"label must be a string of at most {MAX_LABEL_CHARS} characters")
         key_id = secrets.token_hex(8)
         secret = f"{KEY_PREFIX}{key_id}_{secrets.token_urlsafe(32)}"
+        s3 = S3Credentials(s3_access_key_id(key_id), secrets.token_urlsafe(30))
+        sealed = self.box.seal(s3.access_key_id, s3.secret_access_key)
 
         def op(txn: Txn) -> KeyRec:
             rec = vault_in(txn, name)
-            key = KeyRec(key_id, name, rec.vid, role, label, iso(txn.now), secret_hash(secret))
+            key = KeyRec(key_id, name, rec.vid, role, label, iso(txn.now), secret_hash(secret), sealed)
             txn.put_key(key)
             txn.emit(KeyChanged(name))
             return key
 
         key = await self.index.run(op)
         audit.info("key created", extra={"who": who.who, "vault": name, "key": key_id, "role": role})
-        return NewKey(key_id, secret, role, key.label, key.created)
+        return NewKey(key_id, secret, role, key.label, key.created, s3)
 
     def list_keys(self, rec: VaultRec) -> list[KeyRec]:
         return sorted((k for k in self.index.keys() if k.vid == rec.vid), key=lambda k: (k.created, k.id))

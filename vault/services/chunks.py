@@ -8,7 +8,7 @@ import hashlib
 import logging
 import os
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypedDict, cast
 
 from .. import errors as E
@@ -75,6 +75,52 @@ class ChunkService:
             return await self._put(rec, digest, body, existing)
         finally:
             self._release(rec.vid, held)
+
+    def check_room(self, rec: VaultRec, length: int) -> None:
+        """Raise QuotaExceeded if ``length`` more bytes would pass the vault's
+        quota now (with what uploads in flight hold): a body that cannot fit
+        is refused before any of it is read."""
+        policy.check_quota(rec.name, rec.quota_bytes, self.index.usage(rec.vid).stored_bytes,
+                           self._reserved.get(rec.vid, 0), length)
+
+    async def put_stream(self, rec: VaultRec, pieces: AsyncIterator[bytes], chunk_bytes: int,
+                         observe: Callable[[memoryview], None]) -> tuple[list[bytes], int]:
+        """Cut a stream into chunks of ``chunk_bytes`` (the last one shorter) and
+        store each; return their ids in order and the total length.
+
+        ``observe`` sees every chunk's bytes once, in order, in a worker thread
+        beside the SHA-256 (the S3 front door's MD5 and checksums). At most
+        one chunk is held at a time. A stream that fails leaves its stored
+        chunks unreferenced: GC collects them after the grace period.
+        """
+        view = memoryview(bytearray(chunk_bytes))
+        digests: list[bytes] = []
+        filled = total = 0
+        async for received in pieces:
+            total += len(received)
+            piece = memoryview(received)
+            while piece:
+                take = min(len(piece), chunk_bytes - filled)
+                view[filled:filled + take] = piece[:take]
+                piece, filled = piece[take:], filled + take
+                if filled == chunk_bytes:
+                    digests.append(await self._put_cut(rec, view, observe))
+                    # A new buffer: the one just stored is the store's until durable.
+                    view, filled = memoryview(bytearray(chunk_bytes)), 0
+        if filled:
+            digests.append(await self._put_cut(rec, view[:filled], observe))
+        return digests, total
+
+    async def _put_cut(self, rec: VaultRec, data: memoryview, observe: Callable[[memoryview], None]) -> bytes:
+        def digest() -> bytes:
+            observe(data)
+            h = _SHA256.copy()
+            h.update(data)
+            return h.digest()
+
+        cid = await asyncio.get_running_loop().run_in_executor(None, digest)
+        await self.put(rec, cid, Body.of_bytes(data))
+        return cid
 
     def _reserve(self, rec: VaultRec, length: int) -> int:
         """Hold ``length`` bytes of the vault's quota for a body about to be stored; returns what was held.

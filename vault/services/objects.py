@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from .. import errors as E
 from .. import policy, refs
@@ -20,6 +21,11 @@ from .vaults import VaultsService, live_vault
 MAX_OBJECT_CHUNKS = 1_000_000
 MAX_META_BYTES = 64 * 1024
 RESTIC_PREFIX = "restic/"
+S3_PREFIX = "s3/"       # an S3 object: s3/<bucket>/<key> (vault.services.buckets)
+UPLOAD_PREFIX = "s3mp/"  # a part of a multipart upload: s3mp/<upload id>/<part>
+# Keys only their own front door writes, each with the rules of its protocol.
+RESERVED_PREFIXES = {RESTIC_PREFIX: "the restic backend (/restic/<vault>/)", S3_PREFIX: "the S3 API",
+                     UPLOAD_PREFIX: "the S3 API"}
 
 
 @dataclass(frozen=True)
@@ -46,10 +52,30 @@ class ObjectService:
         their bytes hash to them: only :meth:`put_file`, which verifies that
         promise, writes them.
         """
-        if key.startswith(RESTIC_PREFIX):
-            raise E.ReservedKey(f"vault {rec.name!r}: keys under {RESTIC_PREFIX!r} are written only through "
-                                f"the restic backend (/restic/{rec.name}/)")
+        for prefix, owner in RESERVED_PREFIXES.items():
+            if key.startswith(prefix):
+                raise E.ReservedKey(f"vault {rec.name!r}: keys under {prefix!r} are written only through {owner}")
         return await self._write(rec, key, chunks, meta, who.effective_role, if_none_match)
+
+    async def write(self, who: Principal, rec: VaultRec, key: str, chunks: Sequence[bytes], meta: bytes,
+                    if_none_match: bool) -> ObjectMeta:
+        """:meth:`put` for the front door that owns ``key``'s reserved prefix
+        (S3 under ``s3/``): the same policy, no refusal of the prefix."""
+        return await self._write(rec, key, chunks, meta, who.effective_role, if_none_match)
+
+    async def set_meta(self, rec: VaultRec, key: str, meta: bytes) -> ObjectMeta:
+        """Replace the object's ``meta`` (its chunks untouched); raises NoSuchObject."""
+        def op(txn: Txn) -> ObjectMeta:
+            live_vault(txn, rec)
+            raw = txn.object_packed(rec.vid, key)
+            if raw is None:
+                raise E.NoSuchObject(f"vault {rec.name!r}: no such object {key!r}")
+            obj = ObjectMeta.unpack(raw)._replace(meta=meta)
+            txn.put_object(rec.vid, key, obj)
+            txn.emit(ObjectPut(rec, key, obj))
+            return obj
+
+        return await self.index.run(op)
 
     async def put_file(self, who: Principal, rec: VaultRec, key: str, digest: bytes, body: Body,
                        replace: bool = True) -> None:
@@ -171,21 +197,19 @@ class ObjectService:
         file): neither append-only nor retention holds it, because a lock
         that cannot be removed would block its repository for good.
         """
-        def op(txn: Txn) -> None:
-            vrec = live_vault(txn, rec)
-            raw = txn.object_packed(rec.vid, key)
-            if raw is None:
+        def op(txn: Txn, released: list[int]) -> None:
+            if not delete_object(txn, rec, live_vault(txn, rec), key, ephemeral, released):
                 raise E.NoSuchObject(f"vault {rec.name!r}: no such object {key!r}")
-            created, size, _ = ObjectMeta.header(raw)
-            policy.may_delete(rec.name, vrec.append_only, vrec.retention_days, key, created, txn.now, ephemeral)
-            txn.delete_object(rec.vid, key)
-            txn.add_usage(rec.vid, logical=-size, objects=-1)
-            txn.emit(ObjectDeleted(rec, key))
-            refs.release(txn, rec.vid, raw, released)
 
+        await self.run_releasing(op)
+
+    async def run_releasing(self, op: Callable[[Txn, list[int]], Any]) -> Any:
+        """Run ``op(txn)`` (which may release references, see :func:`delete_object`),
+        then settle what it released."""
         released: list[int] = []
-        await self.index.run(op)
+        result = await self.index.run(lambda txn: op(txn, released))
         await self._settle(released)
+        return result
 
     def list(self, rec: VaultRec, prefix: str, start_after: str, limit: int) -> tuple[list[ObjectEntry], str | None]:
         """Up to ``limit`` objects after ``start_after`` whose keys start with
@@ -197,6 +221,23 @@ class ObjectService:
             created, size, _ = ObjectMeta.header(v)
             out.append(ObjectEntry(name, size, created))
         return out, None
+
+
+def delete_object(txn: Txn, rec: VaultRec, vrec: VaultRec, key: str, ephemeral: bool,
+                  released: list[int]) -> bool:
+    """Delete the object ``key`` in an op, with its usage, event and references
+    (large ones under an intent, its id added to ``released``). False if there
+    is none; raises AppendOnly or RetentionLocked (never for ``ephemeral``)."""
+    raw = txn.object_packed(rec.vid, key)
+    if raw is None:
+        return False
+    created, size, _ = ObjectMeta.header(raw)
+    policy.may_delete(rec.name, vrec.append_only, vrec.retention_days, key, created, txn.now, ephemeral)
+    txn.delete_object(rec.vid, key)
+    txn.add_usage(rec.vid, logical=-size, objects=-1)
+    txn.emit(ObjectDeleted(rec, key))
+    refs.release(txn, rec.vid, raw, released)
+    return True
 
 
 def write_object(txn: Txn, rec: VaultRec, key: str, chunks: Sequence[bytes], meta: bytes, created: float,

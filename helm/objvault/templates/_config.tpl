@@ -31,6 +31,9 @@ compact_rate_bytes_per_second = {{ int64 $c.gc.compactRateBytesPerSecond }}
 [scrub]
 interval_seconds = {{ int64 $c.scrub.intervalSeconds }}
 rate_bytes_per_second = {{ int64 $c.scrub.rateBytesPerSecond }}
+
+[s3]
+listen = {{ printf "0.0.0.0:%d" (int64 .Values.containerPorts.s3) | toJson }}
 {{- range $t := .Values.replication.targets }}
 
 [[replication.targets]]

@@ -1,0 +1,67 @@
+"""Running the ceph/s3-tests conformance kit against a fresh objvault.
+
+:func:`run` starts a server in a temporary directory, creates three vaults
+(``s3main``, ``s3alt``, ``s3tenant``) with a ``full`` key each, runs the
+kit's ``run.sh`` with their S3 credentials as main, alt and tenant (a
+vault's owner ID and display name are its name), and stops the server.
+Used by ``tests/test_s3_conformance.py`` and ``scripts/s3_conformance.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from tests.server import Server
+
+ROOT = Path(__file__).resolve().parent.parent
+# The kit lives in a ``shared`` folder beside the checkout (or its worktrees' folder).
+KIT = Path(os.environ.get("S3T_KIT") or next(
+    (p / "shared" / "s3-conformance" for p in ROOT.parents if (p / "shared" / "s3-conformance").is_dir()),
+    ROOT / "s3-conformance"))
+PASSING = Path(__file__).with_name("s3_conformance_passing.txt")
+IDENTITIES = ("main", "alt", "tenant")
+# What the kit's suite imports (suite/requirements.txt), beside boto3.
+KIT_MODULES = ("munch", "gevent", "isodate", "lxml", "yaml", "pytest_timeout")
+
+
+def credentials(server: Server) -> list[str]:
+    """Access key id and secret of a fresh vault per identity, in run.sh's order."""
+    out = []
+    for who in IDENTITIES:
+        server.admin.post("/v1/vaults", json={"name": f"s3{who}"}).raise_for_status()
+        r = server.admin.post(f"/v1/vaults/s3{who}/keys", json={"role": "full"})
+        r.raise_for_status()
+        out += [r.json()["s3"]["access_key_id"], r.json()["s3"]["secret_access_key"]]
+    return out
+
+
+def kit_env(out: Path, tests: list[str] | None) -> dict[str, str]:
+    env = {**os.environ, "S3T_PYTHON": sys.executable, "S3T_OUT": str(out), "S3T_TIMEOUT": "120"}
+    for who in IDENTITIES:
+        env[f"S3T_{who.upper()}_USER_ID"] = env[f"S3T_{who.upper()}_DISPLAY_NAME"] = f"s3{who}"
+    if tests:
+        env["S3T_TESTS"] = " ".join(tests)
+    return env
+
+
+def run(out: Path, tests: list[str] | None = None, pytest_args: list[str] = ()) -> dict:
+    """Run the kit (``tests``: node ids, else its default selection); its summary.json."""
+    with tempfile.TemporaryDirectory(prefix="objvault-s3t-") as tmp:
+        server = Server(Path(tmp), env={"OBJVAULT_SEGMENT_BYTES": str(64 << 20)}).start()
+        try:
+            args = [str(KIT / "run.sh"), "127.0.0.1", str(server.s3_port), *credentials(server), *pytest_args]
+            subprocess.run(args, env=kit_env(out, tests), check=False)
+        finally:
+            server.stop()
+    return json.loads((out / "summary.json").read_text())
+
+
+def listed() -> list[str]:
+    """The node ids the project keeps passing (comments and blank lines left out)."""
+    lines = (line.split("#", 1)[0].strip() for line in PASSING.read_text().splitlines())
+    return [line for line in lines if line]

@@ -1,0 +1,388 @@
+"""The S3 front door against a real server: boto3 with its default settings,
+the aws CLI and rclone; isolation between vaults, roles, revocation; bad
+input refused with its S3 error and nothing stored."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import boto3
+import botocore.config
+import httpx
+import pytest
+from boto3.s3.transfer import TransferConfig
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+from botocore.exceptions import ClientError
+
+from vault.s3.sigv4 import Signing, signing_key
+
+REGION = "us-east-1"
+MIB = 1 << 20
+
+
+def _name(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+class Tenant:
+    """A vault with keys of each role, and boto3 clients for them."""
+
+    def __init__(self, srv, quota: int | None = None) -> None:
+        self.srv = srv
+        self.vault = _name("s3v")
+        srv.admin.post("/v1/vaults", json={"name": self.vault, "quota_bytes": quota}).raise_for_status()
+        self.keys = {role: self._key(role) for role in ("read", "append", "full")}
+
+    def _key(self, role: str) -> dict:
+        r = self.srv.admin.post(f"/v1/vaults/{self.vault}/keys", json={"role": role})
+        r.raise_for_status()
+        return r.json()
+
+    def client(self, role: str = "full", **config):
+        s3 = self.keys[role]["s3"]
+        return boto3.client("s3", endpoint_url=self.srv.s3_url, region_name=REGION,
+                            aws_access_key_id=s3["access_key_id"], aws_secret_access_key=s3["secret_access_key"],
+                            config=botocore.config.Config(**config) if config else None)
+
+    def usage(self) -> dict:
+        return self.srv.admin.get(f"/v1/vaults/{self.vault}").json()["usage"]
+
+
+def code_of(call) -> tuple[int, str]:
+    with pytest.raises(ClientError) as caught:
+        call()
+    return caught.value.response["ResponseMetadata"]["HTTPStatusCode"], caught.value.response["Error"]["Code"]
+
+
+@pytest.fixture
+def tenant(srv) -> Tenant:
+    return Tenant(srv)
+
+
+@pytest.fixture
+def bucket(tenant) -> str:
+    name = _name("bkt")
+    tenant.client().create_bucket(Bucket=name)
+    return name
+
+
+def test_a_new_key_carries_s3_credentials_shown_once(srv, tenant):
+    s3 = tenant.keys["full"]["s3"]
+    assert s3["access_key_id"].startswith("OVK") and len(s3["secret_access_key"]) >= 40
+    listed = srv.admin.get(f"/v1/vaults/{tenant.vault}/keys").text
+    assert s3["secret_access_key"] not in listed
+    master = (srv.data_dirs[0] / "s3-master.key").read_bytes()
+    index_files = b"".join(p.read_bytes() for p in (srv.data_dirs[0] / "index").glob("*.log"))
+    assert s3["secret_access_key"].encode() not in index_files and len(master) >= 32
+
+
+def test_boto3_defaults_round_trip(tenant, bucket):
+    s3 = tenant.client()
+    resp = s3.put_object(Bucket=bucket, Key="dir/hello.txt", Body=b"hello world", ContentType="text/plain",
+                         Metadata={"who": "me"}, Tagging="a=1")
+    assert resp["ETag"] == f'"{hashlib.md5(b"hello world").hexdigest()}"'
+    got = s3.get_object(Bucket=bucket, Key="dir/hello.txt")
+    assert (got["Body"].read(), got["ContentType"], got["Metadata"]) == (b"hello world", "text/plain", {"who": "me"})
+    assert s3.get_object(Bucket=bucket, Key="dir/hello.txt", Range="bytes=6-")["Body"].read() == b"world"
+    assert s3.head_object(Bucket=bucket, Key="dir/hello.txt", ChecksumMode="ENABLED")["ContentLength"] == 11
+    assert s3.get_object_tagging(Bucket=bucket, Key="dir/hello.txt")["TagSet"] == [{"Key": "a", "Value": "1"}]
+    s3.copy_object(Bucket=bucket, Key="copy.txt", CopySource={"Bucket": bucket, "Key": "dir/hello.txt"})
+    assert s3.get_object(Bucket=bucket, Key="copy.txt")["Body"].read() == b"hello world"
+    acl = s3.get_object_acl(Bucket=bucket, Key="copy.txt")
+    assert acl["Grants"][0]["Permission"] == "FULL_CONTROL" and acl["Owner"]["ID"] == tenant.vault
+    assert s3.get_bucket_location(Bucket=bucket)["LocationConstraint"] is None
+
+
+def test_boto3_multipart_upload_streams_and_dedups(tenant, bucket):
+    s3 = tenant.client()
+    data = os.urandom(21 * MIB)
+    config = TransferConfig(multipart_threshold=5 * MIB, multipart_chunksize=8 * MIB)
+    s3.upload_fileobj(io.BytesIO(data), bucket, "big.bin", Config=config)
+    head = s3.head_object(Bucket=bucket, Key="big.bin")
+    assert head["ContentLength"] == len(data) and head["ETag"].endswith('-3"')
+    assert s3.get_object(Bucket=bucket, Key="big.bin")["Body"].read() == data
+    assert s3.get_object(Bucket=bucket, Key="big.bin", Range="bytes=8388600-8388615")["Body"].read() == \
+        data[8388600:8388616]
+    stored = tenant.usage()["stored_bytes"]
+    s3.copy_object(Bucket=bucket, Key="big-copy.bin", CopySource={"Bucket": bucket, "Key": "big.bin"})
+    assert tenant.usage()["stored_bytes"] == stored  # the same chunks, referenced twice
+    assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+
+
+def test_listing_pages_never_loop_or_skip(tenant, bucket):
+    s3 = tenant.client()
+    keys = [f"a/{i:02d}" for i in range(7)] + [f"b/{i}" for i in range(3)] + ["c", "d/e/f"]
+    for key in keys:
+        s3.put_object(Bucket=bucket, Key=key, Body=b"x")
+    seen, prefixes, token = [], [], None
+    while True:
+        kw = {"ContinuationToken": token} if token else {}
+        page = s3.list_objects_v2(Bucket=bucket, MaxKeys=2, Delimiter="/", **kw)
+        seen += [o["Key"] for o in page.get("Contents", [])]
+        prefixes += [p["Prefix"] for p in page.get("CommonPrefixes", [])]
+        if not page["IsTruncated"]:
+            break
+        token = page["NextContinuationToken"]
+    assert (seen, prefixes) == (["c"], ["a/", "b/", "d/"])
+    paginator = s3.get_paginator("list_objects")
+    flat = [o["Key"] for p in paginator.paginate(Bucket=bucket, Prefix="a/", PaginationConfig={"PageSize": 3})
+            for o in p["Contents"]]
+    assert flat == keys[:7]
+
+
+def test_a_bucket_of_another_vault_reveals_nothing(srv, tenant, bucket):
+    tenant.client().put_object(Bucket=bucket, Key="secret", Body=b"x")
+    other = Tenant(srv).client()
+    for call in (lambda: other.list_objects_v2(Bucket=bucket), lambda: other.head_bucket(Bucket=bucket),
+                 lambda: other.get_object(Bucket=bucket, Key="secret"),
+                 lambda: other.put_object(Bucket=bucket, Key="k", Body=b"y"),
+                 lambda: other.delete_object(Bucket=bucket, Key="secret"),
+                 lambda: other.delete_bucket(Bucket=bucket),
+                 lambda: other.create_multipart_upload(Bucket=bucket, Key="k")):
+        assert code_of(call)[0] == 403
+    assert code_of(lambda: other.create_bucket(Bucket=bucket)) == (409, "BucketAlreadyExists")
+    assert bucket not in [b["Name"] for b in other.list_buckets()["Buckets"]]
+    assert tenant.client().get_object(Bucket=bucket, Key="secret")["Body"].read() == b"x"
+
+
+def test_roles_apply_per_operation(tenant, bucket):
+    full, append, read = tenant.client("full"), tenant.client("append"), tenant.client("read")
+    full.put_object(Bucket=bucket, Key="k", Body=b"1")
+    assert read.get_object(Bucket=bucket, Key="k")["Body"].read() == b"1"
+    assert code_of(lambda: read.put_object(Bucket=bucket, Key="new", Body=b"2")) == (403, "AccessDenied")
+    append.put_object(Bucket=bucket, Key="new", Body=b"2")
+    assert code_of(lambda: append.put_object(Bucket=bucket, Key="k", Body=b"3")) == (403, "AccessDenied")
+    assert code_of(lambda: append.delete_object(Bucket=bucket, Key="k")) == (403, "AccessDenied")
+    assert code_of(lambda: append.create_bucket(Bucket=_name("nope"))) == (403, "AccessDenied")
+    upload = append.create_multipart_upload(Bucket=bucket, Key="mp")["UploadId"]
+    etag = append.upload_part(Bucket=bucket, Key="mp", UploadId=upload, PartNumber=1, Body=b"p")["ETag"]
+    append.complete_multipart_upload(Bucket=bucket, Key="mp", UploadId=upload,
+                                     MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": etag}]})
+    full.delete_object(Bucket=bucket, Key="k")
+    assert code_of(lambda: full.get_object(Bucket=bucket, Key="k")) == (404, "NoSuchKey")
+
+
+def test_a_revoked_key_fails_on_its_next_request(srv, tenant, bucket):
+    s3 = tenant.client()
+    s3.head_bucket(Bucket=bucket)
+    srv.admin.delete(f"/v1/vaults/{tenant.vault}/keys/{tenant.keys['full']['id']}").raise_for_status()
+    assert code_of(lambda: s3.head_bucket(Bucket=bucket))[0] == 403
+    assert code_of(lambda: s3.list_buckets()) == (403, "InvalidAccessKeyId")
+
+
+def test_over_quota_is_refused_before_anything_is_stored(srv):
+    tenant = Tenant(srv, quota=MIB)
+    s3 = tenant.client()
+    s3.create_bucket(Bucket=(bucket := _name("q")))
+    before = tenant.usage()
+    assert code_of(lambda: s3.put_object(Bucket=bucket, Key="big", Body=os.urandom(2 * MIB))) == \
+        (403, "QuotaExceeded")
+    assert tenant.usage() == before
+
+
+def test_the_native_api_does_not_write_s3_objects(srv, tenant):
+    key = tenant.keys["full"]["secret"]
+    r = srv.client(key).put(f"/v1/vaults/{tenant.vault}/objects/s3/b/k", json={"chunks": []})
+    assert r.status_code == 403 and r.json()["code"] == "reserved_key"
+
+
+# -- bad input: each its S3 error, nothing stored --------------------------------------
+
+
+def _signed(tenant: Tenant, method: str, path: str, body: bytes, headers: dict) -> dict:
+    """Headers of a request signed by botocore's SigV4 for ``body`` (or the
+    x-amz-content-sha256 given in ``headers``)."""
+    s3 = tenant.keys["full"]["s3"]
+    request = AWSRequest(method=method, url=tenant.srv.s3_url + path, data=body, headers=headers)
+    SigV4Auth(Credentials(s3["access_key_id"], s3["secret_access_key"]), "s3", REGION).add_auth(request)
+    return dict(request.headers.items())
+
+
+def _unchanged(tenant: Tenant, bucket: str, before: dict) -> None:
+    assert tenant.usage()["objects"] == before["objects"]
+    assert tenant.usage()["logical_bytes"] == before["logical_bytes"]
+    assert "Contents" not in tenant.client().list_objects_v2(Bucket=bucket)
+
+
+def test_a_wrong_secret_does_not_match(tenant, bucket):
+    s3 = tenant.keys["full"]["s3"]
+    bad = boto3.client("s3", endpoint_url=tenant.srv.s3_url, region_name=REGION,
+                       aws_access_key_id=s3["access_key_id"], aws_secret_access_key="x" * 40)
+    before = tenant.usage()
+    assert code_of(lambda: bad.put_object(Bucket=bucket, Key="k", Body=b"x")) == (403, "SignatureDoesNotMatch")
+    _unchanged(tenant, bucket, before)
+
+
+def test_a_body_other_than_signed_is_refused(tenant, bucket):
+    body = b"a" * 1000
+    headers = _signed(tenant, "PUT", f"/{bucket}/k", body, {"x-amz-content-sha256": hashlib.sha256(body).hexdigest()})
+    before = tenant.usage()
+    r = httpx.put(f"{tenant.srv.s3_url}/{bucket}/k", content=b"b" * 1000, headers=headers)
+    assert r.status_code == 400 and b"XAmzContentSHA256Mismatch" in r.content and "x-amz-request-id" in r.headers
+    _unchanged(tenant, bucket, before)
+
+
+def test_a_wrong_content_md5_is_bad_digest(tenant, bucket):
+    before = tenant.usage()
+    s3 = tenant.client()
+    bad_md5 = "1B2M2Y8AsgTpgAmY7PhCfg=="  # the MD5 of nothing
+    assert code_of(lambda: s3.put_object(Bucket=bucket, Key="k", Body=b"x", ContentMD5=bad_md5)) == \
+        (400, "BadDigest")
+    _unchanged(tenant, bucket, before)
+
+
+def test_a_truncated_body_stores_nothing(tenant, bucket):
+    body = b"z" * 4096
+    headers = _signed(tenant, "PUT", f"/{bucket}/k", body, {"x-amz-content-sha256": "UNSIGNED-PAYLOAD"})
+    headers.update({"Content-Length": str(len(body)), "Host": f"127.0.0.1:{tenant.srv.s3_port}"})
+    before = tenant.usage()
+    head = f"PUT /{bucket}/k HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n"
+    with socket.create_connection(("127.0.0.1", tenant.srv.s3_port)) as sock:
+        sock.sendall(head.encode() + body[:1000])
+        sock.shutdown(socket.SHUT_WR)
+        answer = sock.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 400") and b"IncompleteBody" in answer
+    _unchanged(tenant, bucket, before)
+
+
+def _streaming(tenant: Tenant, bucket: str, data: bytes, corrupt: bool) -> httpx.Response:
+    """A STREAMING-AWS4-HMAC-SHA256-PAYLOAD PUT of ``data`` in two chunks;
+    ``corrupt`` spoils the second chunk's signature."""
+    pieces = [data[:len(data) // 2], data[len(data) // 2:], b""]
+    size = sum(len(f"{len(p):x};chunk-signature={'0' * 64}\r\n") + len(p) + 2 for p in pieces)
+    headers = _signed(tenant, "PUT", f"/{bucket}/k", b"", {
+        "x-amz-content-sha256": "STREAMING-AWS4-HMAC-SHA256-PAYLOAD", "Content-Encoding": "aws-chunked",
+        "x-amz-decoded-content-length": str(len(data)), "Content-Length": str(size)})
+    amz_date = headers["X-Amz-Date"]
+    signing = Signing(signing_key(tenant.keys["full"]["s3"]["secret_access_key"], amz_date[:8], REGION), amz_date,
+                      f"{amz_date[:8]}/{REGION}/s3/aws4_request")
+    previous = headers["Authorization"].rsplit("Signature=", 1)[1]
+    body = b""
+    for i, piece in enumerate(pieces):
+        previous = signing.chunk_signature(previous, hashlib.sha256(piece).hexdigest())
+        shown = ("f" * 64) if corrupt and i == 1 else previous
+        body += f"{len(piece):x};chunk-signature={shown}\r\n".encode() + piece + b"\r\n"
+    return httpx.put(f"{tenant.srv.s3_url}/{bucket}/k", content=body, headers=headers)
+
+
+def test_signed_chunks_are_verified(tenant, bucket):
+    data = os.urandom(100_000)
+    before = tenant.usage()
+    r = _streaming(tenant, bucket, data, corrupt=True)
+    assert r.status_code == 403 and b"SignatureDoesNotMatch" in r.content
+    _unchanged(tenant, bucket, before)
+    assert _streaming(tenant, bucket, data, corrupt=False).status_code == 200
+    assert tenant.client().get_object(Bucket=bucket, Key="k")["Body"].read() == data
+
+
+def test_multipart_refusals(tenant, bucket):
+    s3 = tenant.client()
+    upload = s3.create_multipart_upload(Bucket=bucket, Key="mp")["UploadId"]
+    e1 = s3.upload_part(Bucket=bucket, Key="mp", UploadId=upload, PartNumber=1, Body=b"small")["ETag"]
+    e2 = s3.upload_part(Bucket=bucket, Key="mp", UploadId=upload, PartNumber=2, Body=b"last")["ETag"]
+    parts = [{"PartNumber": 1, "ETag": e1}, {"PartNumber": 2, "ETag": e2}]
+    complete = s3.complete_multipart_upload
+    assert code_of(lambda: complete(Bucket=bucket, Key="mp", UploadId=upload,
+                                    MultipartUpload={"Parts": parts})) == (400, "EntityTooSmall")
+    assert code_of(lambda: complete(Bucket=bucket, Key="mp", UploadId=upload,
+                                    MultipartUpload={"Parts": parts[::-1]})) == (400, "InvalidPartOrder")
+    assert code_of(lambda: complete(Bucket=bucket, Key="mp", UploadId=upload,
+                                    MultipartUpload={"Parts": [{"PartNumber": 3, "ETag": e1}]})) == \
+        (400, "InvalidPart")
+    assert code_of(lambda: s3.upload_part(Bucket=bucket, Key="mp", UploadId="0" * 32, PartNumber=1,
+                                          Body=b"x")) == (404, "NoSuchUpload")
+    s3.abort_multipart_upload(Bucket=bucket, Key="mp", UploadId=upload)
+    assert tenant.usage()["objects"] == 0
+    r = httpx.post(f"{tenant.srv.s3_url}/{bucket}/mp?uploadId={upload}", content=b"<not xml",
+                   headers=_signed(tenant, "POST", f"/{bucket}/mp?uploadId={upload}", b"<not xml", {}))
+    assert r.status_code in (400, 404)
+
+
+# -- other clients ---------------------------------------------------------------------
+
+
+def _client_env(tenant: Tenant) -> dict:
+    s3 = tenant.keys["full"]["s3"]
+    # A CA bundle of the environment makes rclone refuse its plain-HTTP transport.
+    inherited = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
+    return {**inherited, "AWS_ACCESS_KEY_ID": s3["access_key_id"], "AWS_SECRET_ACCESS_KEY": s3["secret_access_key"],
+            "AWS_DEFAULT_REGION": REGION, "AWS_CONFIG_FILE": os.devnull, "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+            "RCLONE_CONFIG": os.devnull, "RCLONE_CONFIG_OV_TYPE": "s3", "RCLONE_CONFIG_OV_PROVIDER": "Other",
+            "RCLONE_CONFIG_OV_ENDPOINT": tenant.srv.s3_url, "RCLONE_CONFIG_OV_REGION": REGION,
+            "RCLONE_CONFIG_OV_ACCESS_KEY_ID": s3["access_key_id"],
+            "RCLONE_CONFIG_OV_SECRET_ACCESS_KEY": s3["secret_access_key"]}
+
+
+def _files(root: Path) -> Path:
+    (root / "sub").mkdir(parents=True)
+    (root / "small.txt").write_bytes(b"small file")
+    (root / "sub" / "big.bin").write_bytes(os.urandom(12 * MIB))
+    return root
+
+
+AWS = shutil.which("aws", path=str(Path(sys.executable).parent)) or shutil.which("aws")
+
+
+@pytest.mark.skipif(AWS is None, reason="the aws CLI is not installed")
+def test_aws_cli_sync_and_copy_back(tmp_path, tenant, bucket):
+    env = _client_env(tenant)
+    aws = [AWS, "--endpoint-url", tenant.srv.s3_url]
+    src = _files(tmp_path / "src")
+    subprocess.run([*aws, "s3", "sync", str(src), f"s3://{bucket}/data"], env=env, check=True, capture_output=True)
+    listing = subprocess.run([*aws, "s3", "ls", "--recursive", f"s3://{bucket}/"], env=env, check=True,
+                             capture_output=True, text=True).stdout
+    assert "data/small.txt" in listing and "data/sub/big.bin" in listing
+    subprocess.run([*aws, "s3", "cp", "--recursive", f"s3://{bucket}/data", str(tmp_path / "back")], env=env,
+                   check=True, capture_output=True)
+    assert (tmp_path / "back" / "sub" / "big.bin").read_bytes() == (src / "sub" / "big.bin").read_bytes()
+    subprocess.run([*aws, "s3", "rm", "--recursive", f"s3://{bucket}/data"], env=env, check=True,
+                   capture_output=True)
+    assert tenant.usage()["objects"] == 0
+
+
+@pytest.mark.skipif(shutil.which("rclone") is None, reason="rclone is not installed")
+def test_rclone_copy_check_and_purge(tmp_path, tenant, bucket):
+    env = _client_env(tenant)
+    src = _files(tmp_path / "src")
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        done = subprocess.run(["rclone", *args], env=env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        return done
+
+    run("copy", "--s3-upload-cutoff", "5M", "--s3-chunk-size", "5M", str(src), f"ov:{bucket}/r")
+    run("check", str(src), f"ov:{bucket}/r")
+    assert sorted(run("lsf", "-R", f"ov:{bucket}/r").stdout.split()) == ["small.txt", "sub/", "sub/big.bin"]
+    run("purge", f"ov:{bucket}/r")
+    assert tenant.usage()["objects"] == 0
+
+
+@pytest.mark.skipif(shutil.which("restic") is None, reason="restic is not installed")
+def test_restic_s3_backend_backup_check_restore_prune(tmp_path, tenant, bucket):
+    env = {**_client_env(tenant), "RESTIC_PASSWORD": "pw", "RESTIC_CACHE_DIR": str(tmp_path / "cache")}
+    repo = f"s3:{tenant.srv.s3_url}/{bucket}/repo"
+    src = _files(tmp_path / "src")
+
+    def restic(*args: str) -> str:
+        done = subprocess.run(["restic", "-r", repo, *args], env=env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    restic("init")
+    restic("backup", str(src))
+    restic("backup", str(src))
+    restic("check", "--read-data")
+    restic("restore", "latest", "--target", str(tmp_path / "back"))
+    assert (tmp_path / "back" / src.relative_to("/") / "sub" / "big.bin").read_bytes() == \
+        (src / "sub" / "big.bin").read_bytes()
+    restic("forget", "--keep-last", "1", "--prune")

@@ -1,0 +1,211 @@
+"""Request bodies and object headers: what a PUT brings in, what a GET sends back.
+
+:func:`receive` streams a PutObject or UploadPart body (plain or
+``aws-chunked``) into the vault as chunks, computing its MD5 (the ETag),
+the signed payload's SHA-256 and the asked-for checksums in the same pass,
+and verifies them once the body is complete. Anything refused leaves only
+unreferenced chunks behind, which GC collects after its grace period.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
+from email.utils import formatdate, parsedate_to_datetime
+from urllib.parse import parse_qsl
+
+from ..services.buckets import Target
+from ..services.s3objects import CHUNK_BYTES, S3Meta, Stored
+from . import checksums
+from .chunked import ChunkedBody
+from .errors import S3Error
+from .front import Call, reader
+from .sigv4 import Payload
+
+MAX_PUT_BYTES = 5 << 30  # a single PUT, and a part, as on S3
+MAX_USER_META_BYTES = 2048
+MAX_OBJECT_TAGS = 10
+CONTENT_HEADERS = ("cache-control", "content-disposition", "content-encoding", "content-language", "expires")
+OVERRIDES = {"response-content-type": "Content-Type", "response-content-language": "Content-Language",
+             "response-expires": "Expires", "response-cache-control": "Cache-Control",
+             "response-content-disposition": "Content-Disposition",
+             "response-content-encoding": "Content-Encoding"}
+ACCEPTED_ACLS = ("private", "bucket-owner-full-control")
+
+
+@dataclass(frozen=True)
+class Received:
+    """A body stored as chunks and verified."""
+
+    chunks: list[bytes]
+    size: int
+    etag: str
+    checksums: dict[str, str]
+
+
+def lower(headers: Mapping[str, str]) -> dict[str, str]:
+    return {name.lower(): value for name, value in headers.items()}
+
+
+async def receive(call: Call, target: Target, algorithm: str = "") -> Received:
+    """Store the request's body in ``target``'s vault; ``algorithm`` is a
+    checksum computed even if the request states none (the upload's).
+
+    Raises S3Error: MissingContentLength, EntityTooLarge, IncompleteBody,
+    BadDigest, InvalidDigest, XAmzContentSHA256Mismatch, SignatureDoesNotMatch;
+    QuotaExceeded before the body is read.
+    """
+    headers = lower(call.headers)
+    length, pieces, trailers = _body(call, headers)
+    if length is not None and length > MAX_PUT_BYTES:
+        raise S3Error("EntityTooLarge", MaxSizeAllowed=str(MAX_PUT_BYTES))
+    stated = checksums.requested(headers)
+    md5 = checksums.content_md5(headers["content-md5"]) if "content-md5" in headers else None
+    wanted = set(stated) | {a for a in (algorithm, _trailer_algorithm(headers),
+                                        headers.get("x-amz-sdk-checksum-algorithm", "").lower()) if a}
+    wanted &= set(checksums.ALGORITHMS)
+    digests = checksums.BodyDigests(wanted, sha256=call.auth.payload is Payload.SIGNED)
+    held = await call.budget.acquire(CHUNK_BYTES if length is None else min(length, CHUNK_BYTES))
+    try:
+        chunks, size = await call.services.s3.store(target, length or 0, _bounded(pieces), digests.update)
+    finally:
+        call.budget.release(held)
+    if length is not None and size != length:
+        raise S3Error("IncompleteBody")
+    for name, value in trailers().items():
+        if name.startswith(checksums.HEADER_PREFIX) and name[len(checksums.HEADER_PREFIX):] in wanted:
+            stated[name[len(checksums.HEADER_PREFIX):]] = checksums.decode(name[len(checksums.HEADER_PREFIX):],
+                                                                           value)
+    digests.verify(md5, call.auth.payload_sha256, stated)
+    return Received(chunks, size, digests.etag(), {a: digests.checksum(a) for a in sorted(wanted)})
+
+
+async def _bounded(pieces: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """The pieces, refused with EntityTooLarge past :data:`MAX_PUT_BYTES` (a body of unknown length)."""
+    got = 0
+    async for piece in pieces:
+        got += len(piece)
+        if got > MAX_PUT_BYTES:
+            raise S3Error("EntityTooLarge", MaxSizeAllowed=str(MAX_PUT_BYTES))
+        yield piece
+
+
+def _trailer_algorithm(headers: Mapping[str, str]) -> str:
+    trailer = headers.get("x-amz-trailer", "").strip().lower()
+    return trailer[len(checksums.HEADER_PREFIX):] if trailer.startswith(checksums.HEADER_PREFIX) else ""
+
+
+def _body(call: Call, headers: Mapping[str, str]) -> tuple[int | None, AsyncIterator[bytes],
+                                                          Callable[[], dict[str, str]]]:
+    """(decoded length, the decoded bytes as they come, the trailers once read)."""
+    read = reader(call.request)
+    auth = call.auth
+    if auth.payload.streaming:
+        length = _length(headers.get("x-amz-decoded-content-length"))
+        body = ChunkedBody(read, auth.payload, length, signing=auth.signing if auth.payload.chunk_signed else None,
+                           seed_signature=auth.signature, trailer=headers.get("x-amz-trailer"))
+        return length, aiter(body), lambda: body.trailers
+    # HTTP-chunked without a length: known only at its end.
+    unknown = "content-length" not in headers and "chunked" in headers.get("transfer-encoding", "")
+    plain = None if unknown else _length(headers.get("content-length"))
+
+    async def pieces() -> AsyncIterator[bytes]:
+        while piece := await read(1 << 20):
+            yield piece
+
+    return plain, pieces(), dict
+
+
+def _length(value: str | None) -> int:
+    if value is None or not value.isdigit():
+        raise S3Error("MissingContentLength")
+    return int(value)
+
+
+def check_acl(headers: Mapping[str, str]) -> None:
+    """Refuse any ACL that would let someone outside the vault in: a vault never serves the public."""
+    acl = headers.get("x-amz-acl")
+    grants = [name for name in headers if name.lower().startswith("x-amz-grant-")]
+    if (acl is not None and acl not in ACCEPTED_ACLS) or grants:
+        raise S3Error("AccessDenied", "objvault grants no access beyond the vault's own keys: only the canned "
+                      "ACLs 'private' and 'bucket-owner-full-control' are accepted")
+
+
+def meta_of(headers: Mapping[str, str]) -> S3Meta:
+    """The S3 metadata a PutObject, CreateMultipartUpload or CopyObject
+    (REPLACE) states: content headers, user metadata, tags."""
+    low = lower(headers)
+    user = {name[len("x-amz-meta-"):]: value for name, value in low.items() if name.startswith("x-amz-meta-")}
+    if sum(len(k) + len(v) for k, v in user.items()) > MAX_USER_META_BYTES:
+        raise S3Error("MetadataTooLarge")
+    stored = {name: low[name] for name in CONTENT_HEADERS if name in low}
+    encoding = [e.strip() for e in stored.pop("content-encoding", "").split(",") if e.strip() not in ("", "aws-chunked")]
+    if encoding:
+        stored["content-encoding"] = ", ".join(encoding)
+    return S3Meta(etag="", content_type=low.get("content-type", ""), headers=stored, user=user,
+                  tags=tags_of(low.get("x-amz-tagging", "")))
+
+
+def tags_of(query: str) -> dict[str, str]:
+    """The tags of an ``x-amz-tagging`` header (a URL query string)."""
+    tags = dict(parse_qsl(query, keep_blank_values=True))
+    if len(tags) > MAX_OBJECT_TAGS or any(not 0 < len(k) <= 128 or len(v) > 256 for k, v in tags.items()):
+        raise S3Error("InvalidTag")
+    return tags
+
+
+def object_headers(stored: Stored, query: Mapping[str, str], with_checksums: bool,
+                   part: int | None = None) -> dict[str, str]:
+    """The headers of a GetObject or HeadObject answer (of one part, when
+    ``part`` is given), ``response-*`` overrides applied."""
+    meta = stored.meta
+    out = {"ETag": f'"{meta.etag}"', "Last-Modified": formatdate(int(stored.obj.created), usegmt=True),
+           "Accept-Ranges": "bytes", "Content-Type": meta.content_type or "binary/octet-stream"}
+    out.update({name.title(): value for name, value in meta.headers.items()})
+    out.update({f"x-amz-meta-{name}": value for name, value in meta.user.items()})
+    if meta.tags:
+        out["x-amz-tagging-count"] = str(len(meta.tags))
+    if meta.upload:
+        out["x-amz-mp-parts-count"] = str(len(meta.parts))
+    if with_checksums:
+        out.update(_checksum_headers(meta, part))
+    out.update({header: query[param] for param, header in OVERRIDES.items() if param in query})
+    return out
+
+
+def _checksum_headers(meta: S3Meta, part: int | None) -> dict[str, str]:
+    sums = {a: v for a, v in meta.checksums.items() if v}
+    if part is not None and meta.upload:
+        sums = {a: meta.part_checksums[part - 1] for a in sums if part <= len(meta.part_checksums)}
+    out = {f"{checksums.HEADER_PREFIX}{a}": v for a, v in sums.items()}
+    if sums and meta.checksum_type:
+        out["x-amz-checksum-type"] = meta.checksum_type
+    return out
+
+
+def http_time(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError):
+        return None
+
+
+def etag_matches(header: str, etag: str) -> bool:
+    return any(t.strip() in ("*", f'"{etag}"', etag) for t in header.split(","))
+
+
+def preconditions(headers: Mapping[str, str], stored: Stored, prefix: str = "if-") -> bool:
+    """Evaluate conditional headers (``prefix`` is ``x-amz-copy-source-if-`` for
+    a copy's source); False for Not Modified, PreconditionFailed when one fails."""
+    low = lower(headers)
+    etag, modified = stored.meta.etag, int(stored.obj.created)
+    match, since = low.get(prefix + "match"), http_time(low.get(prefix + "unmodified-since"))
+    if (match is not None and not etag_matches(match, etag)) or (match is None and since is not None
+                                                                  and modified > since):
+        raise S3Error("PreconditionFailed", Condition=prefix + ("match" if match is not None else "unmodified-since"))
+    none_match, changed = low.get(prefix + "none-match"), http_time(low.get(prefix + "modified-since"))
+    if none_match is not None:
+        return not etag_matches(none_match, etag)
+    return changed is None or modified > changed

@@ -1,0 +1,209 @@
+"""S3 buckets: global names, each owned by one vault, and the listing of their objects.
+
+A bucket's objects are the vault's objects named ``s3/<bucket>/<key>``
+(:data:`vault.services.objects.S3_PREFIX`): dedup, refcounts, GC, quota,
+usage, locks and replication apply to them as to every object. A bucket of
+another vault is refused exactly like one the caller may not touch, so
+nothing of it is revealed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from .. import errors as E
+from .. import policy
+from ..meta import BucketRec, Index, Txn, VaultRec
+from ..policy import Principal
+from .objects import S3_PREFIX, UPLOAD_PREFIX, ObjectService, delete_object
+from .vaults import VaultsService, live_vault
+
+# S3's rules (general purpose buckets): 3-63 of a-z, 0-9, '.', '-', a letter
+# or digit at both ends, no '..', not an IP address, no reserved affixes.
+_BUCKET_RE = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+_RESERVED_AFFIXES = (("xn--", "sthree-", "amzn-s3-demo-"), ("-s3alias", "--ol-s3", ".mrap", "--x-s3"))
+
+
+def bucket_name(name: str) -> str:
+    """Validate a bucket name; raise BadBucketName."""
+    if not _BUCKET_RE.fullmatch(name) or ".." in name or ".-" in name or "-." in name \
+            or name.startswith(_RESERVED_AFFIXES[0]) or name.endswith(_RESERVED_AFFIXES[1]) or _is_ip(name):
+        raise E.BadBucketName(f"invalid bucket name {name[:80]!r}: 3-63 characters of a-z, 0-9, '.' and '-', "
+                              "starting and ending with a letter or digit")
+    return name
+
+
+def _is_ip(name: str) -> bool:
+    try:
+        ipaddress.IPv4Address(name)
+    except ValueError:
+        return False
+    return True
+
+
+def object_name(bucket: str, key: str) -> str:
+    """The vault object that holds the S3 object ``key`` of ``bucket``."""
+    return f"{S3_PREFIX}{bucket}/{key}"
+
+
+@dataclass(frozen=True)
+class Target:
+    """A bucket the caller may act on, and its vault as it was just read."""
+
+    vault: VaultRec
+    bucket: BucketRec
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of a listing: ``(key, record)`` of objects, common prefixes,
+    and the marker to continue after (None at the end)."""
+
+    objects: list[tuple[str, bytes]]
+    prefixes: list[str]
+    next_marker: str | None
+
+
+class BucketService:
+    def __init__(self, index: Index, vaults: VaultsService, objects: ObjectService) -> None:
+        self.index = index
+        self.vaults = vaults
+        self.objects = objects
+
+    def target(self, who: Principal, name: str, role: str) -> Target:
+        """The bucket ``name`` if ``who`` may act on it with ``role``.
+
+        Raises NoSuchBucket, or Forbidden for a bucket of another vault (as
+        for one it may not touch: nothing says whose it is)."""
+        bucket = self.index.bucket(name)
+        if bucket is None:
+            raise E.NoSuchBucket(f"no such bucket {name!r}")
+        if who.vid != bucket.vid:
+            raise E.Forbidden(f"bucket {name!r}: access denied")
+        vault = self.vaults.get(bucket.vault)
+        if vault.vid != bucket.vid:
+            raise E.NoSuchBucket(f"no such bucket {name!r}")
+        policy.require_role(who, vault.name, role)
+        return Target(vault, bucket)
+
+    def list(self, who: Principal) -> list[BucketRec]:
+        """The caller's vault's buckets, by name."""
+        return sorted((b for b in self.index.buckets() if b.vid == who.vid), key=lambda b: b.name)
+
+    async def create(self, who: Principal, name: str) -> BucketRec:
+        """Create the bucket ``name`` in the caller's vault (role ``full``).
+        Raises BadBucketName, BucketOwned, BucketExists (another vault's)."""
+        bucket_name(name)
+        vault = self.vaults.get(who.vault)
+        policy.require_role(who, vault.name, "full")
+
+        def op(txn: Txn) -> BucketRec:
+            live = live_vault(txn, vault)
+            cur = txn.bucket(name)
+            if cur is not None and cur.vid == live.vid:
+                raise E.BucketOwned(f"vault {vault.name!r} already has bucket {name!r}")
+            if cur is not None:
+                raise E.BucketExists(f"bucket name {name!r} is taken")
+            rec = BucketRec(name, live.name, live.vid, txn.now)
+            txn.put_bucket(rec)
+            return rec
+
+        return await self.index.run(op)
+
+    async def set_setting(self, who: Principal, name: str, kind: str, value: Any) -> None:
+        """Keep (or with None drop) the bucket's ``kind`` document (role ``full``)."""
+        target = self.target(who, name, "full")
+
+        def op(txn: Txn) -> None:
+            live_vault(txn, target.vault)
+            cur = txn.bucket(name)
+            if cur is None or cur.vid != target.bucket.vid:
+                raise E.NoSuchBucket(f"no such bucket {name!r}")
+            settings = {k: v for k, v in cur.settings.items() if k != kind}
+            if value is not None:
+                settings[kind] = value
+            txn.put_bucket(dataclasses.replace(cur, settings=settings))
+
+        await self.index.run(op)
+
+    async def delete(self, who: Principal, name: str) -> None:
+        """Delete a bucket without objects (role ``full``; else BucketNotEmpty),
+        ending its multipart uploads as S3 does: their parts go to GC."""
+        target = self.target(who, name, "full")
+        vid = target.bucket.vid
+        uploads = list(self.index.uploads(vid, name))
+        parts = [part for upload in uploads for part, _ in self.index.objects(vid, f"{UPLOAD_PREFIX}{upload.id}/")]
+
+        def op(txn: Txn, released: list[int]) -> None:
+            live = live_vault(txn, target.vault)
+            if txn.bucket(name) != target.bucket:
+                raise E.NoSuchBucket(f"no such bucket {name!r}")
+            if txn.has_objects(vid, object_name(name, "")):
+                raise E.BucketNotEmpty(f"bucket {name!r} is not empty")
+            for part in parts:
+                delete_object(txn, target.vault, live, part, True, released)
+            for upload in uploads:
+                txn.delete_upload(upload)
+            if any(u not in uploads for u in self.index.uploads(vid, name)):
+                raise E.Conflict(f"bucket {name!r}: a multipart upload began meanwhile; retry")
+            txn.delete_bucket(name)
+
+        await self.objects.run_releasing(op)
+
+    def list_objects(self, target: Target, prefix: str, delimiter: str, marker: str,
+                     limit: int) -> Page:
+        """Up to ``limit`` objects and common prefixes (each counts as one) under
+        ``prefix``, after ``marker``, in key order.
+
+        A marker that is a common prefix of this listing (it ends with the
+        delimiter, and has no other delimiter after ``prefix``) continues
+        after every key under it, so a page never repeats a prefix and
+        pages never loop or skip.
+        """
+        objects: list[tuple[str, bytes]] = []
+        prefixes: list[str] = []
+        entries = self._entries(target, prefix, delimiter, marker)
+        for key, raw in entries:
+            if len(objects) + len(prefixes) == limit:
+                return Page(objects, prefixes, _last(objects, prefixes))
+            if raw is None:
+                prefixes.append(key)
+            else:
+                objects.append((key, raw))
+        return Page(objects, prefixes, None)
+
+    def _entries(self, target: Target, prefix: str, delimiter: str,
+                 marker: str) -> Iterator[tuple[str, bytes | None]]:
+        """Keys with their records, and common prefixes with None, in order."""
+        base = object_name(target.bucket.name, "")
+        vid = target.bucket.vid
+        after, past = (None, marker) if is_common_prefix(marker, prefix, delimiter) else (marker, None)
+        while True:
+            for name, raw in self.index.objects(vid, base + prefix, after and base + after,
+                                                past and base + past):
+                key = name[len(base):]
+                cut = key.find(delimiter, len(prefix)) if delimiter else -1
+                if cut < 0:
+                    yield key, raw
+                    continue
+                past, after = key[:cut + len(delimiter)], None
+                yield past, None
+                break  # on past every key under this common prefix
+            else:
+                return
+
+
+def is_common_prefix(marker: str, prefix: str, delimiter: str) -> bool:
+    return bool(delimiter and marker and marker.startswith(prefix)
+                and marker.find(delimiter, len(prefix)) == len(marker) - len(delimiter))
+
+
+def _last(objects: list[tuple[str, bytes]], prefixes: list[str]) -> str:
+    """The greatest key or prefix of a page (both lists are in order)."""
+    return max(objects[-1][0] if objects else "", prefixes[-1] if prefixes else "")
+

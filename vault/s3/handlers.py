@@ -13,7 +13,7 @@ from aiohttp import web
 from .. import errors as E
 from ..http import parse_range
 from ..services.buckets import Target
-from ..services.s3objects import S3Meta, Stored
+from ..services.s3objects import Stored
 from . import xml
 from .bodies import check_acl, lower, meta_of, object_headers, preconditions, receive, tags_of
 from .errors import S3Error, from_domain

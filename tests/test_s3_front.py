@@ -413,3 +413,19 @@ def test_deleting_a_bucket_ends_its_uploads_but_not_its_objects(tenant, bucket):
     s3.delete_bucket(Bucket=bucket)
     assert tenant.usage()["objects"] == 0
     assert code_of(lambda: s3.head_bucket(Bucket=bucket))[0] == 404
+
+
+def test_the_operator_manages_buckets_through_the_admin_api_and_cli(srv, tenant):
+    name = _name("adm")
+    r = srv.admin.post(f"/v1/vaults/{tenant.vault}/buckets", json={"name": name})
+    assert r.status_code == 201 and r.json()["vault"] == tenant.vault
+    assert [b["name"] for b in srv.admin.get(f"/v1/vaults/{tenant.vault}/buckets").json()["buckets"]] == [name]
+    assert name in [b["Name"] for b in tenant.client("read").list_buckets()["Buckets"]]
+    other = Tenant(srv)
+    assert srv.admin.delete(f"/v1/vaults/{other.vault}/buckets/{name}").status_code == 404
+    cli = [str(Path(sys.executable).parent / "objvault"), "bucket"]
+    env = {**os.environ, "OBJVAULT_LISTEN": f"127.0.0.1:{srv.port}", "OBJVAULT_ADMIN_TOKEN": srv.admin_token}
+    listed = subprocess.run([*cli, "list", tenant.vault], env=env, capture_output=True, text=True, check=True)
+    assert name in listed.stdout
+    subprocess.run([*cli, "delete", tenant.vault, name], env=env, capture_output=True, check=True)
+    assert srv.admin.get(f"/v1/vaults/{tenant.vault}/buckets").json()["buckets"] == []

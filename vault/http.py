@@ -32,7 +32,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from . import errors as E
 from .budget import MemoryBudget
 from .body import Body
-from .meta import ChunkIds, KeyRec, Usage, VaultRec
+from .meta import BucketRec, ChunkIds, KeyRec, Usage, VaultRec
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .names import chunk_id, decode_path_segment, object_key, vault_name
 from .policy import Principal
@@ -744,6 +744,39 @@ async def revoke_key(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
+# -- S3 buckets (the S3 front door's, managed here by the operator) ------------------
+
+
+def _bucket_doc(rec: BucketRec) -> dict:
+    return {"name": rec.name, "vault": rec.vault, "created": iso(rec.created)}
+
+
+async def create_bucket(request: web.Request) -> web.Response:
+    who = require_admin(request)
+    body = await read_json_object(request)
+    if set(body) != {"name"} or not isinstance(body["name"], str):
+        raise E.BadRequest("expected {\"name\": \"<bucket>\"}")
+    rec = await request.app[SERVICES].buckets.create(who, vault_param(request), body["name"])
+    return _json(_bucket_doc(rec), status=201)
+
+
+async def list_buckets(request: web.Request) -> web.Response:
+    require_admin(request)
+    svc = request.app[SERVICES]
+    rec = svc.vaults.get(vault_param(request))
+    return _json({"buckets": [_bucket_doc(b) for b in svc.buckets.list(rec.vid)]})
+
+
+async def delete_bucket(request: web.Request) -> web.Response:
+    who = require_admin(request)
+    svc = request.app[SERVICES]
+    name = request.match_info["bucket"]
+    if name not in [b.name for b in svc.buckets.list(svc.vaults.get(vault_param(request)).vid)]:
+        raise E.NoSuchBucket(f"vault {vault_param(request)!r}: no such bucket {name[:80]!r}")
+    await svc.buckets.delete(who, name)
+    return web.Response(status=204)
+
+
 # -- chunks ------------------------------------------------------------------------
 
 
@@ -1092,6 +1125,9 @@ def add_routes(app: web.Application) -> None:
     r.add_post("/v1/vaults/{vault}/keys", create_key, **body)
     r.add_get("/v1/vaults/{vault}/keys", list_keys)
     r.add_delete("/v1/vaults/{vault}/keys/{key_id}", revoke_key)
+    r.add_post("/v1/vaults/{vault}/buckets", create_bucket, **body)
+    r.add_get("/v1/vaults/{vault}/buckets", list_buckets)
+    r.add_delete("/v1/vaults/{vault}/buckets/{bucket}", delete_bucket)
     r.add_post("/v1/vaults/{vault}/chunks/missing", missing_chunks, **body)
     r.add_post("/v1/vaults/{vault}/chunks/batch", put_chunk_batch, **body)
     r.add_put("/v1/vaults/{vault}/chunks/{chunk}", put_chunk, **body)

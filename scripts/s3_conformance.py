@@ -21,10 +21,11 @@ from tests import s3conformance  # noqa: E402
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", type=Path, default=Path(tempfile.mkdtemp(prefix="s3-conformance-")))
+    ap.add_argument("--out", type=Path, help="where the kit's results go (default: a new temporary folder)")
     ap.add_argument("--listed", action="store_true", help="only the tests the project keeps passing")
     ap.add_argument("--write-list", action="store_true", help="keep every test that passed in the list")
     known, rest = ap.parse_known_args()
+    known.out = known.out or Path(tempfile.mkdtemp(prefix="s3-conformance-"))
     summary = s3conformance.run(known.out, s3conformance.listed() if known.listed else None, rest)
     passed = sorted(nid for nid, t in summary["tests"].items() if t["outcome"] == "passed")
     if known.write_list:

@@ -386,3 +386,46 @@ def test_restic_s3_backend_backup_check_restore_prune(tmp_path, tenant, bucket):
     assert (tmp_path / "back" / src.relative_to("/") / "sub" / "big.bin").read_bytes() == \
         (src / "sub" / "big.bin").read_bytes()
     restic("forget", "--keep-last", "1", "--prune")
+
+
+def test_virtual_hosted_style_under_the_domain(make_server):
+    srv = make_server("vhost", env={"OBJVAULT_S3_DOMAIN": "s3.test"})
+    tenant = Tenant(srv)
+    bucket = _name("vh")
+    tenant.client().create_bucket(Bucket=bucket)
+    host = f"{bucket}.s3.test:{srv.s3_port}"
+    s3 = tenant.keys["full"]["s3"]
+    request = AWSRequest(method="PUT", url=f"http://{host}/dir/k", data=b"virtual",
+                         headers={"x-amz-content-sha256": hashlib.sha256(b"virtual").hexdigest()})
+    SigV4Auth(Credentials(s3["access_key_id"], s3["secret_access_key"]), "s3", REGION).add_auth(request)
+    r = httpx.put(f"{srv.s3_url}/dir/k", content=b"virtual", headers={**dict(request.headers.items()), "Host": host})
+    assert r.status_code == 200, r.text
+    assert tenant.client().get_object(Bucket=bucket, Key="dir/k")["Body"].read() == b"virtual"
+
+
+def test_deleting_a_bucket_ends_its_uploads_but_not_its_objects(tenant, bucket):
+    s3 = tenant.client()
+    s3.put_object(Bucket=bucket, Key="k", Body=b"x")
+    upload = s3.create_multipart_upload(Bucket=bucket, Key="mp")["UploadId"]
+    s3.upload_part(Bucket=bucket, Key="mp", UploadId=upload, PartNumber=1, Body=b"part")
+    assert code_of(lambda: s3.delete_bucket(Bucket=bucket)) == (409, "BucketNotEmpty")
+    s3.delete_object(Bucket=bucket, Key="k")
+    s3.delete_bucket(Bucket=bucket)
+    assert tenant.usage()["objects"] == 0
+    assert code_of(lambda: s3.head_bucket(Bucket=bucket))[0] == 404
+
+
+def test_the_operator_manages_buckets_through_the_admin_api_and_cli(srv, tenant):
+    name = _name("adm")
+    r = srv.admin.post(f"/v1/vaults/{tenant.vault}/buckets", json={"name": name})
+    assert r.status_code == 201 and r.json()["vault"] == tenant.vault
+    assert [b["name"] for b in srv.admin.get(f"/v1/vaults/{tenant.vault}/buckets").json()["buckets"]] == [name]
+    assert name in [b["Name"] for b in tenant.client("read").list_buckets()["Buckets"]]
+    other = Tenant(srv)
+    assert srv.admin.delete(f"/v1/vaults/{other.vault}/buckets/{name}").status_code == 404
+    cli = [str(Path(sys.executable).parent / "objvault"), "bucket"]
+    env = {**os.environ, "OBJVAULT_LISTEN": f"127.0.0.1:{srv.port}", "OBJVAULT_ADMIN_TOKEN": srv.admin_token}
+    listed = subprocess.run([*cli, "list", tenant.vault], env=env, capture_output=True, text=True, check=True)
+    assert name in listed.stdout
+    subprocess.run([*cli, "delete", tenant.vault, name], env=env, capture_output=True, check=True)
+    assert srv.admin.get(f"/v1/vaults/{tenant.vault}/buckets").json()["buckets"] == []

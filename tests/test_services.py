@@ -115,7 +115,7 @@ async def test_abandoned_multipart_uploads_expire(vault):
     await svc.vaults.create("acme", VaultSettings(), ADMIN)
     key = await svc.auth.create_key("acme", "full", "", ADMIN)
     who = svc.auth.s3_secret(key.s3.access_key_id)[1]
-    await svc.buckets.create(who, "bkt")
+    await svc.buckets.create(who, "acme", "bkt")
     target = svc.buckets.target(who, "bkt", "append")
     upload = await svc.s3.create_upload(who, target, "k", S3Meta(etag=""))
 

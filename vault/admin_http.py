@@ -33,9 +33,10 @@ from replication.setup import Replication
 from . import errors as E
 from .http import SERVICES, expect_continue, read_json_object, require_admin, vault_json, vault_param
 from .lifecycle import GarbageCollector, UsageReports, usage_csv
-from .meta import KeyRec
+from .meta import BucketRec, KeyRec
 from .names import vault_name
 from .services import NewKey, VaultSettings
+from .timefmt import iso
 from .workers import Runner
 
 RUNNER: web.AppKey[Runner] = web.AppKey("runner", Runner)
@@ -133,6 +134,39 @@ async def list_keys(request: web.Request) -> web.Response:
 async def revoke_key(request: web.Request) -> web.Response:
     who = require_admin(request)
     await request.app[SERVICES].auth.revoke_key(vault_param(request), request.match_info["key_id"], who)
+    return web.Response(status=204)
+
+
+# -- S3 buckets (the S3 front door's, managed here by the operator) ---------------------
+
+
+def _bucket_doc(rec: BucketRec) -> dict:
+    return {"name": rec.name, "vault": rec.vault, "created": iso(rec.created)}
+
+
+async def create_bucket(request: web.Request) -> web.Response:
+    who = require_admin(request)
+    body = await read_json_object(request)
+    if set(body) != {"name"} or not isinstance(body["name"], str):
+        raise E.BadRequest("expected {\"name\": \"<bucket>\"}")
+    rec = await request.app[SERVICES].buckets.create(who, vault_param(request), body["name"])
+    return _json(_bucket_doc(rec), status=201)
+
+
+async def list_buckets(request: web.Request) -> web.Response:
+    require_admin(request)
+    svc = request.app[SERVICES]
+    rec = svc.vaults.get(vault_param(request))
+    return _json({"buckets": [_bucket_doc(b) for b in svc.buckets.list(rec.vid)]})
+
+
+async def delete_bucket(request: web.Request) -> web.Response:
+    who = require_admin(request)
+    svc = request.app[SERVICES]
+    name = request.match_info["bucket"]
+    if name not in [b.name for b in svc.buckets.list(svc.vaults.get(vault_param(request)).vid)]:
+        raise E.NoSuchBucket(f"vault {vault_param(request)!r}: no such bucket {name[:80]!r}")
+    await svc.buckets.delete(who, name)
     return web.Response(status=204)
 
 
@@ -244,6 +278,9 @@ def add_routes(app: web.Application) -> None:
     r.add_post("/v1/vaults/{vault}/keys", create_key, **body)
     r.add_get("/v1/vaults/{vault}/keys", list_keys)
     r.add_delete("/v1/vaults/{vault}/keys/{key_id}", revoke_key)
+    r.add_post("/v1/vaults/{vault}/buckets", create_bucket, **body)
+    r.add_get("/v1/vaults/{vault}/buckets", list_buckets)
+    r.add_delete("/v1/vaults/{vault}/buckets/{bucket}", delete_bucket)
     r.add_get("/v1/admin/jobs", jobs)
     r.add_post("/v1/admin/gc", gc, **body)
     r.add_get("/v1/admin/usage", usage)

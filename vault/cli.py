@@ -65,6 +65,17 @@ def cmd_key(args: argparse.Namespace) -> None:
         print(f"key {args.id} revoked")
 
 
+def cmd_bucket(args: argparse.Namespace) -> None:
+    c = client(args)
+    if args.action == "create":
+        out(c.call("POST", f"/v1/vaults/{args.vault}/buckets", {"name": args.name}))
+    elif args.action == "list":
+        out(c.call("GET", f"/v1/vaults/{args.vault}/buckets"))
+    elif args.action == "delete":
+        c.call("DELETE", f"/v1/vaults/{args.vault}/buckets/{args.name}")
+        print(f"bucket {args.name} deleted")
+
+
 def cmd_fsck(args: argparse.Namespace) -> None:
     from .fsck import main as fsck_main
     try:
@@ -132,6 +143,16 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("vault")
     a.add_argument("id")
     k.set_defaults(func=cmd_key)
+
+    b = sub.add_parser("bucket", help="manage a vault's S3 buckets")
+    bs = b.add_subparsers(dest="action", required=True)
+    for action in ("create", "list", "delete"):
+        a = bs.add_parser(action)
+        add_common_args(a)
+        a.add_argument("vault")
+        if action != "list":
+            a.add_argument("name")
+    b.set_defaults(func=cmd_bucket)
 
     f = sub.add_parser("fsck", help="check (or rebuild) the index against the segments; server stopped")
     f.add_argument("--config", help="TOML config file (default: $OBJVAULT_CONFIG)")

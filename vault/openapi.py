@@ -25,6 +25,12 @@ ROUTES = [
      ["bad_request", "no_such_vault"]),
     ("get", "/v1/vaults/{vault}/keys", "List keys (no secrets)", "admin", {200: "keys"}, ["no_such_vault"]),
     ("delete", "/v1/vaults/{vault}/keys/{key_id}", "Revoke a key", "admin", {204: "revoked"}, ["no_such_key"]),
+    ("post", "/v1/vaults/{vault}/buckets", "Create an S3 bucket in the vault ({name})", "admin",
+     {201: "bucket"}, ["bad_bucket_name", "bucket_exists", "bucket_owned", "no_such_vault"]),
+    ("get", "/v1/vaults/{vault}/buckets", "List the vault's S3 buckets", "admin", {200: "buckets"},
+     ["no_such_vault"]),
+    ("delete", "/v1/vaults/{vault}/buckets/{bucket}", "Delete an empty S3 bucket (ends its uploads)", "admin",
+     {204: "deleted"}, ["no_such_bucket", "bucket_not_empty"]),
     ("put", "/v1/vaults/{vault}/chunks/{id}", "Upload a chunk (body = bytes, id = sha256)", "append",
      {201: "stored", 200: "already stored"},
      ["digest_mismatch", "truncated", "length_required", "too_large", "unsupported_encoding", "quota_exceeded"]),
@@ -72,7 +78,7 @@ def spec() -> dict:
     paths: dict = {}
     for method, path, summary, auth, ok, codes in ROUTES:
         params = [{"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
-                  for p in ("vault", "id", "key", "key_id") if "{" + p + "}" in path]
+                  for p in ("vault", "id", "key", "key_id", "bucket") if "{" + p + "}" in path]
         responses: dict[str, dict[str, Any]] = {str(s): {"description": d} for s, d in ok.items()}
         responses["default"] = {
             "description": "Problem details; `code` is one of: " + (", ".join(codes) or "(generic)"),

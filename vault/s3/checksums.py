@@ -17,7 +17,7 @@ import base64
 import binascii
 import hashlib
 from collections.abc import Callable, Iterable, Mapping
-from typing import Protocol
+from typing import Protocol, cast
 
 from awscrt import checksums as crt
 
@@ -27,7 +27,7 @@ HEADER_PREFIX = "x-amz-checksum-"
 
 
 class _Hash(Protocol):
-    def update(self, data: bytes, /) -> None: ...
+    def update(self, data: bytes | memoryview, /) -> None: ...
 
     def digest(self) -> bytes: ...
 
@@ -40,8 +40,9 @@ class _Crc:
         self._size = size
         self._value = 0
 
-    def update(self, data: bytes, /) -> None:
-        self._value = self._function(data, self._value)
+    def update(self, data: bytes | memoryview, /) -> None:
+        # awscrt's CRCs read any buffer (its stubs say bytes): no copy of a memoryview.
+        self._value = self._function(cast(bytes, data), self._value)
 
     def digest(self) -> bytes:
         return self._value.to_bytes(self._size, "big")
@@ -117,7 +118,7 @@ class BodyDigests:
         self.checksums: dict[str, _Hash] = {name: ALGORITHMS[name]() for name in algorithms}
         self.length = 0
 
-    def update(self, data: bytes) -> None:
+    def update(self, data: bytes | memoryview) -> None:
         self.md5.update(data)
         if self.sha256 is not None:
             self.sha256.update(data)

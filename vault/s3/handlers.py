@@ -13,7 +13,7 @@ from aiohttp import web
 from .. import errors as E
 from ..http import parse_range
 from ..services.buckets import Target
-from ..services.s3objects import S3Meta, Stored
+from ..services.s3objects import Stored
 from . import xml
 from .bodies import check_acl, lower, meta_of, object_headers, preconditions, receive, tags_of
 from .errors import S3Error, from_domain
@@ -55,7 +55,7 @@ async def list_buckets(call: Call) -> web.StreamResponse:
     token = call.query.get("continuation-token")
     after = _untoken(token) if token else ""
     limit = _max_keys(call.query.get("max-buckets"), MAX_BUCKETS)
-    buckets = [b for b in call.services.buckets.list(call.who)
+    buckets = [b for b in call.services.buckets.list(call.who.vid)
                if b.name > after and b.name.startswith(prefix or "")]
     more = len(buckets) > limit
     shown = buckets[:limit]
@@ -69,7 +69,7 @@ async def create_bucket(call: Call) -> web.StreamResponse:
     if constraint not in (None, "", call.region):
         raise S3Error("InvalidLocationConstraint")
     try:
-        await call.services.buckets.create(call.who, call.bucket)
+        await call.services.buckets.create(call.who, call.who.vault, call.bucket)
     except E.BucketOwned:
         if call.region != LEGACY_REGION:
             raise

@@ -104,7 +104,7 @@ def _copy_range(call: Call, src: Stored) -> tuple[int, int]:
     return rng
 
 
-async def _pieces(call: Call, source: Target, src: Stored, start: int, end: int) -> AsyncIterator[bytes]:
+async def _pieces(call: Call, source: Target, src: Stored, start: int, end: int) -> AsyncIterator[bytes | memoryview]:
     async for data in call.services.s3.read(source, src, start, end):
         yield data
 
@@ -170,7 +170,7 @@ async def list_parts(call: Call) -> web.StreamResponse:
     upload = _upload(call, where)
     marker = _int(call.query.get("part-number-marker", "0"), "part-number-marker")
     limit = min(_int(call.query.get("max-parts", str(MAX_LIST)), "max-parts"), MAX_LIST)
-    parts = []
+    parts: list[xml.Part] = []
     for number, part in call.services.s3.parts(where, upload, marker):
         if len(parts) == limit:
             break

@@ -201,8 +201,9 @@ def list_buckets(owner: Owner, buckets: Iterable[tuple[str, float]], continuatio
 
 
 def list_objects_v1(page: Listing, marker: str, next_marker: str | None) -> bytes:
-    """ListBucketResult of ListObjects; ``next_marker`` only with a delimiter, as S3."""
-    root = _listing_head(page)
+    """ListBucketResult of ListObjects; ``next_marker`` only with a delimiter, as S3.
+    Its Prefix is never URL-encoded (botocore decodes it only in ListObjectsV2)."""
+    root = _listing_head(page, encode_prefix=False)
     _add(root, "Marker", _name(page, marker))
     if next_marker is not None and page.truncated:
         _add(root, "NextMarker", _name(page, next_marker))
@@ -248,10 +249,10 @@ def list_versions(page: Listing, key_marker: str, next_marker: str | None) -> by
     return _document(root)
 
 
-def _listing_head(page: Listing) -> Element:
+def _listing_head(page: Listing, encode_prefix: bool = True) -> Element:
     root = _root("ListBucketResult")
     _add(root, "Name", page.bucket)
-    _add(root, "Prefix", _name(page, page.prefix))
+    _add(root, "Prefix", _name(page, page.prefix) if encode_prefix else page.prefix)
     if page.delimiter:
         _add(root, "Delimiter", _name(page, page.delimiter))
     _add(root, "MaxKeys", page.max_keys)

@@ -83,7 +83,7 @@ class BucketService:
         bucket = self.index.bucket(name)
         if bucket is None:
             raise E.NoSuchBucket(f"no such bucket {name!r}")
-        if who.vid != bucket.vid:
+        if not who.admin and who.vid != bucket.vid:
             raise E.Forbidden(f"bucket {name!r}: access denied")
         vault = self.vaults.get(bucket.vault)
         if vault.vid != bucket.vid:
@@ -91,15 +91,18 @@ class BucketService:
         policy.require_role(who, vault.name, role)
         return Target(vault, bucket)
 
-    def list(self, who: Principal) -> list[BucketRec]:
-        """The caller's vault's buckets, by name."""
-        return sorted((b for b in self.index.buckets() if b.vid == who.vid), key=lambda b: b.name)
+    def list(self, vid: int) -> list[BucketRec]:
+        """The buckets of the vault ``vid``, by name."""
+        return sorted((b for b in self.index.buckets() if b.vid == vid), key=lambda b: b.name)
 
-    async def create(self, who: Principal, name: str) -> BucketRec:
-        """Create the bucket ``name`` in the caller's vault (role ``full``).
-        Raises BadBucketName, BucketOwned, BucketExists (another vault's)."""
+    async def create(self, who: Principal, vault_name: str, name: str) -> BucketRec:
+        """Create the bucket ``name`` in the vault ``vault_name`` (a key of it with
+        role ``full``, or the admin). Raises BadBucketName, BucketOwned,
+        BucketExists (another vault's), NoSuchVault."""
         bucket_name(name)
-        vault = self.vaults.get(who.vault)
+        vault = self.vaults.get(vault_name)
+        if not who.admin and who.vid != vault.vid:
+            raise E.NoSuchVault(f"no such vault {vault_name!r}")
         policy.require_role(who, vault.name, "full")
 
         def op(txn: Txn) -> BucketRec:

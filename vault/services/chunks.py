@@ -83,7 +83,7 @@ class ChunkService:
         policy.check_quota(rec.name, rec.quota_bytes, self.index.usage(rec.vid).stored_bytes,
                            self._reserved.get(rec.vid, 0), length)
 
-    async def put_stream(self, rec: VaultRec, pieces: AsyncIterator[bytes], chunk_bytes: int,
+    async def put_stream(self, rec: VaultRec, pieces: AsyncIterator[bytes | memoryview], chunk_bytes: int,
                          observe: Callable[[memoryview], None]) -> tuple[list[bytes], int]:
         """Cut a stream into chunks of ``chunk_bytes`` (the last one shorter) and
         store each; return their ids in order and the total length.

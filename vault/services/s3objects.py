@@ -90,14 +90,14 @@ class S3ObjectService:
 
     # -- bodies --------------------------------------------------------------------
 
-    async def store(self, target: Target, length: int, pieces: AsyncIterator[bytes],
+    async def store(self, target: Target, length: int, pieces: AsyncIterator[bytes | memoryview],
                     observe: Callable[[memoryview], None]) -> tuple[list[bytes], int]:
         """Store a body of ``length`` bytes as chunks (refused with QuotaExceeded
         before any of it is read when it cannot fit); ids in order and size."""
         self.chunks.check_room(target.vault, length)
         return await self.chunks.put_stream(target.vault, pieces, CHUNK_BYTES, observe)
 
-    async def read(self, target: Target, stored: Stored, start: int, end: int) -> AsyncIterator[bytes]:
+    async def read(self, target: Target, stored: Stored, start: int, end: int) -> AsyncIterator[bytes | memoryview]:
         """Bytes ``[start, end)`` of the object, chunk by chunk, each verified."""
         for digest, lo, hi in _spans(stored, start, end):
             yield await self.chunks.get(target.vault, digest, lo, hi)

@@ -337,7 +337,8 @@ async def test_read_through_a_stale_location_looks_again(tmp_path):
     from vault.policy import Principal
     from vault.services import VaultSettings
 
-    cfg = load_config(env={"OBJVAULT_DATA_DIRS": str(tmp_path / "data"), "OBJVAULT_ADMIN_TOKEN": "t"})
+    cfg = load_config(env={"OBJVAULT_DATA_DIRS": str(tmp_path / "data"), "OBJVAULT_ADMIN_TOKEN": "t",
+                           "OBJVAULT_SEGMENT_BYTES": str(16 << 20)})
     v = Vault(cfg)
     try:
         rec = await v.services.vaults.create("race", VaultSettings(), Principal(admin=True))

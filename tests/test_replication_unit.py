@@ -116,7 +116,8 @@ class Faulty:
 
 @pytest.fixture
 def vault(tmp_path):
-    cfg = load_config(env={"OBJVAULT_DATA_DIRS": str(tmp_path / "data"), "OBJVAULT_ADMIN_TOKEN": "t"})
+    cfg = load_config(env={"OBJVAULT_DATA_DIRS": str(tmp_path / "data"), "OBJVAULT_ADMIN_TOKEN": "t",
+                           "OBJVAULT_SEGMENT_BYTES": str(16 << 20)})
     v = Vault(cfg)
     yield v
     v.close()

@@ -8,6 +8,7 @@ import os
 import pytest
 
 from vault import errors as E
+from tests.apihelpers import SMALL_SEGMENTS
 from vault.app import Vault
 from vault.body import Body
 from vault.config import load_config
@@ -19,7 +20,8 @@ ADMIN = Principal(admin=True)
 
 @pytest.fixture
 def vault(tmp_path):
-    v = Vault(load_config(env={"OBJVAULT_DATA_DIRS": str(tmp_path / "data"), "OBJVAULT_ADMIN_TOKEN": "t"}))
+    v = Vault(load_config(env={"OBJVAULT_DATA_DIRS": str(tmp_path / "data"), "OBJVAULT_ADMIN_TOKEN": "t",
+                               **SMALL_SEGMENTS}))
     yield v
     v.close()
 

@@ -91,9 +91,13 @@ class BucketService:
         policy.require_role(who, vault.name, role)
         return Target(vault, bucket)
 
+    def of_vault(self, vid: int) -> list[BucketRec]:
+        """The buckets of the vault with internal id ``vid``, by name."""
+        return sorted((b for b in self.index.buckets() if b.vid == vid), key=lambda b: b.name)
+
     def list(self, who: Principal) -> list[BucketRec]:
         """The caller's vault's buckets, by name."""
-        return sorted((b for b in self.index.buckets() if b.vid == who.vid), key=lambda b: b.name)
+        return self.of_vault(who.vid)
 
     async def create(self, who: Principal, name: str) -> BucketRec:
         """Create the bucket ``name`` in the caller's vault (role ``full``).

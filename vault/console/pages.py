@@ -190,8 +190,11 @@ async def _vault_view(request: web.Request, new_key: NewKey | None) -> web.Respo
     svc: Services = request.app[SERVICES]
     rec = svc.auth.vault_for(who, vault_param(request), "read")
     history = await _part(request, USAGE).history(rec.vid)
-    body = _summary(svc, rec) + "<h2>Stored bytes, daily</h2>"
-    body += chart([(h["date"], h["stored_bytes"]) for h in history], "Stored bytes")
+    today = _today()
+    # The daily snapshots, with today's point as it is now rather than as it was at the snapshot.
+    points = [(h["date"], h["stored_bytes"]) for h in history if h["date"] != today]
+    points.append((today, svc.vaults.usage(rec.vid).stored_bytes))
+    body = _summary(svc, rec) + "<h2>Stored bytes, daily</h2>" + chart(points, "Stored bytes")
     if who.admin:
         body += _keys(request, svc, rec, new_key) + _settings(request, rec)
     body += _buckets(svc, rec)

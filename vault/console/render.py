@@ -86,12 +86,15 @@ def bar(used: int, quota: int | None) -> str:
 
 def chart(points: list[tuple[str, int]], label: str) -> str:
     """A line chart of byte counts by day as inline SVG (scales to its box)."""
-    if not points:
+    if len(points) < 2:
         return '<p class="muted">No history yet: a snapshot is taken every day.</p>'
     width, height, pad = 600, 160, 4
     top = max(v for _, v in points) or 1
-    step = (width - 2 * pad) / max(1, len(points) - 1)
-    xy = [(pad + i * step, height - pad - (height - 2 * pad) * v / top) for i, (_, v) in enumerate(points)]
+    # x by date, so days without a snapshot keep their place
+    start = date.fromisoformat(points[0][0])
+    span = max(1, (date.fromisoformat(points[-1][0]) - start).days)
+    xy = [(pad + (width - 2 * pad) * (date.fromisoformat(d) - start).days / span,
+           height - pad - (height - 2 * pad) * v / top) for d, v in points]
     line = " ".join(f"{x:.1f},{y:.1f}" for x, y in xy)
     first, last = points[0], points[-1]
     desc = f"{label} from {first[0]} ({size(first[1])}) to {last[0]} ({size(last[1])}), peak {size(top)}"

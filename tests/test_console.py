@@ -25,6 +25,7 @@ from tests.server import Server, sha
 
 webdriver = pytest.importorskip("selenium.webdriver")
 from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.common.keys import Keys  # noqa: E402
 from selenium.common.exceptions import WebDriverException  # noqa: E402
 from selenium.webdriver.support.wait import WebDriverWait  # noqa: E402
 
@@ -245,6 +246,22 @@ def test_tenant_sees_only_its_vault(browser, srv):
     admin_of(srv).delete(f"/v1/vaults/console-tenant/keys/{key[4:].split('_')[0]}")
     browser.get(srv.url + "/console/vaults/console-tenant")  # a revoked key's session is over
     assert browser.current_url == srv.url + "/console/login"
+
+
+def test_keyboard_only_login_and_navigation(browser, srv):
+    browser.get(srv.url + "/console/login")
+    active = browser.switch_to.active_element
+    assert active.get_attribute("id") == "secret"  # the field has the focus
+    active.send_keys(srv.admin_token + Keys.ENTER)
+    WebDriverWait(browser, 10).until(lambda b: b.current_url == srv.url + "/console/")
+    body = browser.find_element(By.TAG_NAME, "body")
+    body.send_keys(Keys.TAB)
+    assert browser.switch_to.active_element.text == "Skip to content"
+    for _ in range(3):  # skip link, brand, Overview: then Vaults
+        browser.switch_to.active_element.send_keys(Keys.TAB)
+    assert browser.switch_to.active_element.text == "Vaults"
+    browser.switch_to.active_element.send_keys(Keys.ENTER)
+    WebDriverWait(browser, 10).until(lambda b: b.current_url == srv.url + "/console/vaults")
 
 
 def test_logout(browser, srv):

@@ -117,5 +117,5 @@ def page(title: str, body: str, who: Principal | None, csrf: str = "") -> str:
             f'<title>{esc(title)} · objvault</title><link rel="icon" href="/console/static/favicon.svg">'
             f'<link rel="stylesheet" href="/console/static/console.css">'
             f'<script src="/console/static/console.js" defer></script></head>'
-            f'<body><header><a class="brand" href="/console/">objvault</a>{nav}</header>'
+            f'<body><a class="skip" href="#main">Skip to content</a><header><a class="brand" href="/console/">objvault</a>{nav}</header>'
             f'<main id="main"><h1>{esc(title)}</h1>{body}</main></body></html>')

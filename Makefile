@@ -15,10 +15,12 @@ $(VENV)/.installed: pyproject.toml
 	$(PIP) install -q -e '.[test]'
 	touch $@
 
-# Debian packages the test suite drives for real: restic (issue: restic backend)
-# and rclone (its `serve restic` is the Go peer in bench/, and an S3 client of the S3 front door).
+# Debian packages the test suite drives for real, as command:package: restic (issue: restic backend),
+# rclone (its `serve restic` is the Go peer in bench/, and an S3 client of the S3 front door),
+# chromium and its driver (the console's browser tests, through selenium).
+SYSTEM_DEPS := restic:restic rclone:rclone chromium:chromium chromedriver:chromium-driver
 system-deps:
-	@missing=""; for p in restic rclone; do command -v $$p >/dev/null || missing="$$missing $$p"; done; \
+	@missing=""; for d in $(SYSTEM_DEPS); do command -v $${d%%:*} >/dev/null || missing="$$missing $${d#*:}"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \

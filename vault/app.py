@@ -27,7 +27,7 @@ from replication.scrub import Healer
 from replication.setup import Replication
 from replication.worker import Context
 
-from . import admin_http, http, refs, restic
+from . import admin_http, console, http, refs, restic
 from . import errors as E
 from .budget import MemoryBudget
 from .config import Config
@@ -187,6 +187,7 @@ def build_app(cfg: Config) -> web.Application:
         app[admin_http.RUNNER] = workers.runner
         app[admin_http.USAGE] = workers.usage
         app[admin_http.REPLICATION] = workers.replication
+        app[console.DISKS] = vault.store.disk_space
         state.ready = vault.ready_problems
         yield
         state.ready = lambda: ["shutting down"]
@@ -198,6 +199,7 @@ def build_app(cfg: Config) -> web.Application:
     http.add_routes(app)
     restic.add_routes(app)
     admin_http.add_routes(app)
+    console.add_routes(app)
     return app
 
 

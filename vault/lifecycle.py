@@ -571,6 +571,36 @@ def usage_history(index: Index, day: str) -> list[dict]:
     return sorted(rows, key=lambda r: r["name"])
 
 
+def vault_history(index: Index, vid: int, today: str, days: int = HISTORY_KEEP_DAYS) -> list[dict]:
+    """The vault's daily snapshots of the last ``days`` days up to ``today``, oldest first;
+    days without a snapshot (the server was down) are left out."""
+    last = date.fromisoformat(today)
+    out = []
+    for back in range(days - 1, -1, -1):
+        day = (last - timedelta(days=back)).isoformat()
+        snap = index.usage_snapshot(day, vid)
+        if snap is not None:
+            out.append({"date": day, "stored_bytes": snap["stored_bytes"], "logical_bytes": snap["logical_bytes"],
+                        "objects": snap["objects"]})
+    return out
+
+
+def unchanged_since(index: Index, vid: int, today: str) -> str:
+    """The oldest day of the unbroken run of daily snapshots, back from ``today``,
+    that equal the vault's usage now: no object was written or deleted since
+    (to a day's precision). ``today`` itself when even today's snapshot differs."""
+    now = index.usage(vid)
+    day = date.fromisoformat(today)
+    since = today
+    for _ in range(HISTORY_KEEP_DAYS):
+        snap = index.usage_snapshot(day.isoformat(), vid)
+        if snap is None or (snap["logical_bytes"], snap["objects"]) != (now.logical_bytes, now.objects):
+            break
+        since = day.isoformat()
+        day -= timedelta(days=1)
+    return since
+
+
 def usage_csv(day: str, rows: list[dict]) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
@@ -595,6 +625,20 @@ class UsageReports:
     async def on(self, day: str) -> list[dict]:
         """The snapshot of ``day`` (YYYY-MM-DD); empty if none was taken."""
         return await asyncio.get_running_loop().run_in_executor(None, usage_history, self.index, day)
+
+    async def history(self, vid: int) -> list[dict]:
+        """One vault's daily snapshots (:func:`vault_history`), oldest first."""
+        today = _utc_day(time.time())
+        return await asyncio.get_running_loop().run_in_executor(None, vault_history, self.index, vid, today)
+
+    async def unchanged_since(self, vids: list[int]) -> dict[int, str]:
+        """For each vault, the day since which it has not changed (:func:`unchanged_since`)."""
+        today = _utc_day(time.time())
+
+        def scan() -> dict[int, str]:
+            return {vid: unchanged_since(self.index, vid, today) for vid in vids}
+
+        return await asyncio.get_running_loop().run_in_executor(None, scan)
 
 
 class UsageHistory(Job):

@@ -1343,10 +1343,15 @@ class Store:
             off += record_size(length)
 
     def free_bytes(self) -> list[tuple[str, int]]:
+        return [(d, free) for d, _, free in self.disk_space()]
+
+    def disk_space(self) -> list[tuple[str, int, int]]:
+        """Each data directory with its filesystem's total and free bytes (0, 0 when unreadable)."""
         out = []
         for d in self.dirs:
             try:
-                out.append((str(d), shutil.disk_usage(d).free))
+                du = shutil.disk_usage(d)
+                out.append((str(d), du.total, du.free))
             except OSError:
-                out.append((str(d), 0))
+                out.append((str(d), 0, 0))
         return out

@@ -88,6 +88,11 @@ class PointReads:
     def usage(self, vid: int) -> Usage:
         return Usage.unpack(self.get(S.USAGE, S.vid_bytes(vid)))
 
+    def usage_snapshot(self, day: str, vid: int) -> dict | None:
+        """The vault's usage snapshot of ``day`` (YYYY-MM-DD), if one was taken."""
+        raw = self.get(S.USAGE_HIST, S.usage_hist_key(day, vid))
+        return json.loads(raw) if raw is not None else None
+
     def segment(self, seg_id: int) -> SegMeta | None:
         raw = self.get(S.SEGMENTS, S.seg_key(seg_id))
         return SegMeta.unpack(raw) if raw is not None else None

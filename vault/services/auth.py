@@ -87,6 +87,14 @@ class AuthService:
                 return Principal(False, rec.vault, rec.vid, rec.role, key_id)
         raise E.Unauthorized("invalid credentials")
 
+    def still_valid(self, who: Principal) -> bool:
+        """False once the key ``who`` authenticated with is revoked or its vault
+        replaced; sessions that keep a principal ask on every request."""
+        if who.admin:
+            return True
+        rec = self._key(who.key_id)
+        return rec is not None and rec.vid == who.vid and rec.role == who.role
+
     def _key(self, key_id: str) -> KeyRec | None:
         rec = self._keys.get(key_id)
         if rec is None and key_id.isalnum():

@@ -7,11 +7,12 @@ import sys
 
 from replication import cli as replication_cli
 
-from . import cli_ops
-from .cli_client import add_common_args, client, config_from_args, out
+from . import cli_ops, cli_status
+from . import cli_view as view
+from .cli_client import add_common_args, client, config_from_args
 from .config import ConfigError
 
-COMMANDS = {**cli_ops.COMMANDS, **replication_cli.COMMANDS}
+COMMANDS = {**cli_ops.COMMANDS, **cli_status.COMMANDS, **replication_cli.COMMANDS}
 """The commands of other modules: ``name`` → adds its arguments to its parser."""
 
 
@@ -36,16 +37,59 @@ def cmd_serve(args: argparse.Namespace) -> None:
     serve(cfg)
 
 
+def _quota_used(v: dict) -> str:
+    quota = v["quota_bytes"]
+    return f"{100 * v['usage']['stored_bytes'] / quota:.0f} %" if quota else "-"
+
+
+def _retention(days: int) -> str:
+    return f"{days} days" if days else "-"
+
+
+def show_vault(v: dict) -> None:
+    u = v["usage"]
+    view.fields([("vault", v["name"]), ("created", view.when(v["created"])),
+                 ("stored", view.size(u["stored_bytes"])), ("logical", view.size(u["logical_bytes"])),
+                 ("quota", f"{view.size(v['quota_bytes'])} ({_quota_used(v)} used)"),
+                 ("objects", u["objects"]), ("chunks", u["chunks"]),
+                 ("append-only", view.yes(v["append_only"])), ("retention", _retention(v["retention_days"]))])
+
+
+def list_vaults(doc: dict) -> None:
+    if not doc["vaults"]:
+        print("no vaults")
+        return
+    view.table([(v["name"], view.size(v["usage"]["stored_bytes"]), view.size(v["quota_bytes"]), _quota_used(v),
+                 v["usage"]["objects"], view.yes(v["append_only"]), _retention(v["retention_days"]),
+                 view.when(v["created"])) for v in doc["vaults"]],
+               ["VAULT", "STORED", "QUOTA", "USED", "OBJECTS", "APPEND-ONLY", "RETENTION", "CREATED"])
+
+
+def show_new_key(k: dict) -> None:
+    view.fields([("key", k["id"]), ("role", k["role"]), ("label", k["label"] or "-"),
+                 ("secret", k["secret"]), ("S3 access key id", k["s3"]["access_key_id"]),
+                 ("S3 secret access key", k["s3"]["secret_access_key"])])
+    print("The secrets are shown this once: keep them now.")
+
+
+def list_keys(doc: dict) -> None:
+    if not doc["keys"]:
+        print("no keys")
+        return
+    view.table([(k["id"], k["role"], k["label"] or "-", view.when(k["created"])) for k in doc["keys"]],
+               ["KEY", "ROLE", "LABEL", "CREATED"])
+
+
 def cmd_vault(args: argparse.Namespace) -> None:
     c = client(args)
     if args.action == "create":
-        out(c.call("POST", "/v1/vaults", {"name": args.name, **_vault_fields(args)}))
+        view.emit(args, c.call("POST", "/v1/vaults", {"name": args.name, **_vault_fields(args)}), show_vault)
     elif args.action == "list":
-        out(c.call("GET", "/v1/vaults"))
+        view.emit(args, c.call("GET", "/v1/vaults"), list_vaults)
     elif args.action == "show":
-        out(c.call("GET", f"/v1/vaults/{args.name}"))
+        view.emit(args, c.call("GET", f"/v1/vaults/{args.name}"), show_vault)
     elif args.action == "update":
-        out(c.call("PATCH", f"/v1/vaults/{args.name}", _vault_fields(args)))
+        view.emit(args, c.call("PATCH", f"/v1/vaults/{args.name}", _vault_fields(args)), show_vault)
     elif args.action == "delete":
         c.call("DELETE", f"/v1/vaults/{args.name}")
         print(f"vault {args.name} deleted")
@@ -57,9 +101,9 @@ def cmd_key(args: argparse.Namespace) -> None:
         body = {"role": args.role}
         if args.label:
             body["label"] = args.label
-        out(c.call("POST", f"/v1/vaults/{args.vault}/keys", body))
+        view.emit(args, c.call("POST", f"/v1/vaults/{args.vault}/keys", body), show_new_key)
     elif args.action == "list":
-        out(c.call("GET", f"/v1/vaults/{args.vault}/keys"))
+        view.emit(args, c.call("GET", f"/v1/vaults/{args.vault}/keys"), list_keys)
     elif args.action == "revoke":
         c.call("DELETE", f"/v1/vaults/{args.vault}/keys/{args.id}")
         print(f"key {args.id} revoked")
@@ -102,30 +146,30 @@ def build_parser() -> argparse.ArgumentParser:
 
     v = sub.add_parser("vault", help="manage vaults")
     vs = v.add_subparsers(dest="action", required=True)
-    for action in ("create", "update"):
+    for action in ("create", "update", "list", "show", "delete"):
         a = vs.add_parser(action)
         add_common_args(a)
-        a.add_argument("name")
-        a.add_argument("--quota-bytes", type=int, help="quota in bytes (-1: none)")
-        a.add_argument("--append-only", type=_bool, metavar="true|false")
-        a.add_argument("--retention-days", type=int)
-    for action in ("list",):
-        add_common_args(vs.add_parser(action))
-    for action in ("show", "delete"):
-        a = vs.add_parser(action)
-        add_common_args(a)
-        a.add_argument("name")
+        if action != "delete":  # a delete answers nothing
+            view.add_json_arg(a)
+        if action != "list":
+            a.add_argument("name")
+        if action in ("create", "update"):
+            a.add_argument("--quota-bytes", type=int, help="quota in bytes (-1: none)")
+            a.add_argument("--append-only", type=_bool, metavar="true|false")
+            a.add_argument("--retention-days", type=int)
     v.set_defaults(func=cmd_vault)
 
     k = sub.add_parser("key", help="manage a vault's keys")
     ks = k.add_subparsers(dest="action", required=True)
     a = ks.add_parser("create")
     add_common_args(a)
+    view.add_json_arg(a)
     a.add_argument("vault")
     a.add_argument("--role", required=True, choices=["read", "append", "full"])
     a.add_argument("--label")
     a = ks.add_parser("list")
     add_common_args(a)
+    view.add_json_arg(a)
     a.add_argument("vault")
     a = ks.add_parser("revoke")
     add_common_args(a)

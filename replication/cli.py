@@ -21,8 +21,6 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Coroutine
 
-from tqdm import tqdm
-
 from vault import cli_view as view
 from vault.cli_client import Client, add_common_args, client, config_from_args
 from vault.config import Config, ConfigError, TargetConfig
@@ -55,21 +53,13 @@ def show_restore(st: dict) -> None:
                  ("chunks", st["chunks"]), ("bytes", view.size(st["bytes"])), ("error", st["error"] or "-")])
 
 
-def advance(bar: tqdm, done: int, total: int | None, **postfix: Any) -> None:
-    """Move ``bar`` to ``done`` of ``total``; both come from the server's latest answer."""
-    if total is not None and bar.total != total:
-        bar.total = total
-    bar.set_postfix(postfix, refresh=False)
-    bar.update(done - bar.n)
-
-
 def cmd_restore(args: argparse.Namespace) -> None:
     c = client(args)
     c.call("POST", "/v1/admin/restore", {"vault": args.vault, "from": args.source})
     with view.progress(f"restore {args.vault}", None, "objects") as bar:
         while True:
             st = c.call("GET", "/v1/admin/restore")
-            advance(bar, st["objects"], st["objects_total"], chunks=st["chunks"], data=view.size(st["bytes"]))
+            view.advance(bar, st["objects"], st["objects_total"], chunks=st["chunks"], data=view.size(st["bytes"]))
             if st["state"] in ("done", "failed", "idle"):
                 break
             time.sleep(args.interval)
@@ -113,7 +103,7 @@ def cmd_scrub(args: argparse.Namespace) -> None:
             if st["state"] != "running":
                 break
             p = st.get("progress", {})
-            advance(bar, p.get("bytes", 0), None, corrupt=p.get("corrupt", 0), repaired=p.get("healed", 0))
+            view.advance(bar, p.get("bytes", 0), None, corrupt=p.get("corrupt", 0), repaired=p.get("healed", 0))
             time.sleep(args.interval)
     view.emit(args, st, show_scrub)
     if st.get("damaged"):

@@ -110,18 +110,25 @@ def cmd_key(args: argparse.Namespace) -> None:
 
 
 def cmd_fsck(args: argparse.Namespace) -> None:
-    from .fsck import main as fsck_main
+    from .fsck import check
     try:
         cfg = config_from_args(args)
     except ConfigError as e:
         raise SystemExit(f"objvault: {e}") from None
-    try:
-        code = fsck_main(cfg, args.rebuild_index)
-    except Exception as e:
-        if "lock" in str(e).lower():
-            raise SystemExit("objvault fsck: the index is in use: stop the server first") from None
-        raise
-    raise SystemExit(code)
+
+    with view.progress("fsck", None, "steps") as bar:
+        def show(step: str, done: int, total: int | None) -> None:
+            view.stage(bar, f"fsck {step}", total, step)
+            view.advance(bar, done, total)
+
+        try:
+            report = check(cfg, args.rebuild_index, progress=show)
+        except Exception as e:
+            if "lock" in str(e).lower():
+                raise SystemExit("objvault fsck: the index is in use: stop the server first") from None
+            raise
+    view.out(report)
+    raise SystemExit(0 if report["ok"] else 1)
 
 
 def _bool(v: str) -> bool:

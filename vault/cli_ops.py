@@ -10,8 +10,10 @@ import sys
 import urllib.parse
 from typing import Any
 
+from tqdm import tqdm
+
 from . import cli_view as view
-from .cli_client import add_common_args, client
+from .cli_client import Client, add_common_args, client
 
 
 def show_usage(doc: dict) -> None:
@@ -50,8 +52,26 @@ def cmd_usage(args: argparse.Namespace) -> None:
         view.emit(args, c.call("GET", path), show_usage)
 
 
+def _show_pass(c: Client, bar: tqdm, chunks: int) -> None:
+    """The running pass on ``bar``: chunks scanned by the sweep (of about ``chunks``),
+    then segments compacted."""
+    progress = next(job["progress"] for job in c.call("GET", "/v1/admin/jobs")["jobs"] if job["name"] == "gc")
+    if progress.get("phase") == "compact":
+        view.stage(bar, "gc compact", progress.get("segments_total"), "segments")
+        view.advance(bar, progress.get("segments_done", 0), progress.get("segments_total"))
+    elif progress.get("phase") == "sweep":
+        view.stage(bar, "gc sweep", chunks, "chunks")
+        view.advance(bar, progress.get("chunks_scanned", 0), None)
+
+
 def cmd_gc(args: argparse.Namespace) -> None:
-    view.emit(args, client(args).call("POST", "/v1/admin/gc", {"dry_run": bool(args.dry_run)}), show_stats)
+    c = client(args)
+    body = {"dry_run": bool(args.dry_run)}
+    with view.progress("gc", None, "chunks") as bar:
+        chunks = 0 if bar.disable else sum(v["chunks"] for v in c.call("GET", "/v1/admin/usage")["vaults"])
+        stats = view.follow(bar, lambda: c.call("POST", "/v1/admin/gc", body), lambda: _show_pass(c, bar, chunks),
+                            args.interval)
+    view.emit(args, stats, show_stats)
 
 
 def _usage(p: argparse.ArgumentParser) -> None:
@@ -68,6 +88,7 @@ def _gc(p: argparse.ArgumentParser) -> None:
     add_common_args(p)
     view.add_json_arg(p)
     p.add_argument("--dry-run", action="store_true", help="only count what a pass would delete")
+    p.add_argument("--interval", type=float, default=0.5, help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_gc)
 
 

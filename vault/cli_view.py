@@ -11,8 +11,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from concurrent import futures
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence, TypeVar
 
 import humanize
 from tabulate import tabulate
@@ -74,10 +75,50 @@ def yes(flag: bool) -> str:
 def progress(desc: str, total: int | None, unit: str) -> tqdm:
     """A bar on stderr with rate and ETA (``unit="B"``: binary sizes), shown only when
     stderr is a terminal; elsewhere every update is a no-op."""
-    binary = unit == "B"
-    return tqdm(desc=desc, total=total, unit="iB" if binary else unit, unit_scale=True,
-                unit_divisor=1024 if binary else 1000,
+    return tqdm(desc=desc, total=total, unit=_unit(unit), unit_scale=True, unit_divisor=1024 if unit == "B" else 1000,
                 file=sys.stderr, disable=not sys.stderr.isatty(), dynamic_ncols=True)
+
+
+def _unit(unit: str) -> str:
+    """tqdm's unit: ``B`` counts binary multiples (``4.5MiB/s``); a word is set apart (``3.2 objects/s``)."""
+    return "iB" if unit == "B" else f" {unit}"
+
+
+def stage(bar: tqdm, label: str, total: int | None, unit: str) -> None:
+    """Start ``bar`` over for a new stage of the work (nothing if it is in that stage)."""
+    if bar.disable or bar.desc == label:
+        return
+    # Assigned, not set_description(): that appends ": ", which tqdm adds again to a bar with no total.
+    bar.desc = label
+    bar.unit = _unit(unit)
+    bar.total = total or None  # reset(None) would keep the last stage's total
+    bar.reset(bar.total)
+
+
+def advance(bar: tqdm, done: int, total: int | None, **postfix: Any) -> None:
+    """Move ``bar`` to ``done`` of ``total`` (both from the latest report) and show it now."""
+    if bar.disable:
+        return
+    if total and bar.total != total:
+        bar.total = total
+    bar.set_postfix(postfix, refresh=False)
+    bar.update(done - bar.n)
+    bar.refresh()
+
+
+Result = TypeVar("Result")
+
+
+def follow(bar: tqdm, call: Callable[[], Result], tick: Callable[[], None], interval: float) -> Result:
+    """``call()``'s result; while it runs (in a thread), ``tick()`` every ``interval``
+    seconds to update ``bar``. A bar that is not shown is not fed: no ticks."""
+    if bar.disable:
+        return call()
+    with futures.ThreadPoolExecutor(1) as pool:
+        running = pool.submit(call)
+        while not futures.wait([running], timeout=interval).done:
+            tick()
+        return running.result()
 
 
 def add_json_arg(p: argparse.ArgumentParser) -> None:

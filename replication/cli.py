@@ -4,7 +4,8 @@
 ``replication``, ``restore`` and ``scrub`` talk to the running server with the
 admin token (``vault.cli_client.client``). ``checkpoint`` runs offline, like ``fsck``:
 it is for a server whose index is lost, so it reads the configuration file and
-talks to the target itself. Progress goes to stderr, results to stdout.
+talks to the target itself. Progress goes to stderr (a bar on a terminal only), results to
+stdout: tables for people, the API's document with ``--json``.
 """
 
 from __future__ import annotations
@@ -20,100 +21,91 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Coroutine
 
-from vault.cli_client import add_common_args, client, config_from_args, out
+from vault import cli_view as view
+from vault.cli_client import Client, add_common_args, client, config_from_args
 from vault.config import Config, ConfigError, TargetConfig
 
 from .target import CheckpointStore
 
-BAR = 30
-
-
-def bar(done: int, total: int | None, extra: str = "") -> str:
-    """A one-line text progress bar: ``[#####.....]  45%  9/20 objects, extra``."""
-    if total:
-        frac = min(1.0, done / total)
-        filled = int(round(BAR * frac))
-        return f"[{'#' * filled}{'.' * (BAR - filled)}] {frac * 100:5.1f}%  {done}/{total} objects{extra}"
-    return f"[{'?' * BAR}]  {done} objects{extra}"
-
-
-def _mb(n: int) -> str:
-    return f"{n / 1e6:.1f} MB"
 
 
 def _n(count: int, word: str) -> str:
     return f"{count} {word}{'' if count == 1 else 's'}"
 
 
-def _size(n: int) -> str:
-    """Bytes for a person: ``812 B``, ``45.3 kB``, ``12.3 MB``, ``1.2 GB`` (a small index's
-    checkpoint would read "0.0 MB")."""
-    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if n >= scale:
-            return f"{n / scale:.1f} {unit}"
-    return f"{n} B"
+def show_targets(doc: dict) -> None:
+    if not doc["targets"]:
+        print("no replication targets configured")
+        return
+    view.table([(t["name"], t["kind"], t["url"], t["pending_entries"], view.size(t["pending_bytes"]),
+                 t.get("delayed_entries", 0), view.span(t["oldest_pending_seconds"]), view.when(t["last_success"]),
+                 t["last_error"] or "-") for t in doc["targets"]],
+               ["TARGET", "KIND", "URL", "PENDING", "BACKLOG", "DELAYED", "OLDEST", "LAST SUCCESS", "LAST ERROR"])
 
 
 def cmd_replication(args: argparse.Namespace) -> None:
-    doc = client(args).call("GET", "/v1/admin/replication")
-    if args.json:
-        out(doc)
-        return
-    rows = doc["targets"]
-    if not rows:
-        print("no replication targets configured")
-        return
-    for t in rows:
-        print(f"{t['name']} ({t['kind']} {t['url']})")
-        print(f"  pending: {t['pending_entries']} entries, {_mb(t['pending_bytes'])}"
-              f" ({t.get('delayed_entries', 0)} deletes waiting for their delay)")
-        print(f"  oldest due entry: {t['oldest_pending_seconds']:.1f} s")
-        print(f"  last success: {t['last_success'] or 'never'}")
-        if t["last_error"]:
-            print(f"  last error ({t.get('last_error_at')}): {t['last_error']}")
+    view.emit(args, client(args).call("GET", "/v1/admin/replication"), show_targets)
+
+
+def show_restore(st: dict) -> None:
+    view.fields([("vault", st["vault"]), ("from", st["from"]), ("state", st["state"]),
+                 ("objects", f"{st['objects']} of {st['objects_total'] if st['objects_total'] is not None else '?'}"),
+                 ("chunks", st["chunks"]), ("bytes", view.size(st["bytes"])), ("error", st["error"] or "-")])
 
 
 def cmd_restore(args: argparse.Namespace) -> None:
     c = client(args)
     c.call("POST", "/v1/admin/restore", {"vault": args.vault, "from": args.source})
-    tty = sys.stderr.isatty()
-    last_line = ""
-    while True:
-        st = c.call("GET", "/v1/admin/restore")
-        line = bar(st.get("objects", 0), st.get("objects_total"),
-                   f", {st.get('chunks', 0)} chunks, {_mb(st.get('bytes', 0))}")
-        if line != last_line:
-            print(("\r" + line) if tty else line, end="" if tty else "\n", file=sys.stderr, flush=True)
-            last_line = line
-        if st["state"] in ("done", "failed", "idle"):
-            break
-        time.sleep(args.interval)
-    if tty:
-        print(file=sys.stderr)
-    out(st)
+    with view.progress(f"restore {args.vault}", None, "objects") as bar:
+        while True:
+            st = c.call("GET", "/v1/admin/restore")
+            view.advance(bar, st["objects"], st["objects_total"], chunks=st["chunks"], data=view.size(st["bytes"]))
+            if st["state"] in ("done", "failed", "idle"):
+                break
+            time.sleep(args.interval)
+    view.emit(args, st, show_restore)
     if st["state"] != "done":
         raise SystemExit(1)
+
+
+def show_scrub(st: dict) -> None:
+    rows = [("state", st["state"]), ("rate", f"{view.size(st['rate_bytes_per_second'])}/s"),
+            ("every", view.span(st["interval_seconds"])), ("healed in all", st["healed_total"])]
+    last = st.get("last_pass")
+    if last:
+        rows += [("last pass", view.when(last["started"])),
+                 ("checked", f"{_n(last['chunks'], 'chunk')}, {view.size(last['bytes'])}"),
+                 ("corrupt", f"{last['corrupt']} ({last['healed']} repaired, {last['damaged']} damaged)")]
+    view.fields(rows)
+    if st["damaged"]:
+        print()
+        view.table([(d["vault"], d["chunk"], view.when(d["since"]), d["reason"], ", ".join(d["objects"]) or "-")
+                    for d in st["damaged"]], ["VAULT", "DAMAGED CHUNK", "SINCE", "REASON", "OBJECTS"])
+
+
+def _stored_bytes(c: Client) -> int:
+    """What a scrub pass reads, about: every vault's stored bytes."""
+    return sum(v["stored_bytes"] for v in c.call("GET", "/v1/admin/usage")["vaults"])
 
 
 def cmd_scrub(args: argparse.Namespace) -> None:
     c = client(args)
     if args.status:
-        out(c.call("GET", "/v1/admin/scrub"))
+        view.emit(args, c.call("GET", "/v1/admin/scrub"), show_scrub)
         return
     c.call("POST", "/v1/admin/scrub")
     if not args.wait:
         print("scrub started; progress: objvault scrub --status", file=sys.stderr)
         return
-    while True:
-        st = c.call("GET", "/v1/admin/scrub")
-        if st["state"] != "running":
-            break
-        p = st.get("progress", {})
-        print(f"\rscrubbed {p.get('chunks', 0)} chunks, {_mb(p.get('bytes', 0))}, "
-              f"{p.get('corrupt', 0)} corrupt, {p.get('healed', 0)} repaired", end="", file=sys.stderr, flush=True)
-        time.sleep(args.interval)
-    print(file=sys.stderr)
-    out(st)
+    with view.progress("scrub", _stored_bytes(c), "B") as bar:
+        while True:
+            st = c.call("GET", "/v1/admin/scrub")
+            if st["state"] != "running":
+                break
+            p = st.get("progress", {})
+            view.advance(bar, p.get("bytes", 0), None, corrupt=p.get("corrupt", 0), repaired=p.get("healed", 0))
+            time.sleep(args.interval)
+    view.emit(args, st, show_scrub)
     if st.get("damaged"):
         raise SystemExit(1)
 
@@ -237,7 +229,7 @@ def cmd_checkpoint_list(args: argparse.Namespace) -> None:
     _, tcfg, replica = _offline_target(args)
     rows = _run(tcfg, _checkpoints(replica))
     if args.json:
-        out({"target": tcfg.name, "kind": tcfg.kind, "url": tcfg.url, "checkpoints": rows})
+        view.out({"target": tcfg.name, "kind": tcfg.kind, "url": tcfg.url, "checkpoints": rows})
         return
     head = f"{tcfg.name} ({tcfg.kind} {tcfg.url})"
     if not rows:
@@ -247,7 +239,7 @@ def cmd_checkpoint_list(args: argparse.Namespace) -> None:
         return
     print(f"{head}: {_n(len(rows), 'checkpoint')}, newest first")
     for r in rows:
-        print(f"  {r['id']}  {r['taken']}  {_size(r['bytes']):>9}")
+        print(f"  {r['id']}  {r['taken']}  {view.size(r['bytes']):>11}")
 
 
 def _check_destination(dest: Path, target: str) -> Path | None:
@@ -304,7 +296,7 @@ def cmd_checkpoint_download(args: argparse.Namespace) -> None:
     tarball = dest / f"{pick['id']}.tar.zst"
     try:
         dest.mkdir(parents=True, exist_ok=True)
-        print(f"downloading {pick['path']} ({_size(pick['bytes'])}) from target {tcfg.name!r}",
+        print(f"downloading {pick['path']} ({view.size(pick['bytes'])}) from target {tcfg.name!r}",
               file=sys.stderr, flush=True)
         _run(tcfg, replica.get_checkpoint(pick["path"], tarball))
         print(f"unpacking into {dest}", file=sys.stderr, flush=True)
@@ -349,7 +341,7 @@ def _register_checkpoint(p: argparse.ArgumentParser) -> None:
     s = sub.add_parser("list", help="the target's checkpoints, newest first, with time and size")
     s.add_argument("--config", help="TOML config file (default: $OBJVAULT_CONFIG)")
     s.add_argument("--target", required=True, metavar="NAME", help="name of a configured bucket target")
-    s.add_argument("--json", action="store_true", help="print a JSON document")
+    view.add_json_arg(s)
     s.set_defaults(func=cmd_checkpoint_list)
     d = sub.add_parser("download", help="download, unseal, unpack and verify a checkpoint into an empty directory")
     d.add_argument("--config", help="TOML config file (default: $OBJVAULT_CONFIG)")
@@ -366,12 +358,13 @@ def _register_replication(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="action", required=True)
     s = sub.add_parser("status", help="pending entries, bytes, age and errors per target")
     add_common_args(s)
-    s.add_argument("--json", action="store_true", help="print the API document")
+    view.add_json_arg(s)
     p.set_defaults(func=cmd_replication)
 
 
 def _register_restore(p: argparse.ArgumentParser) -> None:
     add_common_args(p)
+    view.add_json_arg(p)
     p.add_argument("vault", help="the vault to rebuild (must not exist on this server)")
     p.add_argument("--from", dest="source", required=True, metavar="TARGET",
                    help="name of the replication target to restore from")
@@ -381,6 +374,7 @@ def _register_restore(p: argparse.ArgumentParser) -> None:
 
 def _register_scrub(p: argparse.ArgumentParser) -> None:
     add_common_args(p)
+    view.add_json_arg(p)
     p.add_argument("--wait", action="store_true", help="follow the pass until it ends")
     p.add_argument("--status", action="store_true", help="only show progress, last pass and damaged chunks")
     p.add_argument("--interval", type=float, default=0.5, help=argparse.SUPPRESS)

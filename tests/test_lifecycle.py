@@ -528,13 +528,13 @@ def test_usage_report_json_csv_metrics_and_cli(make_server):
     out = subprocess.run([OBJVAULT, "usage", "--url", s.url, "--csv"], env=env, capture_output=True, text=True,
                          check=True).stdout
     assert out.splitlines()[:2] == lines[:2]
-    out = json.loads(subprocess.run([OBJVAULT, "usage", "--url", s.url], env=env, capture_output=True, text=True,
+    out = json.loads(subprocess.run([OBJVAULT, "usage", "--json", "--url", s.url], env=env, capture_output=True, text=True,
                                     check=True).stdout)
     assert out["vaults"][0] == alpha
-    out = json.loads(subprocess.run([OBJVAULT, "gc", "--dry-run", "--url", s.url], env=env, capture_output=True,
+    out = json.loads(subprocess.run([OBJVAULT, "gc", "--dry-run", "--json", "--url", s.url], env=env, capture_output=True,
                                     text=True, check=True).stdout)
     assert out["dry_run"] is True and out["would_delete"] == 0 and out["chunks_scanned"] == 3
-    out = json.loads(subprocess.run([OBJVAULT, "gc", "--url", s.url], env=env, capture_output=True, text=True,
+    out = json.loads(subprocess.run([OBJVAULT, "gc", "--json", "--url", s.url], env=env, capture_output=True, text=True,
                                     check=True).stdout)
     assert out["dry_run"] is False and out["chunks_deleted"] == 0
     jobs = {j["name"]: j for j in c.get("/v1/admin/jobs").json()["jobs"]}

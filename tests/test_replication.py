@@ -110,7 +110,8 @@ def test_replicates_vaults_chunks_and_objects_to_the_bucket(mkserver, s3bucket):
     out = subprocess.run([OBJVAULT, "replication", "status"], env=env, capture_output=True, text=True,
                          timeout=30)
     assert out.returncode == 0, out.stderr
-    assert "offsite (s3 s3://" in out.stdout and "pending: 0 entries" in out.stdout
+    row = next(line.split() for line in out.stdout.splitlines() if line.startswith("offsite "))
+    assert row[1] == "s3" and row[2].startswith("s3://") and row[3] == "0"  # TARGET KIND URL PENDING
     out = subprocess.run([OBJVAULT, "replication", "status", "--json"], env=env, capture_output=True,
                          text=True, timeout=30)
     assert json.loads(out.stdout)["targets"][0]["pending_entries"] == 0

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import shutil
 import socket
@@ -426,6 +427,9 @@ def test_the_operator_manages_buckets_through_the_admin_api_and_cli(srv, tenant)
     cli = [str(Path(sys.executable).parent / "objvault"), "bucket"]
     env = {**os.environ, "OBJVAULT_LISTEN": f"127.0.0.1:{srv.port}", "OBJVAULT_ADMIN_TOKEN": srv.admin_token}
     listed = subprocess.run([*cli, "list", tenant.vault], env=env, capture_output=True, text=True, check=True)
-    assert name in listed.stdout
+    assert listed.stdout.split("\n")[0].split() == ["BUCKET", "CREATED"] and name in listed.stdout
+    listed = subprocess.run([*cli, "list", "--json", tenant.vault], env=env, capture_output=True, text=True,
+                            check=True)
+    assert [b["name"] for b in json.loads(listed.stdout)["buckets"]] == [name]
     subprocess.run([*cli, "delete", tenant.vault, name], env=env, capture_output=True, check=True)
     assert srv.admin.get(f"/v1/vaults/{tenant.vault}/buckets").json()["buckets"] == []

@@ -90,10 +90,10 @@ def test_scrub_and_get_repair_a_flipped_byte_from_the_replica(mkserver, s3bucket
     last = wait_scrub(srv)["last_pass"]
     assert (last["corrupt"], last["healed"]) == (1, 0)
     env = {**srv.env(), "PATH": os.environ.get("PATH", "")}
-    out = subprocess.run([OBJVAULT, "scrub", "--status"], env=env, capture_output=True, text=True, timeout=30)
+    out = subprocess.run([OBJVAULT, "scrub", "--status", "--json"], env=env, capture_output=True, text=True, timeout=30)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["damaged"][0]["chunk"] == lonely[0]
-    out = subprocess.run([OBJVAULT, "scrub", "--wait"], env=env, capture_output=True, text=True, timeout=60)
+    out = subprocess.run([OBJVAULT, "scrub", "--wait", "--json"], env=env, capture_output=True, text=True, timeout=60)
     assert out.returncode == 1  # damaged chunks remain: a non-zero exit for cron/monitoring
     assert json.loads(out.stdout)["last_pass"]["damaged"] == 1
 

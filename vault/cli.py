@@ -7,11 +7,12 @@ import sys
 
 from replication import cli as replication_cli
 
-from . import cli_ops
-from .cli_client import add_common_args, client, config_from_args, out
+from . import cli_ops, cli_status
+from . import cli_view as view
+from .cli_client import add_common_args, client, config_from_args
 from .config import ConfigError
 
-COMMANDS = {**cli_ops.COMMANDS, **replication_cli.COMMANDS}
+COMMANDS = {**cli_ops.COMMANDS, **cli_status.COMMANDS, **replication_cli.COMMANDS}
 """The commands of other modules: ``name`` → adds its arguments to its parser."""
 
 
@@ -36,16 +37,59 @@ def cmd_serve(args: argparse.Namespace) -> None:
     serve(cfg)
 
 
+def _quota_used(v: dict) -> str:
+    quota = v["quota_bytes"]
+    return f"{100 * v['usage']['stored_bytes'] / quota:.0f} %" if quota else "-"
+
+
+def _retention(days: int) -> str:
+    return f"{days} days" if days else "-"
+
+
+def show_vault(v: dict) -> None:
+    u = v["usage"]
+    view.fields([("vault", v["name"]), ("created", view.when(v["created"])),
+                 ("stored", view.size(u["stored_bytes"])), ("logical", view.size(u["logical_bytes"])),
+                 ("quota", f"{view.size(v['quota_bytes'])} ({_quota_used(v)} used)"),
+                 ("objects", u["objects"]), ("chunks", u["chunks"]),
+                 ("append-only", view.yes(v["append_only"])), ("retention", _retention(v["retention_days"]))])
+
+
+def list_vaults(doc: dict) -> None:
+    if not doc["vaults"]:
+        print("no vaults")
+        return
+    view.table([(v["name"], view.size(v["usage"]["stored_bytes"]), view.size(v["quota_bytes"]), _quota_used(v),
+                 v["usage"]["objects"], view.yes(v["append_only"]), _retention(v["retention_days"]),
+                 view.when(v["created"])) for v in doc["vaults"]],
+               ["VAULT", "STORED", "QUOTA", "USED", "OBJECTS", "APPEND-ONLY", "RETENTION", "CREATED"])
+
+
+def show_new_key(k: dict) -> None:
+    view.fields([("key", k["id"]), ("role", k["role"]), ("label", k["label"] or "-"),
+                 ("secret", k["secret"]), ("S3 access key id", k["s3"]["access_key_id"]),
+                 ("S3 secret access key", k["s3"]["secret_access_key"])])
+    print("The secrets are shown this once: keep them now.")
+
+
+def list_keys(doc: dict) -> None:
+    if not doc["keys"]:
+        print("no keys")
+        return
+    view.table([(k["id"], k["role"], k["label"] or "-", view.when(k["created"])) for k in doc["keys"]],
+               ["KEY", "ROLE", "LABEL", "CREATED"])
+
+
 def cmd_vault(args: argparse.Namespace) -> None:
     c = client(args)
     if args.action == "create":
-        out(c.call("POST", "/v1/vaults", {"name": args.name, **_vault_fields(args)}))
+        view.emit(args, c.call("POST", "/v1/vaults", {"name": args.name, **_vault_fields(args)}), show_vault)
     elif args.action == "list":
-        out(c.call("GET", "/v1/vaults"))
+        view.emit(args, c.call("GET", "/v1/vaults"), list_vaults)
     elif args.action == "show":
-        out(c.call("GET", f"/v1/vaults/{args.name}"))
+        view.emit(args, c.call("GET", f"/v1/vaults/{args.name}"), show_vault)
     elif args.action == "update":
-        out(c.call("PATCH", f"/v1/vaults/{args.name}", _vault_fields(args)))
+        view.emit(args, c.call("PATCH", f"/v1/vaults/{args.name}", _vault_fields(args)), show_vault)
     elif args.action == "delete":
         c.call("DELETE", f"/v1/vaults/{args.name}")
         print(f"vault {args.name} deleted")
@@ -57,38 +101,56 @@ def cmd_key(args: argparse.Namespace) -> None:
         body = {"role": args.role}
         if args.label:
             body["label"] = args.label
-        out(c.call("POST", f"/v1/vaults/{args.vault}/keys", body))
+        view.emit(args, c.call("POST", f"/v1/vaults/{args.vault}/keys", body), show_new_key)
     elif args.action == "list":
-        out(c.call("GET", f"/v1/vaults/{args.vault}/keys"))
+        view.emit(args, c.call("GET", f"/v1/vaults/{args.vault}/keys"), list_keys)
     elif args.action == "revoke":
         c.call("DELETE", f"/v1/vaults/{args.vault}/keys/{args.id}")
         print(f"key {args.id} revoked")
 
 
+def show_bucket(b: dict) -> None:
+    view.fields([("bucket", b["name"]), ("vault", b["vault"]), ("created", view.when(b["created"]))])
+
+
+def list_buckets(doc: dict) -> None:
+    if not doc["buckets"]:
+        print("no buckets")
+        return
+    view.table([(b["name"], view.when(b["created"])) for b in doc["buckets"]], ["BUCKET", "CREATED"])
+
+
 def cmd_bucket(args: argparse.Namespace) -> None:
     c = client(args)
     if args.action == "create":
-        out(c.call("POST", f"/v1/vaults/{args.vault}/buckets", {"name": args.name}))
+        view.emit(args, c.call("POST", f"/v1/vaults/{args.vault}/buckets", {"name": args.name}), show_bucket)
     elif args.action == "list":
-        out(c.call("GET", f"/v1/vaults/{args.vault}/buckets"))
+        view.emit(args, c.call("GET", f"/v1/vaults/{args.vault}/buckets"), list_buckets)
     elif args.action == "delete":
         c.call("DELETE", f"/v1/vaults/{args.vault}/buckets/{args.name}")
         print(f"bucket {args.name} deleted")
 
 
 def cmd_fsck(args: argparse.Namespace) -> None:
-    from .fsck import main as fsck_main
+    from .fsck import check
     try:
         cfg = config_from_args(args)
     except ConfigError as e:
         raise SystemExit(f"objvault: {e}") from None
-    try:
-        code = fsck_main(cfg, args.rebuild_index)
-    except Exception as e:
-        if "lock" in str(e).lower():
-            raise SystemExit("objvault fsck: the index is in use: stop the server first") from None
-        raise
-    raise SystemExit(code)
+
+    with view.progress("fsck", None, "steps") as bar:
+        def show(step: str, done: int, total: int | None) -> None:
+            view.stage(bar, f"fsck {step}", total, step)
+            view.advance(bar, done, total)
+
+        try:
+            report = check(cfg, args.rebuild_index, progress=show)
+        except Exception as e:
+            if "lock" in str(e).lower():
+                raise SystemExit("objvault fsck: the index is in use: stop the server first") from None
+            raise
+    view.out(report)
+    raise SystemExit(0 if report["ok"] else 1)
 
 
 def _bool(v: str) -> bool:
@@ -113,30 +175,30 @@ def build_parser() -> argparse.ArgumentParser:
 
     v = sub.add_parser("vault", help="manage vaults")
     vs = v.add_subparsers(dest="action", required=True)
-    for action in ("create", "update"):
+    for action in ("create", "update", "list", "show", "delete"):
         a = vs.add_parser(action)
         add_common_args(a)
-        a.add_argument("name")
-        a.add_argument("--quota-bytes", type=int, help="quota in bytes (-1: none)")
-        a.add_argument("--append-only", type=_bool, metavar="true|false")
-        a.add_argument("--retention-days", type=int)
-    for action in ("list",):
-        add_common_args(vs.add_parser(action))
-    for action in ("show", "delete"):
-        a = vs.add_parser(action)
-        add_common_args(a)
-        a.add_argument("name")
+        if action != "delete":  # a delete answers nothing
+            view.add_json_arg(a)
+        if action != "list":
+            a.add_argument("name")
+        if action in ("create", "update"):
+            a.add_argument("--quota-bytes", type=int, help="quota in bytes (-1: none)")
+            a.add_argument("--append-only", type=_bool, metavar="true|false")
+            a.add_argument("--retention-days", type=int)
     v.set_defaults(func=cmd_vault)
 
     k = sub.add_parser("key", help="manage a vault's keys")
     ks = k.add_subparsers(dest="action", required=True)
     a = ks.add_parser("create")
     add_common_args(a)
+    view.add_json_arg(a)
     a.add_argument("vault")
     a.add_argument("--role", required=True, choices=["read", "append", "full"])
     a.add_argument("--label")
     a = ks.add_parser("list")
     add_common_args(a)
+    view.add_json_arg(a)
     a.add_argument("vault")
     a = ks.add_parser("revoke")
     add_common_args(a)
@@ -149,6 +211,8 @@ def build_parser() -> argparse.ArgumentParser:
     for action in ("create", "list", "delete"):
         a = bs.add_parser(action)
         add_common_args(a)
+        if action != "delete":
+            view.add_json_arg(a)
         a.add_argument("vault")
         if action != "list":
             a.add_argument("name")

@@ -1,6 +1,6 @@
 """What the ``objvault`` commands that talk to a running server share: their
-configuration, a minimal admin client of the native API (stdlib only), and
-JSON output. Used by :mod:`vault.cli`, :mod:`vault.cli_ops` and
+configuration and a minimal admin client of the native API (stdlib only).
+Used by :mod:`vault.cli`, :mod:`vault.cli_ops` and
 :mod:`replication.cli`."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import argparse
 import json
 import urllib.error
 import urllib.request
-from typing import Any
+from typing import Any, Collection
 
 from .config import Config, ConfigError, load_config
 
@@ -17,7 +17,7 @@ from .config import Config, ConfigError, load_config
 def config_from_args(args: argparse.Namespace) -> Config:
     """The configuration of a command: its file (``--config``) and flags over the defaults and environment."""
     overrides = {}
-    for key in ("listen", "data_dirs", "admin_token", "log_level"):
+    for key in ("listen", "url", "data_dirs", "admin_token", "log_level"):
         val = getattr(args, key, None)
         if val is not None:
             overrides[key] = val
@@ -31,7 +31,10 @@ class Client:
         self.url = url.rstrip("/")
         self.token = token
 
-    def call(self, method: str, path: str, body: Any = None, raw: bool = False) -> Any:
+    def call(self, method: str, path: str, body: Any = None, raw: bool = False,
+             tolerate: Collection[int] = ()) -> Any:
+        """The answer's JSON (``raw``: its bytes), also of an error status in ``tolerate``;
+        any other failure exits with the problem's code and detail."""
         data = json.dumps(body).encode() if body is not None else None
         req = urllib.request.Request(self.url + path, data=data, method=method)
         req.add_header("Authorization", f"Bearer {self.token}")
@@ -42,6 +45,8 @@ class Client:
                 payload = resp.read()
         except urllib.error.HTTPError as e:
             payload = e.read()
+            if e.code in tolerate:
+                return payload if raw else json.loads(payload)
             try:
                 doc = json.loads(payload)
                 msg = f"{doc.get('status')} {doc.get('code')}: {doc.get('detail')}"
@@ -56,6 +61,9 @@ class Client:
 
 
 def client(args: argparse.Namespace) -> Client:
+    """The client of the server ``--url``, ``OBJVAULT_URL`` or the config's ``url`` names
+    (else the one ``listen`` names here), with the admin token of the configuration or
+    its token file."""
     try:
         cfg = config_from_args(args)
     except ConfigError as e:
@@ -67,19 +75,18 @@ def client(args: argparse.Namespace) -> Client:
         except OSError:
             raise SystemExit(f"objvault: no admin token: set OBJVAULT_ADMIN_TOKEN or create "
                              f"{cfg.admin_token_path}") from None
+    return Client(cfg.url or _listen_url(cfg), token)
+
+
+def _listen_url(cfg: Config) -> str:
     host = cfg.host
     if host in ("0.0.0.0", "::", ""):
         host = "127.0.0.1"
     scheme = "https" if cfg.tls_cert_file else "http"
-    url = args.url or f"{scheme}://{'[' + host + ']' if ':' in host else host}:{cfg.port}"
-    return Client(url, token)
-
-
-def out(obj: Any) -> None:
-    print(json.dumps(obj, indent=2))
+    return f"{scheme}://{'[' + host + ']' if ':' in host else host}:{cfg.port}"
 
 
 def add_common_args(p: argparse.ArgumentParser) -> None:
     """``--config`` and ``--url``, which every command that talks to a server takes."""
     p.add_argument("--config", help="TOML config file (default: $OBJVAULT_CONFIG)")
-    p.add_argument("--url", help="server URL (default: from the config's listen)")
+    p.add_argument("--url", help="server URL (default: $OBJVAULT_URL, the config's url, else its listen)")

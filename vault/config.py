@@ -80,6 +80,9 @@ class TargetConfig:
 @dataclass
 class Config:
     listen: str = "127.0.0.1:8470"
+    # The server the admin commands of ``objvault`` talk to (http[s]://HOST:PORT);
+    # empty: the one ``listen`` names on this machine.
+    url: str = ""
     data_dirs: list[str] = field(default_factory=lambda: ["./objvault-data"])
     admin_token: str = ""
     max_chunk_bytes: int = 134217728
@@ -221,6 +224,8 @@ def _check_address(key: str, value: str) -> None:
 
 def _validate(cfg: Config) -> None:
     _check_address("listen", cfg.listen)
+    if cfg.url and not cfg.url.startswith(("http://", "https://")):
+        raise ConfigError(f"config key 'url': expected http://HOST:PORT or https://HOST:PORT, got {cfg.url!r}")
     if not cfg.data_dirs:
         raise ConfigError("config key 'data_dirs': at least one data directory is required")
     if len(set(os.path.abspath(d) for d in cfg.data_dirs)) != len(cfg.data_dirs):

@@ -10,9 +10,9 @@ and segment bookkeeping from what is on disk and in the objects.
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 from collections import Counter, defaultdict
+from typing import Callable
 
 from . import refs
 from .config import Config
@@ -20,6 +20,12 @@ from .meta import DELETABLE, PENDING, REFERENCED, ChunkMeta, Index, ObjectMeta, 
 from .meta.schema import chunk_digest, chunk_key, vid_of
 from .errors import ChunkCorrupt
 from .store import FILE_HEADER_SIZE, Store, record_size
+
+Progress = Callable[[str, int, "int | None"], None]
+"""Told ``(step, done, total)`` as a check goes: ``total`` None while unknown."""
+
+# How often (in entries or objects) a long step reports that it is still going.
+REPORT_EVERY = 1 << 16
 
 
 def _open(cfg: Config) -> tuple[Index, Store]:
@@ -30,7 +36,7 @@ def _open(cfg: Config) -> tuple[Index, Store]:
     return index, store
 
 
-def check(cfg: Config, rebuild: bool = False, progress=None) -> dict:
+def check(cfg: Config, rebuild: bool = False, progress: Progress | None = None) -> dict:
     """Compare the index with the segments and the objects; optionally rebuild it.
 
     Reference counts left half-changed by a server stopped in the middle of
@@ -39,7 +45,7 @@ def check(cfg: Config, rebuild: bool = False, progress=None) -> dict:
     index, store = _open(cfg)
     try:
         settled = refs.settle_all(index)
-        report = _check(index, store, rebuild, progress or (lambda msg: None))
+        report = _check(index, store, rebuild, progress or (lambda step, done, total: None))
         report["reference_intents_settled"] = settled
         return report
     finally:
@@ -47,7 +53,7 @@ def check(cfg: Config, rebuild: bool = False, progress=None) -> dict:
         index.close()
 
 
-def _check(index: Index, store: Store, rebuild: bool, progress) -> dict:
+def _check(index: Index, store: Store, rebuild: bool, progress: Progress) -> dict:
     t0 = time.monotonic()
     report: dict = {"segments": len(store.paths), "chunk_entries": 0, "bad_entries": [], "objects": 0,
                     "missing_references": [], "refcount_mismatches": 0, "usage_mismatches": [],
@@ -57,6 +63,8 @@ def _check(index: Index, store: Store, rebuild: bool, progress) -> dict:
     for key, meta in index.all_chunks():
         entries[key] = meta
         report["chunk_entries"] += 1
+        if report["chunk_entries"] % REPORT_EVERY == 0:
+            progress("chunk entries", report["chunk_entries"], None)
         ok = meta.seg_id in store.paths
         if ok:
             try:
@@ -66,13 +74,15 @@ def _check(index: Index, store: Store, rebuild: bool, progress) -> dict:
             ok = hdr is not None and chunk_key(hdr[0], hdr[1]) == key and hdr[2] == meta.length
         if not ok:
             report["bad_entries"].append({"vid": vid_of(key), "chunk": chunk_digest(key).hex()})
-    progress(f"checked {len(entries)} chunk entries")
+    progress("chunk entries", len(entries), len(entries))
     # 2. objects: references and recounts
     refs: Counter = Counter()
     usage: dict[int, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
     for vid, name, raw in index.all_objects():
         obj = ObjectMeta.unpack(raw)
         report["objects"] += 1
+        if report["objects"] % REPORT_EVERY == 0:
+            progress("objects", report["objects"], None)
         usage[vid][1] += obj.size
         usage[vid][3] += 1
         for c in obj.chunks:
@@ -91,7 +101,7 @@ def _check(index: Index, store: Store, rebuild: bool, progress) -> dict:
         want = Usage(stored, logical, chunks, objects)
         if have != want:
             report["usage_mismatches"].append({"vid": vid, "index": have.as_dict(), "recount": want.as_dict()})
-    progress(f"checked {report['objects']} objects")
+    progress("objects", report["objects"], report["objects"])
     if rebuild:
         report.update(_rebuild(index, store, entries, refs, progress))
     report["seconds"] = round(time.monotonic() - t0, 3)
@@ -100,12 +110,12 @@ def _check(index: Index, store: Store, rebuild: bool, progress) -> dict:
     return report
 
 
-def _rebuild(index: Index, store: Store, entries: dict, refs: Counter, progress) -> dict:
+def _rebuild(index: Index, store: Store, entries: dict, refs: Counter, progress: Progress) -> dict:
     """Scan every record, verify it, and rewrite chunk entries, refcounts, usage and segments."""
     found: dict[bytes, tuple[int, int, int]] = {}
     seg_meta: dict[int, list] = {}
     bad_records = 0
-    for sid in sorted(store.paths):
+    for n, sid in enumerate(sorted(store.paths), 1):
         dir_idx = store.seg_dir[sid]
         end = FILE_HEADER_SIZE
         for off, vid, digest, length in store.scan_segment(sid):
@@ -125,7 +135,7 @@ def _rebuild(index: Index, store: Store, entries: dict, refs: Counter, progress)
             elif key not in found or (cur is not None and found[key][:2] != (cur.seg_id, cur.offset)):
                 found.setdefault(key, (sid, off, length))
         seg_meta[sid] = [dir_idx, 1, end, 0, time.time()]
-        progress(f"scanned segment {sid}")
+        progress("segments", n, len(store.paths))
 
     now = time.time()
 
@@ -163,10 +173,3 @@ def _rebuild(index: Index, store: Store, entries: dict, refs: Counter, progress)
         return {"records_indexed": len(found), "bad_records": bad_records}
 
     return index.run_sync(op)
-
-
-def main(cfg: Config, rebuild: bool) -> int:
-    import sys
-    report = check(cfg, rebuild, progress=lambda m: print(m, file=sys.stderr))
-    print(json.dumps(report, indent=2))
-    return 0 if report["ok"] else 1

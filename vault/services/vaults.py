@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, fields as dc_fields
 from typing import Any
@@ -102,12 +103,11 @@ class VaultsService:
         given = settings.given()
 
         def op(txn: Txn) -> tuple[VaultRec, dict]:
-            rec = vault_in(txn, name)
-            before = {k: getattr(rec, k) for k in given}
-            for k, v in given.items():
-                setattr(rec, k, v)
+            old = vault_in(txn, name)
+            before = {k: getattr(old, k) for k in given}
+            rec = dataclasses.replace(old, **given)
             txn.put_vault(rec)
-            txn.emit(VaultPut(rec))
+            txn.emit(VaultPut(rec, before=old))
             return rec, before
 
         rec, before = await self.index.run(op)

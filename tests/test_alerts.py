@@ -216,3 +216,17 @@ def test_scrub_corruption_opens_an_alert_that_stays_open_while_damaged(make_serv
     assert receiver.events() == [("alert.opened", "chunk_corrupt", "rot")]
     assert receiver.got[0]["doc"]["details"]["chunk"] == digest
     assert [a["kind"] for a in srv.admin.get("/v1/admin/alerts").json()["open"]] == ["chunk_corrupt"]
+
+
+def test_a_vault_can_have_its_own_stale_threshold(make_server, receiver):
+    srv = make_server(config=config(receiver, evaluate_interval_seconds=0.3))  # the default: 7 days
+    assert srv.create_vault("quick", stale_after_days=0.00002)["stale_after_days"] == 0.00002  # ~1.7 s
+    assert "stale_after_days" not in srv.create_vault("slow")
+    for bad in (0, -1, "soon", True):
+        assert srv.admin.patch("/v1/vaults/slow", json={"stale_after_days": bad}).status_code == 400
+    receiver.wait(lambda r: len(r.got) == 1)
+    time.sleep(1.0)
+    assert receiver.events() == [("alert.opened", "vault_stale", "quick")]
+    assert "stale_after_days" not in srv.admin.patch("/v1/vaults/quick", json={"stale_after_days": None}).json()
+    receiver.wait(lambda r: len(r.got) == 2)
+    assert receiver.events()[1] == ("alert.resolved", "vault_stale", "quick")

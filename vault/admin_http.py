@@ -72,7 +72,8 @@ def _fields(body: dict, allowed: set[str]) -> None:
 
 def vault_settings(body: dict, creating: bool) -> VaultSettings:
     """The settings a vault create or PATCH body asks for (BadRequest on unknown fields or bad values)."""
-    _fields(body, {"quota_bytes", "append_only", "retention_days"} | ({"name"} if creating else set()))
+    _fields(body, {"quota_bytes", "append_only", "retention_days", "stale_after_days"} |
+            ({"name"} if creating else set()))
     return VaultSettings(**{k: v for k, v in body.items() if k != "name"})
 
 

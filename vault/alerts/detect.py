@@ -51,8 +51,8 @@ class AlertHook:
     def __call__(self, txn: Txn, event: Event) -> None:
         if isinstance(event, ChunkPut):
             self._quota(txn, event.rec, growing=True)
-        elif isinstance(event, ChunkDeleted) and event.rec is not None:
-            self._quota(txn, event.rec)
+        elif isinstance(event, ChunkDeleted) and event.rec is not None and event.rec.quota_bytes is not None:
+            self._quota(txn, event.rec)  # a quota removed resolves with its VaultPut
         elif isinstance(event, ObjectPut):
             A.note_write(txn, event.rec.vid)
         elif isinstance(event, VaultPut):
@@ -62,11 +62,7 @@ class AlertHook:
         elif isinstance(event, VaultDeleted):
             self._deleted(txn, event.rec)
         elif isinstance(event, ChunkQuarantined):
-            what = "damaged: no target holds a good copy" if event.damaged else event.reason
-            self.open(txn, A.AlertRec(CHUNK_CORRUPT, event.rec.name, event.rec.name,
-                                      f"vault {event.rec.name!r}: chunk {event.digest.hex()} is corrupt ({what})",
-                                      {"chunk": event.digest.hex(), "reason": event.reason,
-                                       "damaged": event.damaged}))
+            self._corrupt(txn, event)
 
     def open(self, txn: Txn, rec: A.AlertRec) -> bool:
         """Open ``rec`` (False if one of its kind and subject is open)."""
@@ -85,11 +81,9 @@ class AlertHook:
         """Open or resolve the vault's quota alerts. A growing vault can only open
         them, and only past the warning level: most chunk puts read nothing more."""
         quota = rec.quota_bytes
-        if growing and quota is None:
-            return
         warn = None if quota is None else quota * self.cfg.quota_warn_percent / 100
-        used = txn.usage(rec.vid).stored_bytes
-        if growing and warn is not None and used < warn:
+        used = 0 if quota is None else txn.usage(rec.vid).stored_bytes
+        if growing and (warn is None or used < warn):
             return
         for kind, level in ((QUOTA_WARNING, warn), (QUOTA_FULL, quota)):
             if level is not None and used >= level:
@@ -106,6 +100,13 @@ class AlertHook:
             now = {"append_only": rec.append_only, "retention_days": rec.retention_days}
             self.open(txn, A.AlertRec(LOCK_WEAKENED, rec.name, rec.name,
                                       f"vault {rec.name!r}: a lock was weakened", {"before": was, "after": now}))
+
+    def _corrupt(self, txn: Txn, event: ChunkQuarantined) -> None:
+        """One alert per vault while any of its chunks is in quarantine (the first one names its chunk)."""
+        name, chunk = event.rec.name, event.digest.hex()
+        what = "damaged: no target holds a good copy" if event.damaged else event.reason
+        self.open(txn, A.AlertRec(CHUNK_CORRUPT, name, name, f"vault {name!r}: chunk {chunk} is corrupt ({what})",
+                                  {"chunk": chunk, "reason": event.reason, "damaged": event.damaged}))
 
     def _deleted(self, txn: Txn, rec: VaultRec) -> None:
         for kind in _VAULT_KINDS:
@@ -146,7 +147,7 @@ class Evaluator(Job):
         for rec in self.index.vaults():
             since = last.get(rec.vid, rec.created)
             days = (now - since) / DAY
-            if days > self.cfg.stale_after_days:
+            if days > (rec.stale_after_days or self.cfg.stale_after_days):
                 out[(VAULT_STALE, rec.name)] = A.AlertRec(
                     VAULT_STALE, rec.name, rec.name, f"vault {rec.name!r} got no new data for {days:.1f} days",
                     {"last_write": since})

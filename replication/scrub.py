@@ -34,6 +34,7 @@ from itertools import islice
 
 from vault import errors as E
 from vault.config import TargetConfig
+from vault.events import ChunkQuarantined
 from vault.meta import ChunkMeta, ObjectMeta, Txn, VaultRec
 from vault.meta.schema import (QUARANTINE, SCRUB_EPOCH, SCRUB_LAST_PASS, chunk_digest, chunk_key, quarantine_chunk,
                                quarantine_key, vid_of)
@@ -250,6 +251,7 @@ def _mark(txn: Txn, rec: VaultRec, digest: bytes, reason: str, damaged: bool = F
     since = json.loads(raw)["since"] if raw is not None else txn.now
     txn.put_marker(k, json.dumps({"vault": rec.name, "chunk": digest.hex(), "since": since, "reason": reason,
                                    "damaged": damaged, "objects": objects or [], "tried": tried or []}).encode())
+    txn.emit(ChunkQuarantined(rec, digest, reason, damaged))
 
 
 def _unmark(txn: Txn, vid: int, digest: bytes) -> None:

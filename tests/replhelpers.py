@@ -12,6 +12,7 @@ import base64
 import json
 import os
 import time
+from pathlib import Path
 
 import obstore
 
@@ -132,3 +133,20 @@ def wait_restore(srv: Server, timeout: float = 60) -> dict:
             return st
         assert time.monotonic() < deadline, st
         time.sleep(0.05)
+
+
+def flip_byte(data_dir: Path, pattern: bytes, skip: int = 100) -> None:
+    """Flip one byte of the record whose bytes contain ``pattern`` (in every segment holding it)."""
+    hits = 0
+    for seg in sorted((data_dir / "segments").glob("*.seg")):
+        buf = seg.read_bytes()
+        at = buf.find(pattern)
+        while at >= 0:
+            with open(seg, "r+b") as f:
+                f.seek(at + skip)
+                b = f.read(1)
+                f.seek(at + skip)
+                f.write(bytes([b[0] ^ 0x20]))
+            hits += 1
+            at = buf.find(pattern, at + 1)
+    assert hits >= 1, f"pattern {pattern[:8]!r}… not found in the segments"

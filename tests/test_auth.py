@@ -99,6 +99,7 @@ ADMIN_OPS_ROUTES = [
     ("GET", "/v1/admin/replication", {}),
     ("POST", "/v1/admin/restore", {"json": {"vault": "x-restore", "from": "nowhere"}}),
     ("GET", "/v1/admin/restore", {}),
+    ("GET", "/v1/admin/alerts", {}),
 ]
 
 

@@ -194,6 +194,27 @@ token_file = "{tmp_path / 'tk'}"
     assert peer.token == "PEERTOKEN"
 
 
+def test_alerts_and_webhooks(toml, tmp_path):
+    (tmp_path / "hk").write_text("HOOKSECRET\n")
+    path = toml(f'''
+[alerts]
+quota_warn_percent = 80
+stale_after_days = 2.5
+[[alerts.webhooks]]
+events = ["quota_full", "target_failing"]
+url = "https://ops.example/hook"
+secret_file = "{tmp_path / 'hk'}"
+[[alerts.webhooks]]
+secret = "s"
+url = "http://127.0.0.1:9000/"
+''')
+    alerts = load_config(path, env={"OBJVAULT_ALERTS_REPLICATION_BACKLOG_SECONDS": "600"}).alerts
+    assert (alerts.quota_warn_percent, alerts.stale_after_days, alerts.replication_backlog_seconds) == (80, 2.5, 600)
+    first, second = alerts.webhooks
+    assert (first.secret, first.wants("quota_full"), first.wants("vault_stale")) == ("HOOKSECRET", True, False)
+    assert second.events == ["*"] and second.wants("vault_stale")
+
+
 def test_missing_secret_file_names_the_key(toml, tmp_path):
     with pytest.raises(ConfigError, match="admin_token_file"):
         load_config(toml(f'admin_token_file = "{tmp_path / "nope"}"\n'), env={})
@@ -229,6 +250,13 @@ secret_access_key_file = "{tmp_path / 'nope'}"
     ('[[replication.targets]]\nname = "x"\nurl = "s3://b"\nconcurrency = 0\n', "concurrency"),
     ('[[replication.targets]]\nname = "x"\nurl = "s3://b"\n[[replication.targets]]\nname = "x"\nurl = "s3://c"\n',
      "name"),
+    ('[alerts]\nquota_warn_percent = 100\n', "quota_warn_percent"),
+    ('[alerts]\nstale_after_days = 0\n', "stale_after_days"),
+    ('[alerts]\ndata_dir_min_free_bytes = -1\n', "data_dir_min_free_bytes"),
+    ('[[alerts.webhooks]]\nurl = "ftp://x"\nsecret = "s"\n', "alerts.webhooks[0].url"),
+    ('[[alerts.webhooks]]\nurl = "https://x"\n', "alerts.webhooks[0].secret"),
+    ('[[alerts.webhooks]]\nurl = "https://x"\nsecret = "s"\nevents = ["quota_ful"]\n', "events"),
+    ('[alerts]\nwebhooks = 5\n', "alerts.webhooks"),
 ])
 def test_bad_values_name_the_key(toml, text, key):
     with pytest.raises(ConfigError) as e:

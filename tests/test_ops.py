@@ -170,6 +170,7 @@ API_ROUTES = [
     ("get", "/v1/admin/replication"),
     ("post", "/v1/admin/restore"),
     ("get", "/v1/admin/restore"),
+    ("get", "/v1/admin/alerts"),
     ("put", "/v1/vaults/{vault}/chunks/{id}"),
     ("get", "/v1/vaults/{vault}/chunks/{id}"),
     ("head", "/v1/vaults/{vault}/chunks/{id}"),

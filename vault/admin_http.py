@@ -16,6 +16,7 @@ native API's: a vault's own keys may do it).
 ``GET  /v1/admin/restore``      progress of the last restore
 ``POST /v1/admin/scrub``        → 202, starts a scrub pass
 ``GET  /v1/admin/scrub``        progress, last pass, damaged chunks
+``GET  /v1/admin/alerts``       ``[?limit=N]``: open alerts, the newest N transitions (100), webhooks' queues
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from aiohttp import web
 from replication.setup import Replication
 
 from . import errors as E
+from .alerts import Alerts
 from .http import SERVICES, expect_continue, read_json_object, require_admin, vault_json, vault_param
 from .lifecycle import GarbageCollector, UsageReports, usage_csv
 from .meta import BucketRec, KeyRec
@@ -42,6 +44,8 @@ from .workers import Runner
 RUNNER: web.AppKey[Runner] = web.AppKey("runner", Runner)
 USAGE: web.AppKey[UsageReports] = web.AppKey("usage", UsageReports)
 REPLICATION: web.AppKey[Replication] = web.AppKey("replication", Replication)
+ALERTS: web.AppKey[Alerts] = web.AppKey("alerts", Alerts)
+HISTORY_LIMIT = 1000
 
 _DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
@@ -69,7 +73,8 @@ def _fields(body: dict, allowed: set[str]) -> None:
 
 def vault_settings(body: dict, creating: bool) -> VaultSettings:
     """The settings a vault create or PATCH body asks for (BadRequest on unknown fields or bad values)."""
-    _fields(body, {"quota_bytes", "append_only", "retention_days"} | ({"name"} if creating else set()))
+    _fields(body, {"quota_bytes", "append_only", "retention_days", "stale_after_days"} |
+            ({"name"} if creating else set()))
     return VaultSettings(**{k: v for k, v in body.items() if k != "name"})
 
 
@@ -268,6 +273,15 @@ async def scrub_status(request: web.Request) -> web.Response:
     return _json(_replication(request).scrubber.status())
 
 
+async def alerts(request: web.Request) -> web.Response:
+    require_admin(request)
+    raw = request.query.get("limit", "100")
+    if not raw.isdigit() or not 0 <= int(raw) <= HISTORY_LIMIT:
+        raise E.BadRequest(f"limit must be an integer from 0 to {HISTORY_LIMIT}")
+    book: Alerts = _part(request, ALERTS)
+    return _json(book.status(int(raw)))
+
+
 def add_routes(app: web.Application) -> None:
     r = app.router
     body = {"expect_handler": expect_continue}
@@ -289,3 +303,4 @@ def add_routes(app: web.Application) -> None:
     r.add_get("/v1/admin/restore", restore_status)
     r.add_post("/v1/admin/scrub", scrub_start, **body)
     r.add_get("/v1/admin/scrub", scrub_status)
+    r.add_get("/v1/admin/alerts", alerts)

@@ -28,6 +28,7 @@ from replication.setup import Replication
 from replication.worker import Context
 
 from . import admin_http, console, http, refs, restic
+from .alerts import Alerts
 from . import errors as E
 from .budget import MemoryBudget
 from .config import Config
@@ -145,11 +146,14 @@ class Workers:
         self.usage = UsageReports(vault.index)
         self.replication = Replication(vault.cfg, vault.index, vault.store, vault.services, vault.replicas,
                                        vault.healer, self.runner)
+        self.alerts = Alerts(vault.cfg.alerts, vault.index, vault.store, vault.cfg.data_dirs,
+                             lambda: self.replication.status()["targets"])
 
     async def start(self) -> None:
         vault, runner = self.vault, self.runner
-        # Replication first: its outbox hook must be in place before any job commits a change.
+        # Replication and alerts first: their hooks must be in place before any job commits a change.
         await self.replication.start()
+        await self.alerts.start(runner)
         runner.add(GarbageCollector(vault.index, vault.store, vault.cfg.gc), vault.cfg.gc.interval_seconds)
         # First pass at start-up: today's snapshot exists from the first minute.
         runner.add(UsageHistory(vault.index), HISTORY_INTERVAL_SECONDS, first_delay=0)
@@ -160,13 +164,16 @@ class Workers:
                        vault.cfg.s3.upload_expiry_interval_seconds)
         # Labelled with vault names: only an authorised scraper may see them.
         vault.metrics.add_callback(usage_gauges(vault.index), tenant=True)
+        vault.metrics.add_callback(self.alerts.vault_gauges, tenant=True)
         vault.metrics.add_callback(self.replication.gauges)
+        vault.metrics.add_callback(self.alerts.gauges)
         runner.start()
 
     async def stop(self) -> None:
         """Passes first (cancelled, or awaited when in a thread), then what they used."""
         await self.runner.stop()
         await self.replication.stop()
+        self.alerts.stop()
 
 
 def build_app(cfg: Config) -> web.Application:
@@ -188,6 +195,8 @@ def build_app(cfg: Config) -> web.Application:
         app[admin_http.USAGE] = workers.usage
         app[admin_http.REPLICATION] = workers.replication
         app[console.DISKS] = vault.store.disk_space
+        app[admin_http.ALERTS] = workers.alerts
+        app[console.ALERTS] = workers.alerts.open_lines
         state.ready = vault.ready_problems
         yield
         state.ready = lambda: ["shutting down"]

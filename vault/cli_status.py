@@ -61,11 +61,12 @@ def _show_jobs(doc: dict) -> None:
 def _show_alerts(doc: dict | None) -> None:
     if doc is None:
         print("alerts: this server has none (no /v1/admin/alerts)")
-    elif not doc["alerts"]:
+    elif not doc["open"]:
         print("alerts: none open")
     else:
-        keys = list(doc["alerts"][0])
-        view.table([[alert.get(k, "") for k in keys] for alert in doc["alerts"]], [k.upper() for k in keys])
+        print("alerts:")
+        view.table([(a["kind"], a["vault"] or "-", a["message"], view.when(a["opened"])) for a in doc["open"]],
+                   ["ALERT", "VAULT", "WHAT", "OPENED"])
 
 
 def show_status(doc: dict) -> None:

@@ -17,9 +17,12 @@ import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping, TypeVar
+
+from .events import ALERT_KINDS
 
 ENV_PREFIX = "OBJVAULT_"
+_T = TypeVar("_T")
 
 
 class ConfigError(ValueError):
@@ -78,6 +81,37 @@ class TargetConfig:
 
 
 @dataclass
+class WebhookConfig:
+    url: str = ""
+    # Alert kinds this webhook wants ("*": every kind).
+    events: list[str] = field(default_factory=lambda: ["*"])
+    # The HMAC-SHA256 key that signs every body (or secret_file).
+    secret: str = ""
+
+    def wants(self, kind: str) -> bool:
+        return "*" in self.events or kind in self.events
+
+
+@dataclass
+class AlertsConfig:
+    # A vault's quota alerts open at quota_warn_percent and at 100 % of its quota.
+    quota_warn_percent: float = 90.0
+    # A vault that got no new object for this many days is stale.
+    stale_after_days: float = 7.0
+    # The replication backlog alert opens once a target's oldest pending entry is this old.
+    replication_backlog_seconds: float = 3600.0
+    # A data directory with less free space than this raises an alert; 0: off.
+    data_dir_min_free_bytes: int = 10 << 30
+    # A lock-weakened alert stays open this long (the operator's notice), then resolves.
+    lock_weakened_hold_seconds: float = 86400.0
+    # How often stale vaults, backlog, targets and data directories are evaluated.
+    evaluate_interval_seconds: float = 60.0
+    # One webhook request may take this long before it counts as failed.
+    delivery_timeout_seconds: float = 10.0
+    webhooks: list[WebhookConfig] = field(default_factory=list)
+
+
+@dataclass
 class Config:
     listen: str = "127.0.0.1:8470"
     # The server the admin commands of ``objvault`` talk to (http[s]://HOST:PORT);
@@ -118,6 +152,7 @@ class Config:
     scrub: ScrubConfig = field(default_factory=ScrubConfig)
     s3: S3Config = field(default_factory=S3Config)
     replication_targets: list[TargetConfig] = field(default_factory=list)
+    alerts: AlertsConfig = field(default_factory=AlertsConfig)
 
     @property
     def host(self) -> str:
@@ -141,7 +176,7 @@ class Config:
 
 
 # Keys that may be given as "<key>_file": the secret is read from that file.
-_SECRET_KEYS = {"admin_token", "metrics_token", "access_key_id", "secret_access_key", "token"}
+_SECRET_KEYS = {"admin_token", "metrics_token", "access_key_id", "secret_access_key", "token", "secret"}
 
 
 def _coerce(key: str, value: Any, typ: Any) -> Any:
@@ -183,7 +218,7 @@ def _coerce(key: str, value: Any, typ: Any) -> Any:
     raise ConfigError(f"config key {key!r}: unsupported type")
 
 
-_SECTIONS = ("gc", "scrub", "s3", "replication_targets")
+_SECTIONS = ("gc", "scrub", "s3", "replication_targets", "alerts", "webhooks")
 
 
 def _apply(obj: Any, data: Mapping[str, Any], prefix: str, base: Path | None = None) -> None:
@@ -270,6 +305,7 @@ def _validate(cfg: Config) -> None:
             raise ConfigError(f"config key {name!r}: must not be negative")
     if not (0.0 <= cfg.gc.compact_threshold <= 1.0):
         raise ConfigError("config key 'gc.compact_threshold': between 0 and 1")
+    _validate_alerts(cfg.alerts)
     seen = set()
     for i, t in enumerate(cfg.replication_targets):
         where = f"replication.targets[{i}]"
@@ -293,6 +329,26 @@ def _validate(cfg: Config) -> None:
             raise ConfigError(f"config key '{where}.concurrency': at least 1")
         if t.delete_delay_seconds < 0:
             raise ConfigError(f"config key '{where}.delete_delay_seconds': must not be negative")
+
+
+def _validate_alerts(alerts: AlertsConfig) -> None:
+    if not 0 < alerts.quota_warn_percent < 100:
+        raise ConfigError("config key 'alerts.quota_warn_percent': between 0 and 100 (both excluded)")
+    for name in ("stale_after_days", "replication_backlog_seconds", "lock_weakened_hold_seconds",
+                 "evaluate_interval_seconds", "delivery_timeout_seconds"):
+        if not getattr(alerts, name) > 0:
+            raise ConfigError(f"config key 'alerts.{name}': must be positive")
+    if alerts.data_dir_min_free_bytes < 0:
+        raise ConfigError("config key 'alerts.data_dir_min_free_bytes': must not be negative")
+    for i, hook in enumerate(alerts.webhooks):
+        where = f"alerts.webhooks[{i}]"
+        if not hook.url.startswith(("http://", "https://")):
+            raise ConfigError(f"config key '{where}.url': an http:// or https:// URL is required")
+        if not hook.secret:
+            raise ConfigError(f"config key '{where}.secret' (or secret_file) is required")
+        unknown = set(hook.events) - set(ALERT_KINDS) - {"*"}
+        if not hook.events or unknown:
+            raise ConfigError(f"config key '{where}.events': \"*\" or kinds of {', '.join(ALERT_KINDS)}")
 
 
 def load_config(
@@ -327,7 +383,7 @@ def load_config(
         if val is not None:
             env_top[key] = val
     _apply(cfg, env_top, "")
-    for section in ("gc", "scrub", "s3"):
+    for section in ("gc", "scrub", "s3", "alerts"):
         sub = getattr(cfg, section)
         vals = {}
         for f in dataclasses.fields(sub):
@@ -344,6 +400,8 @@ def load_config(
 def apply_toml(cfg: Config, data: Mapping[str, Any], base: Path | None = None) -> None:
     """Apply a parsed TOML document onto ``cfg`` (``base``: folder for relative ``*_file`` paths)."""
     data = dict(data)
+    if "alerts" in data:
+        _apply_alerts(cfg.alerts, data.pop("alerts"), base)
     for section in ("gc", "scrub", "s3"):
         if section in data:
             sub = data.pop(section)
@@ -354,14 +412,29 @@ def apply_toml(cfg: Config, data: Mapping[str, Any], base: Path | None = None) -
         repl = data.pop("replication")
         if not isinstance(repl, dict) or set(repl) - {"targets"}:
             raise ConfigError("config key 'replication': only [[replication.targets]] is allowed")
-        targets = repl.get("targets", [])
-        if not isinstance(targets, list):
-            raise ConfigError("config key 'replication.targets': expected [[replication.targets]]")
-        cfg.replication_targets = []
-        for i, t in enumerate(targets):
-            if not isinstance(t, dict):
-                raise ConfigError(f"config key 'replication.targets[{i}]': expected a table")
-            tc = TargetConfig()
-            _apply(tc, t, f"replication.targets[{i}].", base)
-            cfg.replication_targets.append(tc)
+        cfg.replication_targets = _tables(repl.get("targets", []), "replication.targets", TargetConfig, base)
     _apply(cfg, data, "", base)
+
+
+def _tables(items: Any, key: str, make: Callable[[], _T], base: Path | None) -> list[_T]:
+    """An array of tables (``[[key]]``), each applied onto a fresh ``make()``."""
+    if not isinstance(items, list):
+        raise ConfigError(f"config key {key!r}: expected [[{key}]]")
+    out = []
+    for i, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise ConfigError(f"config key '{key}[{i}]': expected a table")
+        obj = make()
+        _apply(obj, item, f"{key}[{i}].", base)
+        out.append(obj)
+    return out
+
+
+def _apply_alerts(alerts: AlertsConfig, data: Any, base: Path | None) -> None:
+    """``[alerts]`` and its ``[[alerts.webhooks]]``."""
+    if not isinstance(data, dict):
+        raise ConfigError("config key 'alerts': expected a table")
+    data = dict(data)
+    hooks = data.pop("webhooks", [])
+    _apply(alerts, data, "alerts.", base)
+    alerts.webhooks = _tables(hooks, "alerts.webhooks", WebhookConfig, base)

@@ -14,14 +14,26 @@ from typing import TYPE_CHECKING, Union
 if TYPE_CHECKING:
     from .meta import ObjectMeta, VaultRec
 
+# What alerts are about (vault/alerts): each opens once and resolves once.
+QUOTA_WARNING, QUOTA_FULL, VAULT_STALE = "quota_warning", "quota_full", "vault_stale"
+REPLICATION_BACKLOG, TARGET_FAILING = "replication_backlog", "target_failing"
+CHUNK_CORRUPT, DATA_DIR_FAILED, DATA_DIR_LOW_SPACE = "chunk_corrupt", "data_dir_failed", "data_dir_low_space"
+LOCK_WEAKENED = "lock_weakened"
+ALERT_KINDS = (QUOTA_WARNING, QUOTA_FULL, VAULT_STALE, REPLICATION_BACKLOG, TARGET_FAILING, CHUNK_CORRUPT,
+               DATA_DIR_FAILED, DATA_DIR_LOW_SPACE, LOCK_WEAKENED)
+
 
 @dataclass(frozen=True)
 class _VaultChange:
     rec: VaultRec
 
 
+@dataclass(frozen=True)
 class VaultPut(_VaultChange):
-    """A vault was created or its configuration changed."""
+    """A vault was created or its configuration changed; ``before`` is the
+    configuration it replaced (None for a new vault)."""
+
+    before: VaultRec | None = None
 
 
 class VaultDeleted(_VaultChange):
@@ -70,4 +82,16 @@ class ObjectDeleted:
     key: str
 
 
-Event = Union[VaultPut, VaultDeleted, KeyChanged, ChunkPut, ChunkDeleted, ObjectPut, ObjectDeleted]
+@dataclass(frozen=True)
+class ChunkQuarantined:
+    """A chunk failed verification (scrub or a read) and was quarantined;
+    ``damaged`` once no target could give a good copy back."""
+
+    rec: VaultRec
+    digest: bytes
+    reason: str
+    damaged: bool
+
+
+Event = Union[VaultPut, VaultDeleted, KeyChanged, ChunkPut, ChunkDeleted, ObjectPut, ObjectDeleted,
+              ChunkQuarantined]

@@ -613,8 +613,12 @@ async def openapi_handler(request: web.Request) -> web.Response:
 
 
 def vault_doc(rec: VaultRec, usage: Usage) -> dict:
-    return {"name": rec.name, "created": iso(rec.created), "quota_bytes": rec.quota_bytes,
-            "append_only": rec.append_only, "retention_days": rec.retention_days, "usage": usage.as_dict()}
+    doc: dict[str, Any] = {"name": rec.name, "created": iso(rec.created), "quota_bytes": rec.quota_bytes,
+                           "append_only": rec.append_only, "retention_days": rec.retention_days,
+                           "usage": usage.as_dict()}
+    if rec.stale_after_days is not None:  # shown only where set: the document keeps its fields
+        doc["stale_after_days"] = rec.stale_after_days
+    return doc
 
 
 def vault_json(svc: Services, rec: VaultRec) -> dict:

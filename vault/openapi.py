@@ -62,6 +62,8 @@ ROUTES = [
     ("post", "/v1/admin/restore", "Rebuild a vault from a target ({vault, from})", "admin", {202: "started"},
      []),
     ("get", "/v1/admin/restore", "Restore progress", "admin", {200: "progress"}, []),
+    ("get", "/v1/admin/alerts", "Open alerts, recent history, webhook queues (?limit=N)", "admin",
+     {200: "alerts"}, []),
 ]
 
 PROBLEM_SCHEMA = {

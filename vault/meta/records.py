@@ -208,16 +208,21 @@ class VaultRec:
     quota_bytes: int | None = None
     append_only: bool = False
     retention_days: int = 0
+    # Days without a new object before the vault is stale; None: the server's default.
+    stale_after_days: float | None = None
 
     @classmethod
     def load(cls, raw: bytes) -> "VaultRec":
         d = json.loads(raw)
         return cls(d["name"], d["vid"], d["created"], d.get("quota_bytes"), d.get("append_only", False),
-                   d.get("retention_days", 0))
+                   d.get("retention_days", 0), d.get("stale_after_days"))
 
     def dump(self) -> bytes:
-        return jdump({"name": self.name, "vid": self.vid, "created": self.created, "quota_bytes": self.quota_bytes,
-                      "append_only": self.append_only, "retention_days": self.retention_days})
+        doc = {"name": self.name, "vid": self.vid, "created": self.created, "quota_bytes": self.quota_bytes,
+               "append_only": self.append_only, "retention_days": self.retention_days}
+        if self.stale_after_days is not None:  # records without it stay byte for byte what they were
+            doc["stale_after_days"] = self.stale_after_days
+        return jdump(doc)
 
 
 @dataclass(frozen=True)

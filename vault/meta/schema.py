@@ -10,7 +10,8 @@ Keys are big-endian so iteration follows id order:
 ``usage_hist`` YYYY-MM-DD + vid(8) → JSON snapshot (billing history)
 ``segments``   seg id(4) → :class:`SegMeta`
 ``outbox``     replication queue (layout in :mod:`vault.meta.outbox`)
-``meta``       counters, markers, intents, S3 buckets and uploads (the prefixes below)
+``meta``       counters, markers, intents, S3 buckets and uploads, alerts (the prefixes below;
+               the alerts' layout in :mod:`vault.meta.alerts`)
 
 Every key that starts with a vault's internal id (8 bytes, never reused)
 is unreachable once the vault is gone; GC removes it in bounded passes.
@@ -37,6 +38,10 @@ REPL_CHECKPOINT = b"repl_checkpoint:"  # + tid(8) → time of the last checkpoin
 REPL_PREFIXES = (REPL_STATS, REPL_SEEDED, REPL_CHECKPOINT)
 BUCKET = b"s3bucket:"             # + bucket name → BucketRec (JSON)
 UPLOAD = b"s3upload:"             # + vid(8) + bucket + 0 + key + 0 + upload id → UploadRec (JSON)
+ALERT_OPEN = b"alert:"            # + kind + 0 + subject → AlertRec (JSON): the open alerts
+ALERT_HIST = b"alert_hist:"       # + seq(8) → AlertRec (JSON): openings and resolutions, oldest first
+ALERT_QUEUE = b"alert_q:"         # + webhook id(8) + seq(8) → the delivery's JSON document
+LAST_WRITE = b"last_write:"       # + vid(8) → time of the vault's last object put (float, 8)
 
 VID_BYTES = 8
 

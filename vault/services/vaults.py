@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, fields as dc_fields
 from typing import Any
@@ -35,6 +36,7 @@ class VaultSettings:
     quota_bytes: int | None = UNSET
     append_only: bool = UNSET
     retention_days: int = UNSET
+    stale_after_days: float | None = UNSET
 
     def __post_init__(self) -> None:
         q = self.quota_bytes
@@ -45,6 +47,11 @@ class VaultSettings:
         r = self.retention_days
         if r is not UNSET and (not _is_int(r) or not 0 <= r <= MAX_RETENTION_DAYS):
             raise E.BadRequest(f"retention_days must be an integer from 0 to {MAX_RETENTION_DAYS}")
+        s = self.stale_after_days
+        if s is not UNSET and s is not None and (not isinstance(s, (int, float)) or isinstance(s, bool)
+                                                 or not 0 < s <= MAX_RETENTION_DAYS):
+            raise E.BadRequest(f"stale_after_days must be null or a number of days above 0, at most "
+                               f"{MAX_RETENTION_DAYS}")
 
     def given(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in dc_fields(self) if getattr(self, f.name) is not UNSET}
@@ -102,12 +109,11 @@ class VaultsService:
         given = settings.given()
 
         def op(txn: Txn) -> tuple[VaultRec, dict]:
-            rec = vault_in(txn, name)
-            before = {k: getattr(rec, k) for k in given}
-            for k, v in given.items():
-                setattr(rec, k, v)
+            old = vault_in(txn, name)
+            before = {k: getattr(old, k) for k in given}
+            rec = dataclasses.replace(old, **given)
             txn.put_vault(rec)
-            txn.emit(VaultPut(rec))
+            txn.emit(VaultPut(rec, before=old))
             return rec, before
 
         rec, before = await self.index.run(op)

@@ -33,11 +33,11 @@ run: install
 tools/helm: scripts/get-helm.sh
 	bash scripts/get-helm.sh
 
-# The ceph/s3-tests conformance kit (issue 13) beside the checkout; its suite's own
-# requirements go into the venv (tests/test_s3_conformance.py skips without them).
-S3T_KIT ?= $(firstword $(wildcard ../shared/s3-conformance ../../shared/s3-conformance))
+# The ceph/s3-tests conformance kit (issue 13), vendored unmodified in third_party/;
+# its suite's own requirements go into the venv (tests/test_s3_conformance.py runs it).
+S3T_KIT ?= third_party/s3-conformance
 s3-conformance-deps: install
-	@if [ -n "$(S3T_KIT)" ]; then $(PIP) install -q -r $(S3T_KIT)/suite/requirements.txt pytest-timeout; fi
+	$(PIP) install -q -r $(S3T_KIT)/suite/requirements.txt pytest-timeout
 
 # The kit's whole default selection against a fresh server, with its per-area summary.
 s3-conformance: s3-conformance-deps

@@ -19,14 +19,10 @@ from pathlib import Path
 from tests.server import Server
 
 ROOT = Path(__file__).resolve().parent.parent
-# The kit lives in a ``shared`` folder beside the checkout (or its worktrees' folder).
-KIT = Path(os.environ.get("S3T_KIT") or next(
-    (p / "shared" / "s3-conformance" for p in ROOT.parents if (p / "shared" / "s3-conformance").is_dir()),
-    ROOT / "s3-conformance"))
+# The public ceph/s3-tests kit, vendored unmodified (third_party/s3-conformance/suite/SOURCE).
+KIT = Path(os.environ.get("S3T_KIT") or ROOT / "third_party" / "s3-conformance")
 PASSING = Path(__file__).with_name("s3_conformance_passing.txt")
 IDENTITIES = ("main", "alt", "tenant")
-# What the kit's suite imports (suite/requirements.txt), beside boto3.
-KIT_MODULES = ("munch", "gevent", "isodate", "lxml", "yaml", "pytest_timeout")
 
 
 def credentials(server: Server) -> list[str]:

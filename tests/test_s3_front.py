@@ -334,7 +334,6 @@ def _files(root: Path) -> Path:
 AWS = shutil.which("aws", path=str(Path(sys.executable).parent)) or shutil.which("aws")
 
 
-@pytest.mark.skipif(AWS is None, reason="the aws CLI is not installed")
 def test_aws_cli_sync_and_copy_back(tmp_path, tenant, bucket):
     env = _client_env(tenant)
     aws = [AWS, "--endpoint-url", tenant.srv.s3_url]
@@ -351,7 +350,6 @@ def test_aws_cli_sync_and_copy_back(tmp_path, tenant, bucket):
     assert tenant.usage()["objects"] == 0
 
 
-@pytest.mark.skipif(shutil.which("rclone") is None, reason="rclone is not installed")
 def test_rclone_copy_check_and_purge(tmp_path, tenant, bucket):
     env = _client_env(tenant)
     src = _files(tmp_path / "src")

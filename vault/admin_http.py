@@ -55,7 +55,7 @@ def _json(data: Any, status: int = 200) -> web.Response:
                         content_type="application/json")
 
 
-def _part(request: web.Request, key: web.AppKey) -> Any:
+def app_part(request: web.Request, key: web.AppKey) -> Any:
     part = request.app.get(key)
     if part is None:
         raise E.Unavailable("the server is starting")
@@ -191,7 +191,7 @@ async def gc(request: web.Request) -> web.Response:
     dry_run = body.get("dry_run", False)
     if not isinstance(dry_run, bool):
         raise E.BadRequest("dry_run must be true or false")
-    runner: Runner = _part(request, RUNNER)
+    runner: Runner = app_part(request, RUNNER)
     job = runner.job(GarbageCollector.name)
     if not isinstance(job, GarbageCollector):
         raise E.Unavailable("garbage collection is not running")
@@ -217,7 +217,7 @@ async def usage(request: web.Request) -> web.Response:
     fmt = request.query.get("format", "json")
     if fmt not in ("json", "csv"):
         raise E.BadRequest("format must be json or csv")
-    reports: UsageReports = _part(request, USAGE)
+    reports: UsageReports = app_part(request, USAGE)
     day = request.query.get("date")
     if day is None:
         day, rows = await reports.current()
@@ -278,7 +278,7 @@ async def alerts(request: web.Request) -> web.Response:
     raw = request.query.get("limit", "100")
     if not raw.isdigit() or not 0 <= int(raw) <= HISTORY_LIMIT:
         raise E.BadRequest(f"limit must be an integer from 0 to {HISTORY_LIMIT}")
-    book: Alerts = _part(request, ALERTS)
+    book: Alerts = app_part(request, ALERTS)
     return _json(book.status(int(raw)))
 
 

@@ -20,7 +20,7 @@ from replication.setup import Replication
 
 from .. import errors as E
 from .. import policy
-from ..admin_http import REPLICATION, RUNNER, USAGE
+from ..admin_http import REPLICATION, RUNNER, USAGE, app_part
 from ..http import SERVICES, STATE, vault_param
 from ..lifecycle import GarbageCollector
 from ..meta import VaultRec
@@ -41,13 +41,6 @@ OpenAlerts = Callable[[], list[str]]
 DISKS: web.AppKey[DiskSpace] = web.AppKey("console_disks")
 # Set by the composition root when an alerts module runs: one line per open alert.
 ALERTS: web.AppKey[OpenAlerts] = web.AppKey("console_alerts")
-
-
-def _part(request: web.Request, key: web.AppKey) -> Any:
-    part = request.app.get(key)
-    if part is None:
-        raise E.Unavailable("the server is starting")
-    return part
 
 
 def _admin(request: web.Request) -> Principal:
@@ -84,7 +77,7 @@ async def overview(request: web.Request) -> web.Response:
     who = session(request).who
     if not who.admin:
         return redirect(f"/console/vaults/{who.vault}")
-    _, rows = await _part(request, USAGE).current()
+    _, rows = await app_part(request, USAGE).current()
     stored, logical = sum(r["stored_bytes"] for r in rows), sum(r["logical_bytes"] for r in rows)
     problems = request.app[STATE].ready()
     cards = [("Stored", size(stored)), ("Logical", size(logical)),
@@ -92,14 +85,14 @@ async def overview(request: web.Request) -> web.Response:
              ("Readiness", "ready" if not problems else "not ready: " + "; ".join(problems))]
     body = '<dl class="cards">' + "".join(f"<div><dt>{esc(k)}</dt><dd>{esc(v)}</dd></div>" for k, v in cards)
     body += "</dl>" + _disks(request) + _alerts(request)
-    body += "<h2>Replication backlog</h2>" + _backlog(_part(request, REPLICATION))
+    body += "<h2>Replication backlog</h2>" + _backlog(app_part(request, REPLICATION))
     body += "<h2>Last runs</h2>" + _runs(request)
     return _page(request, "Overview", body)
 
 
 def _disks(request: web.Request) -> str:
     rows = [(esc(d), size(total), size(free), bar(total - free, total) if total else "unreadable")
-            for d, total, free in _part(request, DISKS)()]
+            for d, total, free in app_part(request, DISKS)()]
     return "<h2>Data directories</h2>" + table(["Directory", "Capacity", "Free", "Used"], rows)
 
 
@@ -124,7 +117,7 @@ def _backlog(repl: Replication) -> str:
 
 def _runs(request: web.Request) -> str:
     """Every job under the runner: GC (with compaction), scrub, replication's, usage history."""
-    jobs = _part(request, RUNNER).status()
+    jobs = app_part(request, RUNNER).status()
     rows = [(esc(j["name"]), _since(j["last_end"]), "ok" if j["last_ok"] else esc(j["last_error"] or "not yet"),
              f'{j["last_duration_seconds"]:.1f} s' if j["last_duration_seconds"] is not None else "—")
             for j in jobs]
@@ -145,7 +138,7 @@ async def vaults(request: web.Request) -> web.Response:
     _admin(request)
     svc: Services = request.app[SERVICES]
     recs = svc.vaults.list()
-    reports = _part(request, USAGE)
+    reports = app_part(request, USAGE)
     since = await reports.unchanged_since([r.vid for r in recs])
     today = _today()
     rows = [_vault_row(svc, rec, days_ago(since[rec.vid], today)) for rec in recs]
@@ -189,7 +182,7 @@ async def _vault_view(request: web.Request, new_key: NewKey | None) -> web.Respo
     who = session(request).who
     svc: Services = request.app[SERVICES]
     rec = svc.auth.vault_for(who, vault_param(request), "read")
-    history = await _part(request, USAGE).history(rec.vid)
+    history = await app_part(request, USAGE).history(rec.vid)
     today = _today()
     # The daily snapshots, with today's point as it is now rather than as it was at the snapshot.
     points = [(h["date"], h["stored_bytes"]) for h in history if h["date"] != today]
@@ -323,7 +316,7 @@ def _confirm(request: web.Request, rec: VaultRec, data: Any) -> web.Response:
 @signed_in
 async def replication(request: web.Request) -> web.Response:
     _admin(request)
-    repl: Replication = _part(request, REPLICATION)
+    repl: Replication = app_part(request, REPLICATION)
     rows = [(esc(t["name"]), esc(t["kind"]), f'{t["pending_entries"]:,}', size(t["pending_bytes"]),
              age(t["oldest_pending_seconds"]) if t["pending_entries"] else "—", size(t["sent_bytes"]),
              esc(t["last_success"] or "never"), esc(t["last_error"] or "none"))
@@ -340,7 +333,7 @@ async def jobs(request: web.Request) -> web.Response:
 
 
 def _jobs_page(request: web.Request, dry_run: str) -> web.Response:
-    runner = _part(request, RUNNER)
+    runner = app_part(request, RUNNER)
     rows = [(esc(j["name"]), f'{j["runs"]:,}', f'{j["failures"]:,}', _since(j["last_end"]),
              "running" if j["running"] else ("ok" if j["last_ok"] else esc(j["last_error"] or "not yet")),
              f'<code>{esc(_stats(j["last_stats"]))}</code>') for j in runner.status()]
@@ -358,7 +351,7 @@ def _stats(stats: dict | None) -> str:
 async def run_gc(request: web.Request) -> web.Response:
     """A dry run shows what a pass would do, with the button for the real pass."""
     _admin(request)
-    runner = _part(request, RUNNER)
+    runner = app_part(request, RUNNER)
     job = runner.job(GarbageCollector.name)
     if not isinstance(job, GarbageCollector):
         raise E.Unavailable("garbage collection is not running")
@@ -375,6 +368,6 @@ async def run_gc(request: web.Request) -> web.Response:
 @signed_in
 async def run_scrub(request: web.Request) -> web.Response:
     _admin(request)
-    started = _part(request, REPLICATION).start_scrub()
+    started = app_part(request, REPLICATION).start_scrub()
     session(request).flash = "Scrub started." if started else "A scrub pass is already running."
     return redirect("/console/jobs")

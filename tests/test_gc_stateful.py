@@ -186,7 +186,7 @@ def test_refcounts_under_random_interleavings(make_server):
     VaultModel.seen.clear()
     run_state_machine_as_test(
         VaultModel,
-        settings=settings(max_examples=15, stateful_step_count=30, deadline=None, database=None,
+        settings=settings(max_examples=15, stateful_step_count=30, deadline=None, database=None, derandomize=True,
                           suppress_health_check=list(HealthCheck)))
     print(dict(VaultModel.seen), "restarts:", VaultModel.restarts)
     assert VaultModel.seen["segments_compacted"] > 0 and VaultModel.seen["records_copied"] > 0

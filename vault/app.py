@@ -29,6 +29,7 @@ from replication.worker import Context
 
 from . import admin_http, console, http, refs, restic
 from .alerts import Alerts
+from .integrations import comet
 from . import errors as E
 from .budget import MemoryBudget
 from .config import Config
@@ -209,6 +210,7 @@ def build_app(cfg: Config) -> web.Application:
     restic.add_routes(app)
     admin_http.add_routes(app)
     console.add_routes(app)
+    comet.add_routes(app, cfg)
     return app
 
 

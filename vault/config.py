@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,6 +59,23 @@ class S3Config:
     # Multipart uploads neither completed nor aborted this long are aborted.
     upload_expiry_seconds: int = 7 * 86400
     upload_expiry_interval_seconds: int = 3600
+
+
+@dataclass
+class CometConfig:
+    # The shared secret Comet Server presents as "Authorization: Bearer <secret>"
+    # (or secret_file); empty: POST /v1/integrations/comet/remote-bucket answers 404.
+    secret: str = ""
+    # Each call creates a vault named this and a unique suffix, with a bucket of the same name.
+    vault_prefix: str = "comet-"
+    # The new vault's quota; 0: none.
+    quota_bytes: int = 0
+    # Above 0: the bucket has Object Lock, and Comet locks every object this many days.
+    object_lock_days: int = 0
+    # Where clients reach the S3 listener: HOST[:PORT], or https://HOST[:PORT]
+    # (http://...) to say whether it is TLS; a bare HOST[:PORT] is TLS when the
+    # server itself serves TLS. Required with a secret.
+    public_endpoint: str = ""
 
 
 @dataclass
@@ -151,6 +169,7 @@ class Config:
     gc: GCConfig = field(default_factory=GCConfig)
     scrub: ScrubConfig = field(default_factory=ScrubConfig)
     s3: S3Config = field(default_factory=S3Config)
+    comet: CometConfig = field(default_factory=CometConfig)
     replication_targets: list[TargetConfig] = field(default_factory=list)
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
 
@@ -218,7 +237,7 @@ def _coerce(key: str, value: Any, typ: Any) -> Any:
     raise ConfigError(f"config key {key!r}: unsupported type")
 
 
-_SECTIONS = ("gc", "scrub", "s3", "replication_targets", "alerts", "webhooks")
+_SECTIONS = ("gc", "scrub", "s3", "comet", "replication_targets", "alerts", "webhooks")
 
 
 def _apply(obj: Any, data: Mapping[str, Any], prefix: str, base: Path | None = None) -> None:
@@ -306,6 +325,7 @@ def _validate(cfg: Config) -> None:
     if not (0.0 <= cfg.gc.compact_threshold <= 1.0):
         raise ConfigError("config key 'gc.compact_threshold': between 0 and 1")
     _validate_alerts(cfg.alerts)
+    _validate_comet(cfg.comet)
     seen = set()
     for i, t in enumerate(cfg.replication_targets):
         where = f"replication.targets[{i}]"
@@ -329,6 +349,31 @@ def _validate(cfg: Config) -> None:
             raise ConfigError(f"config key '{where}.concurrency': at least 1")
         if t.delete_delay_seconds < 0:
             raise ConfigError(f"config key '{where}.delete_delay_seconds': must not be negative")
+
+
+# A vault prefix that, with the 12 hex characters of a suffix, is both a vault
+# name and a bucket name.
+_COMET_PREFIX_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,50}")
+MIN_COMET_SECRET_CHARS = 16
+
+
+def _validate_comet(comet: CometConfig) -> None:
+    if not _COMET_PREFIX_RE.fullmatch(comet.vault_prefix):
+        raise ConfigError("config key 'comet.vault_prefix': 1-51 characters of a-z, 0-9 and '-', "
+                          "starting with a letter or digit")
+    if comet.quota_bytes < 0 or comet.object_lock_days < 0:
+        raise ConfigError("config keys 'comet.quota_bytes' and 'comet.object_lock_days': must not be negative")
+    if comet.object_lock_days > 36500:
+        raise ConfigError("config key 'comet.object_lock_days': at most 36500")
+    if not comet.secret:
+        return
+    if len(comet.secret) < MIN_COMET_SECRET_CHARS:
+        raise ConfigError(f"config key 'comet.secret': at least {MIN_COMET_SECRET_CHARS} characters")
+    endpoint = comet.public_endpoint
+    host = endpoint.split("://", 1)[1] if endpoint.startswith(("http://", "https://")) else endpoint
+    if not host or "/" in host or "://" in host:
+        raise ConfigError("config key 'comet.public_endpoint': HOST[:PORT] or https://HOST[:PORT] where clients "
+                          "reach the S3 listener (required with 'comet.secret')")
 
 
 def _validate_alerts(alerts: AlertsConfig) -> None:
@@ -383,13 +428,14 @@ def load_config(
         if val is not None:
             env_top[key] = val
     _apply(cfg, env_top, "")
-    for section in ("gc", "scrub", "s3", "alerts"):
+    for section in ("gc", "scrub", "s3", "comet", "alerts"):
         sub = getattr(cfg, section)
         vals = {}
-        for f in dataclasses.fields(sub):
-            val = env.get(f"{ENV_PREFIX}{section.upper()}_{f.name.upper()}")
+        names = [f.name for f in dataclasses.fields(sub)]
+        for name in names + [n + "_file" for n in names if n in _SECRET_KEYS]:
+            val = env.get(f"{ENV_PREFIX}{section.upper()}_{name.upper()}")
             if val is not None:
-                vals[f.name] = val
+                vals[name] = val
         _apply(sub, vals, section + ".")
     if overrides:
         _apply(cfg, {k: v for k, v in overrides.items() if v is not None}, "")
@@ -402,7 +448,7 @@ def apply_toml(cfg: Config, data: Mapping[str, Any], base: Path | None = None) -
     data = dict(data)
     if "alerts" in data:
         _apply_alerts(cfg.alerts, data.pop("alerts"), base)
-    for section in ("gc", "scrub", "s3"):
+    for section in ("gc", "scrub", "s3", "comet"):
         if section in data:
             sub = data.pop(section)
             if not isinstance(sub, dict):

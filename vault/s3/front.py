@@ -201,6 +201,11 @@ def _decode(raw: str) -> str:
 def _route(request: web.Request, bucket: str, key: str) -> tuple[Handler, str]:
     level = "object" if key else "bucket" if bucket else "service"
     sub = next((s for s in SUBRESOURCES if s in request.query), "")
+    if level == "object":
+        from . import sosapi  # Veeam's documents, served in place of objects
+        special = sosapi.route(request.method, key, sub)
+        if special is not None:
+            return special, "sosapi_" + special.__name__
     if level == "bucket" and request.query.get("list-type") == "2" and not sub:
         sub = "list-type=2"
     routes = request.app[ROUTES]

@@ -26,6 +26,8 @@ from .vaults import VaultsService, live_vault
 # S3's rules (general purpose buckets): 3-63 of a-z, 0-9, '.', '-', a letter
 # or digit at both ends, no '..', not an IP address, no reserved affixes.
 _BUCKET_RE = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+# The bucket setting that says Object Lock was enabled when it was created.
+OBJECT_LOCK_ENABLED = "object_lock_enabled"
 _RESERVED_AFFIXES = (("xn--", "sthree-", "amzn-s3-demo-"), ("-s3alias", "--ol-s3", ".mrap", "--x-s3"))
 
 
@@ -95,10 +97,10 @@ class BucketService:
         """The buckets of the vault ``vid``, by name."""
         return sorted((b for b in self.index.buckets() if b.vid == vid), key=lambda b: b.name)
 
-    async def create(self, who: Principal, vault_name: str, name: str) -> BucketRec:
+    async def create(self, who: Principal, vault_name: str, name: str, *, object_lock: bool = False) -> BucketRec:
         """Create the bucket ``name`` in the vault ``vault_name`` (a key of it with
-        role ``full``, or the admin). Raises BadBucketName, BucketOwned,
-        BucketExists (another vault's), NoSuchVault."""
+        role ``full``, or the admin), with Object Lock enabled if ``object_lock``.
+        Raises BadBucketName, BucketOwned, BucketExists (another vault's), NoSuchVault."""
         bucket_name(name)
         vault = self.vaults.get(vault_name)
         if not who.admin and who.vid != vault.vid:
@@ -112,7 +114,8 @@ class BucketService:
                 raise E.BucketOwned(f"vault {vault.name!r} already has bucket {name!r}")
             if cur is not None:
                 raise E.BucketExists(f"bucket name {name!r} is taken")
-            rec = BucketRec(name, live.name, live.vid, txn.now)
+            rec = BucketRec(name, live.name, live.vid, txn.now,
+                            {OBJECT_LOCK_ENABLED: True} if object_lock else {})
             txn.put_bucket(rec)
             return rec
 

@@ -1,0 +1,1 @@
+"""Front doors made for one backup product each: they translate its calls to the services."""

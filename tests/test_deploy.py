@@ -23,8 +23,8 @@ import pytest
 import yaml
 
 from tests.server import OBJVAULT, free_port
-from vault.config import (AlertsConfig, Config, GCConfig, S3Config, ScrubConfig, TargetConfig, WebhookConfig,
-                          apply_toml, load_config)
+from vault.config import (AlertsConfig, CometConfig, Config, GCConfig, S3Config, ScrubConfig, TargetConfig,
+                          WebhookConfig, apply_toml, load_config)
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
@@ -153,14 +153,15 @@ def test_example_config_loads_with_documented_defaults():
 def test_example_config_documents_every_key():
     text = EXAMPLE.read_text()
     present = set(re.findall(r"^(?:# )?([a-z_]+) = ", text, flags=re.M))
-    for cls in (Config, GCConfig, ScrubConfig, S3Config, TargetConfig, AlertsConfig, WebhookConfig):
+    for cls in (Config, GCConfig, ScrubConfig, S3Config, CometConfig, TargetConfig, AlertsConfig, WebhookConfig):
         for f in dataclasses.fields(cls):
-            if f.name in ("gc", "scrub", "s3", "replication_targets", "alerts", "webhooks"):
+            if f.name in ("gc", "scrub", "s3", "comet", "replication_targets", "alerts", "webhooks"):
                 continue
             assert f.name in present, f"{cls.__name__}.{f.name} is not in {EXAMPLE.name}"
     for secret_file in ("admin_token_file", "access_key_id_file", "secret_access_key_file", "token_file"):
         assert secret_file in present, secret_file
-    for section in ("[gc]", "[scrub]", "[s3]", "[[replication.targets]]", "[alerts]", "# [[alerts.webhooks]]"):
+    for section in ("[gc]", "[scrub]", "[s3]", "[comet]", "[[replication.targets]]", "[alerts]",
+                    "# [[alerts.webhooks]]"):
         assert re.search(rf"^{re.escape(section)}$", text, flags=re.M), section
     for kind in ('"s3"', '"objvault"', '"local"', "file:///"):
         assert kind in text

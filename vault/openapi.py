@@ -64,6 +64,10 @@ ROUTES = [
     ("get", "/v1/admin/restore", "Restore progress", "admin", {200: "progress"}, []),
     ("get", "/v1/admin/alerts", "Open alerts, recent history, webhook queues (?limit=N)", "admin",
      {200: "alerts"}, []),
+    ("post", "/v1/integrations/comet/remote-bucket",
+     "Comet Custom Remote Bucket: a new vault, full key and bucket; Comet's DestinationLocation (docs/comet.md)",
+     "the [comet] secret as a Bearer (no secret configured: 404)", {200: "DestinationLocation"},
+     ["unauthorized", "too_large", "not_found"]),
 ]
 
 PROBLEM_SCHEMA = {

@@ -5,12 +5,14 @@ without a secret the route is 404; the [comet] settings and their checks."""
 
 from __future__ import annotations
 
+import socket
 import uuid
 
 import boto3
 import httpx
 import pytest
 
+from tests.rawhttp import recv_head, request_head
 from tests.server import Server
 from vault.config import ConfigError, load_config
 
@@ -153,3 +155,19 @@ def test_config(tmp_path):
                      ({"OBJVAULT_COMET_OBJECT_LOCK_DAYS": "-1"}, "comet.object_lock_days")):
         with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
             load_config(env={**env, **bad})
+
+
+@pytest.mark.parametrize("secret,first", [(SECRET, b"HTTP/1.1 100 Continue"), ("wrong-secret-of-some-length",
+                                                                             b"HTTP/1.1 401")])
+def test_expect_continue_only_with_the_secret(comet, secret, first):
+    """A wrong secret is refused before the body is invited; the right one gets 100 Continue, then 200."""
+    body = b'{"CustomerID": "c-1"}'
+    with socket.create_connection(("127.0.0.1", comet.port), timeout=10) as sock:
+        head = request_head("POST", ROUTE, len(body), secret)
+        sock.sendall(head.replace(b"\r\n\r\n", b"\r\nExpect: 100-continue\r\n\r\n"))
+        answer = recv_head(sock)
+        assert answer.startswith(first), answer
+        if first.endswith(b"100 Continue"):
+            sock.sendall(body)
+            answer = answer.partition(b"\r\n\r\n")[2] or recv_head(sock)
+            assert answer.startswith(b"HTTP/1.1 200"), answer

@@ -12,69 +12,18 @@ import shutil
 import socket
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 
 import boto3
-import botocore.config
 import httpx
-import pytest
 from boto3.s3.transfer import TransferConfig
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
-from botocore.exceptions import ClientError
 
+from tests.s3tenant import MIB, REGION, Tenant, bucket, client_env, code_of, sample_files, tenant  # noqa: F401
+from tests.s3tenant import unique as _name
 from vault.s3.sigv4 import Signing, signing_key
-
-REGION = "us-east-1"
-MIB = 1 << 20
-
-
-def _name(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:10]}"
-
-
-class Tenant:
-    """A vault with keys of each role, and boto3 clients for them."""
-
-    def __init__(self, srv, quota: int | None = None) -> None:
-        self.srv = srv
-        self.vault = _name("s3v")
-        srv.admin.post("/v1/vaults", json={"name": self.vault, "quota_bytes": quota}).raise_for_status()
-        self.keys = {role: self._key(role) for role in ("read", "append", "full")}
-
-    def _key(self, role: str) -> dict:
-        r = self.srv.admin.post(f"/v1/vaults/{self.vault}/keys", json={"role": role})
-        r.raise_for_status()
-        return r.json()
-
-    def client(self, role: str = "full", **config):
-        s3 = self.keys[role]["s3"]
-        return boto3.client("s3", endpoint_url=self.srv.s3_url, region_name=REGION,
-                            aws_access_key_id=s3["access_key_id"], aws_secret_access_key=s3["secret_access_key"],
-                            config=botocore.config.Config(**config) if config else None)
-
-    def usage(self) -> dict:
-        return self.srv.admin.get(f"/v1/vaults/{self.vault}").json()["usage"]
-
-
-def code_of(call) -> tuple[int, str]:
-    with pytest.raises(ClientError) as caught:
-        call()
-    return caught.value.response["ResponseMetadata"]["HTTPStatusCode"], caught.value.response["Error"]["Code"]
-
-
-@pytest.fixture
-def tenant(srv) -> Tenant:
-    return Tenant(srv)
-
-
-@pytest.fixture
-def bucket(tenant) -> str:
-    name = _name("bkt")
-    tenant.client().create_bucket(Bucket=name)
-    return name
 
 
 def test_a_new_key_carries_s3_credentials_shown_once(srv, tenant):
@@ -312,32 +261,13 @@ def test_multipart_refusals(tenant, bucket):
 # -- other clients ---------------------------------------------------------------------
 
 
-def _client_env(tenant: Tenant) -> dict:
-    s3 = tenant.keys["full"]["s3"]
-    # A CA bundle of the environment makes rclone refuse its plain-HTTP transport.
-    inherited = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
-    return {**inherited, "AWS_ACCESS_KEY_ID": s3["access_key_id"], "AWS_SECRET_ACCESS_KEY": s3["secret_access_key"],
-            "AWS_DEFAULT_REGION": REGION, "AWS_CONFIG_FILE": os.devnull, "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
-            "RCLONE_CONFIG": os.devnull, "RCLONE_CONFIG_OV_TYPE": "s3", "RCLONE_CONFIG_OV_PROVIDER": "Other",
-            "RCLONE_CONFIG_OV_ENDPOINT": tenant.srv.s3_url, "RCLONE_CONFIG_OV_REGION": REGION,
-            "RCLONE_CONFIG_OV_ACCESS_KEY_ID": s3["access_key_id"],
-            "RCLONE_CONFIG_OV_SECRET_ACCESS_KEY": s3["secret_access_key"]}
-
-
-def _files(root: Path) -> Path:
-    (root / "sub").mkdir(parents=True)
-    (root / "small.txt").write_bytes(b"small file")
-    (root / "sub" / "big.bin").write_bytes(os.urandom(12 * MIB))
-    return root
-
-
 AWS = shutil.which("aws", path=str(Path(sys.executable).parent)) or shutil.which("aws")
 
 
 def test_aws_cli_sync_and_copy_back(tmp_path, tenant, bucket):
-    env = _client_env(tenant)
+    env = client_env(tenant)
     aws = [AWS, "--endpoint-url", tenant.srv.s3_url]
-    src = _files(tmp_path / "src")
+    src = sample_files(tmp_path / "src")
     subprocess.run([*aws, "s3", "sync", str(src), f"s3://{bucket}/data"], env=env, check=True, capture_output=True)
     listing = subprocess.run([*aws, "s3", "ls", "--recursive", f"s3://{bucket}/"], env=env, check=True,
                              capture_output=True, text=True).stdout
@@ -351,8 +281,8 @@ def test_aws_cli_sync_and_copy_back(tmp_path, tenant, bucket):
 
 
 def test_rclone_copy_check_and_purge(tmp_path, tenant, bucket):
-    env = _client_env(tenant)
-    src = _files(tmp_path / "src")
+    env = client_env(tenant)
+    src = sample_files(tmp_path / "src")
 
     def run(*args: str) -> subprocess.CompletedProcess:
         done = subprocess.run(["rclone", *args], env=env, capture_output=True, text=True)
@@ -366,11 +296,10 @@ def test_rclone_copy_check_and_purge(tmp_path, tenant, bucket):
     assert tenant.usage()["objects"] == 0
 
 
-@pytest.mark.skipif(shutil.which("restic") is None, reason="restic is not installed")
 def test_restic_s3_backend_backup_check_restore_prune(tmp_path, tenant, bucket):
-    env = {**_client_env(tenant), "RESTIC_PASSWORD": "pw", "RESTIC_CACHE_DIR": str(tmp_path / "cache")}
+    env = {**client_env(tenant), "RESTIC_PASSWORD": "pw", "RESTIC_CACHE_DIR": str(tmp_path / "cache")}
     repo = f"s3:{tenant.srv.s3_url}/{bucket}/repo"
-    src = _files(tmp_path / "src")
+    src = sample_files(tmp_path / "src")
 
     def restic(*args: str) -> str:
         done = subprocess.run(["restic", "-r", repo, *args], env=env, capture_output=True, text=True)

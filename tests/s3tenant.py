@@ -25,11 +25,17 @@ def unique(prefix: str) -> str:
 class Tenant:
     """A vault with keys of each role, and boto3 clients for them."""
 
-    def __init__(self, srv, quota: int | None = None) -> None:
+    def __init__(self, srv, quota: int | None = None, vault: str | None = None) -> None:
         self.srv = srv
-        self.vault = unique("s3v")
-        srv.admin.post("/v1/vaults", json={"name": self.vault, "quota_bytes": quota}).raise_for_status()
+        self.vault = vault or unique("s3v")
+        if vault is None:
+            srv.admin.post("/v1/vaults", json={"name": self.vault, "quota_bytes": quota}).raise_for_status()
         self.keys = {role: self._key(role) for role in ("read", "append", "full")}
+
+    @classmethod
+    def of(cls, srv, vault: str) -> "Tenant":
+        """New keys of the existing vault ``vault``."""
+        return cls(srv, vault=vault)
 
     def _key(self, role: str) -> dict:
         r = self.srv.admin.post(f"/v1/vaults/{self.vault}/keys", json={"role": role})

@@ -5,14 +5,21 @@ environment and files the command-line clients use."""
 
 from __future__ import annotations
 
+import hashlib
 import os
+import socket
 import uuid
 from pathlib import Path
 
 import boto3
 import botocore.config
 import pytest
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
+
+from vault.s3.sigv4 import Signing, signing_key
 
 REGION = "us-east-1"
 MIB = 1 << 20
@@ -91,3 +98,53 @@ def bucket(tenant) -> str:
     name = unique("bkt")
     tenant.client().create_bucket(Bucket=name)
     return name
+
+
+# -- requests built by hand (bad input) ------------------------------------------------
+
+
+def signed(tenant: Tenant, method: str, path: str, body: bytes, headers: dict, secret: str | None = None) -> dict:
+    """Headers of a request signed by botocore's SigV4 for ``body`` (or the
+    x-amz-content-sha256 given in ``headers``), with the full key's secret or ``secret``."""
+    s3 = tenant.keys["full"]["s3"]
+    request = AWSRequest(method=method, url=tenant.srv.s3_url + path, data=body, headers=headers)
+    SigV4Auth(Credentials(s3["access_key_id"], secret or s3["secret_access_key"]), "s3", REGION).add_auth(request)
+    return dict(request.headers.items())
+
+
+def streaming(tenant: Tenant, method: str, path: str, data: bytes, corrupt: int | None = None,
+              extra: dict | None = None) -> tuple[dict, bytes]:
+    """Headers and body of a STREAMING-AWS4-HMAC-SHA256-PAYLOAD request of
+    ``data`` in two chunks and the final one; chunk ``corrupt`` gets a wrong signature."""
+    pieces = [data[:len(data) // 2], data[len(data) // 2:], b""]
+    size = sum(len(f"{len(p):x};chunk-signature={'0' * 64}\r\n") + len(p) + 2 for p in pieces)
+    headers = signed(tenant, method, path, b"", {
+        "x-amz-content-sha256": "STREAMING-AWS4-HMAC-SHA256-PAYLOAD", "Content-Encoding": "aws-chunked",
+        "x-amz-decoded-content-length": str(len(data)), "Content-Length": str(size), **(extra or {})})
+    amz_date = headers["X-Amz-Date"]
+    signing = Signing(signing_key(tenant.keys["full"]["s3"]["secret_access_key"], amz_date[:8], REGION), amz_date,
+                      f"{amz_date[:8]}/{REGION}/s3/aws4_request")
+    previous = headers["Authorization"].rsplit("Signature=", 1)[1]
+    body = b""
+    for i, piece in enumerate(pieces):
+        previous = signing.chunk_signature(previous, hashlib.sha256(piece).hexdigest())
+        shown = ("f" * 64) if i == corrupt else previous
+        body += f"{len(piece):x};chunk-signature={shown}\r\n".encode() + piece + b"\r\n"
+    return headers, body
+
+
+def raw_exchange(port: int, head: str, body: bytes = b"", close: bool = True, timeout: float = 30) -> bytes:
+    """Send ``head`` (request line and headers, without the blank line) and ``body``
+    over a plain socket, end the sending side if ``close``; the answer's first bytes."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(head.encode() + b"\r\n\r\n" + body)
+        if close:
+            sock.shutdown(socket.SHUT_WR)
+        answer = b""
+        while b"\r\n\r\n" not in answer or (b"</Error>" not in answer and b"Content-Length: 0" not in answer
+                                            and len(answer) < 65536):
+            piece = sock.recv(65536)
+            if not piece:
+                break
+            answer += piece
+        return answer

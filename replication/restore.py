@@ -9,8 +9,11 @@ Steps: read the vault's configuration from the target and create the vault
 (without quota, append-only or retention, so nothing the restore does can be
 refused); list its objects; for each object fetch the chunks this server
 lacks, check each one's SHA-256 against its id (the store checks it again),
-store them, and put the object with its original creation time; finally
-apply the configuration. Only chunks that some object references are
+store them, and put the object with its original creation time; then
+create the S3 buckets that the restored objects belong to (bucket records
+do not travel: a bucket's settings and an empty bucket are not restored,
+and a name another vault here already owns is reported); finally apply the
+configuration. Only chunks that some object references are
 restored: a chunk nobody references is garbage on the replica too.
 
 An object that cannot be restored (a chunk missing on the target, or bad
@@ -38,7 +41,7 @@ from vault.meta.schema import restoring_key
 from vault.names import vault_name
 from vault.policy import Principal
 from vault.services import Services, VaultSettings
-from vault.services.objects import write_object
+from vault.services.objects import S3_PREFIX, write_object
 from vault.services.vaults import live_vault
 from vault.workers import Job, Runner
 
@@ -146,6 +149,7 @@ class Restorer(Job):
         chunk_sem = asyncio.Semaphore(max(1, replica.concurrency))
         fetching: dict[bytes, asyncio.Future] = {}
         problems: list[str] = []
+        buckets: set[str] = set()
         loop = asyncio.get_running_loop()
 
         async def fetch(d: bytes) -> None:
@@ -186,6 +190,8 @@ class Restorer(Job):
                 await asyncio.gather(*(chunk(d) for d in dict.fromkeys(m.chunks)))
                 await idx.run(restore_object_op(rec, m, target))
                 st["objects"] += 1
+                if m.key.startswith(S3_PREFIX):
+                    buckets.add(m.key[len(S3_PREFIX):].partition("/")[0])
             except (E.NoSuchChunk, E.DigestMismatch, E.MissingChunks) as e:
                 problems.append(f"{m.key!r}: {e}")
                 log.error("object not restored", extra={"vault": vault, "key": m.key, "error": str(e)})
@@ -202,6 +208,14 @@ class Restorer(Job):
                 await one(h)
 
         await asyncio.gather(*(worker() for _ in range(OBJECTS_AT_ONCE)))
+        for name in sorted(buckets):
+            try:
+                await svc.buckets.create(ADMIN, vault, name)
+            except E.BucketOwned:
+                pass  # an interrupted restore made it
+            except (E.BucketExists, E.BadBucketName) as e:
+                problems.append(f"bucket {name[:80]!r}: {e}; its objects are in the vault but not reachable "
+                                "through S3")
         fields = {k: doc[k] for k in ("quota_bytes", "append_only", "retention_days") if k in doc}
         if fields:
             await svc.vaults.update(vault, VaultSettings(**fields), ADMIN)

@@ -12,69 +12,18 @@ import shutil
 import socket
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 
 import boto3
-import botocore.config
 import httpx
-import pytest
 from boto3.s3.transfer import TransferConfig
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
-from botocore.exceptions import ClientError
 
-from vault.s3.sigv4 import Signing, signing_key
-
-REGION = "us-east-1"
-MIB = 1 << 20
-
-
-def _name(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:10]}"
-
-
-class Tenant:
-    """A vault with keys of each role, and boto3 clients for them."""
-
-    def __init__(self, srv, quota: int | None = None) -> None:
-        self.srv = srv
-        self.vault = _name("s3v")
-        srv.admin.post("/v1/vaults", json={"name": self.vault, "quota_bytes": quota}).raise_for_status()
-        self.keys = {role: self._key(role) for role in ("read", "append", "full")}
-
-    def _key(self, role: str) -> dict:
-        r = self.srv.admin.post(f"/v1/vaults/{self.vault}/keys", json={"role": role})
-        r.raise_for_status()
-        return r.json()
-
-    def client(self, role: str = "full", **config):
-        s3 = self.keys[role]["s3"]
-        return boto3.client("s3", endpoint_url=self.srv.s3_url, region_name=REGION,
-                            aws_access_key_id=s3["access_key_id"], aws_secret_access_key=s3["secret_access_key"],
-                            config=botocore.config.Config(**config) if config else None)
-
-    def usage(self) -> dict:
-        return self.srv.admin.get(f"/v1/vaults/{self.vault}").json()["usage"]
-
-
-def code_of(call) -> tuple[int, str]:
-    with pytest.raises(ClientError) as caught:
-        call()
-    return caught.value.response["ResponseMetadata"]["HTTPStatusCode"], caught.value.response["Error"]["Code"]
-
-
-@pytest.fixture
-def tenant(srv) -> Tenant:
-    return Tenant(srv)
-
-
-@pytest.fixture
-def bucket(tenant) -> str:
-    name = _name("bkt")
-    tenant.client().create_bucket(Bucket=name)
-    return name
+from tests.s3tenant import (MIB, REGION, Tenant, bucket, client_env, code_of, sample_files, signed,  # noqa: F401
+                            streaming, tenant)
+from tests.s3tenant import unique as _name
 
 
 def test_a_new_key_carries_s3_credentials_shown_once(srv, tenant):
@@ -200,15 +149,6 @@ def test_the_native_api_does_not_write_s3_objects(srv, tenant):
 # -- bad input: each its S3 error, nothing stored --------------------------------------
 
 
-def _signed(tenant: Tenant, method: str, path: str, body: bytes, headers: dict) -> dict:
-    """Headers of a request signed by botocore's SigV4 for ``body`` (or the
-    x-amz-content-sha256 given in ``headers``)."""
-    s3 = tenant.keys["full"]["s3"]
-    request = AWSRequest(method=method, url=tenant.srv.s3_url + path, data=body, headers=headers)
-    SigV4Auth(Credentials(s3["access_key_id"], s3["secret_access_key"]), "s3", REGION).add_auth(request)
-    return dict(request.headers.items())
-
-
 def _unchanged(tenant: Tenant, bucket: str, before: dict) -> None:
     assert tenant.usage()["objects"] == before["objects"]
     assert tenant.usage()["logical_bytes"] == before["logical_bytes"]
@@ -226,7 +166,7 @@ def test_a_wrong_secret_does_not_match(tenant, bucket):
 
 def test_a_body_other_than_signed_is_refused(tenant, bucket):
     body = b"a" * 1000
-    headers = _signed(tenant, "PUT", f"/{bucket}/k", body, {"x-amz-content-sha256": hashlib.sha256(body).hexdigest()})
+    headers = signed(tenant, "PUT", f"/{bucket}/k", body, {"x-amz-content-sha256": hashlib.sha256(body).hexdigest()})
     before = tenant.usage()
     r = httpx.put(f"{tenant.srv.s3_url}/{bucket}/k", content=b"b" * 1000, headers=headers)
     assert r.status_code == 400 and b"XAmzContentSHA256Mismatch" in r.content and "x-amz-request-id" in r.headers
@@ -244,7 +184,7 @@ def test_a_wrong_content_md5_is_bad_digest(tenant, bucket):
 
 def test_a_truncated_body_stores_nothing(tenant, bucket):
     body = b"z" * 4096
-    headers = _signed(tenant, "PUT", f"/{bucket}/k", body, {"x-amz-content-sha256": "UNSIGNED-PAYLOAD"})
+    headers = signed(tenant, "PUT", f"/{bucket}/k", body, {"x-amz-content-sha256": "UNSIGNED-PAYLOAD"})
     headers.update({"Content-Length": str(len(body)), "Host": f"127.0.0.1:{tenant.srv.s3_port}"})
     before = tenant.usage()
     head = f"PUT /{bucket}/k HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n"
@@ -257,22 +197,8 @@ def test_a_truncated_body_stores_nothing(tenant, bucket):
 
 
 def _streaming(tenant: Tenant, bucket: str, data: bytes, corrupt: bool) -> httpx.Response:
-    """A STREAMING-AWS4-HMAC-SHA256-PAYLOAD PUT of ``data`` in two chunks;
-    ``corrupt`` spoils the second chunk's signature."""
-    pieces = [data[:len(data) // 2], data[len(data) // 2:], b""]
-    size = sum(len(f"{len(p):x};chunk-signature={'0' * 64}\r\n") + len(p) + 2 for p in pieces)
-    headers = _signed(tenant, "PUT", f"/{bucket}/k", b"", {
-        "x-amz-content-sha256": "STREAMING-AWS4-HMAC-SHA256-PAYLOAD", "Content-Encoding": "aws-chunked",
-        "x-amz-decoded-content-length": str(len(data)), "Content-Length": str(size)})
-    amz_date = headers["X-Amz-Date"]
-    signing = Signing(signing_key(tenant.keys["full"]["s3"]["secret_access_key"], amz_date[:8], REGION), amz_date,
-                      f"{amz_date[:8]}/{REGION}/s3/aws4_request")
-    previous = headers["Authorization"].rsplit("Signature=", 1)[1]
-    body = b""
-    for i, piece in enumerate(pieces):
-        previous = signing.chunk_signature(previous, hashlib.sha256(piece).hexdigest())
-        shown = ("f" * 64) if corrupt and i == 1 else previous
-        body += f"{len(piece):x};chunk-signature={shown}\r\n".encode() + piece + b"\r\n"
+    """A STREAMING-AWS4-HMAC-SHA256-PAYLOAD PUT of ``data``; ``corrupt`` spoils the second chunk's signature."""
+    headers, body = streaming(tenant, "PUT", f"/{bucket}/k", data, corrupt=1 if corrupt else None)
     return httpx.put(f"{tenant.srv.s3_url}/{bucket}/k", content=body, headers=headers)
 
 
@@ -304,40 +230,18 @@ def test_multipart_refusals(tenant, bucket):
                                           Body=b"x")) == (404, "NoSuchUpload")
     s3.abort_multipart_upload(Bucket=bucket, Key="mp", UploadId=upload)
     assert tenant.usage()["objects"] == 0
-    r = httpx.post(f"{tenant.srv.s3_url}/{bucket}/mp?uploadId={upload}", content=b"<not xml",
-                   headers=_signed(tenant, "POST", f"/{bucket}/mp?uploadId={upload}", b"<not xml", {}))
-    assert r.status_code in (400, 404)
 
 
 # -- other clients ---------------------------------------------------------------------
-
-
-def _client_env(tenant: Tenant) -> dict:
-    s3 = tenant.keys["full"]["s3"]
-    # A CA bundle of the environment makes rclone refuse its plain-HTTP transport.
-    inherited = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
-    return {**inherited, "AWS_ACCESS_KEY_ID": s3["access_key_id"], "AWS_SECRET_ACCESS_KEY": s3["secret_access_key"],
-            "AWS_DEFAULT_REGION": REGION, "AWS_CONFIG_FILE": os.devnull, "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
-            "RCLONE_CONFIG": os.devnull, "RCLONE_CONFIG_OV_TYPE": "s3", "RCLONE_CONFIG_OV_PROVIDER": "Other",
-            "RCLONE_CONFIG_OV_ENDPOINT": tenant.srv.s3_url, "RCLONE_CONFIG_OV_REGION": REGION,
-            "RCLONE_CONFIG_OV_ACCESS_KEY_ID": s3["access_key_id"],
-            "RCLONE_CONFIG_OV_SECRET_ACCESS_KEY": s3["secret_access_key"]}
-
-
-def _files(root: Path) -> Path:
-    (root / "sub").mkdir(parents=True)
-    (root / "small.txt").write_bytes(b"small file")
-    (root / "sub" / "big.bin").write_bytes(os.urandom(12 * MIB))
-    return root
 
 
 AWS = shutil.which("aws", path=str(Path(sys.executable).parent)) or shutil.which("aws")
 
 
 def test_aws_cli_sync_and_copy_back(tmp_path, tenant, bucket):
-    env = _client_env(tenant)
+    env = client_env(tenant)
     aws = [AWS, "--endpoint-url", tenant.srv.s3_url]
-    src = _files(tmp_path / "src")
+    src = sample_files(tmp_path / "src")
     subprocess.run([*aws, "s3", "sync", str(src), f"s3://{bucket}/data"], env=env, check=True, capture_output=True)
     listing = subprocess.run([*aws, "s3", "ls", "--recursive", f"s3://{bucket}/"], env=env, check=True,
                              capture_output=True, text=True).stdout
@@ -351,8 +255,8 @@ def test_aws_cli_sync_and_copy_back(tmp_path, tenant, bucket):
 
 
 def test_rclone_copy_check_and_purge(tmp_path, tenant, bucket):
-    env = _client_env(tenant)
-    src = _files(tmp_path / "src")
+    env = client_env(tenant)
+    src = sample_files(tmp_path / "src")
 
     def run(*args: str) -> subprocess.CompletedProcess:
         done = subprocess.run(["rclone", *args], env=env, capture_output=True, text=True)
@@ -366,11 +270,10 @@ def test_rclone_copy_check_and_purge(tmp_path, tenant, bucket):
     assert tenant.usage()["objects"] == 0
 
 
-@pytest.mark.skipif(shutil.which("restic") is None, reason="restic is not installed")
 def test_restic_s3_backend_backup_check_restore_prune(tmp_path, tenant, bucket):
-    env = {**_client_env(tenant), "RESTIC_PASSWORD": "pw", "RESTIC_CACHE_DIR": str(tmp_path / "cache")}
+    env = {**client_env(tenant), "RESTIC_PASSWORD": "pw", "RESTIC_CACHE_DIR": str(tmp_path / "cache")}
     repo = f"s3:{tenant.srv.s3_url}/{bucket}/repo"
-    src = _files(tmp_path / "src")
+    src = sample_files(tmp_path / "src")
 
     def restic(*args: str) -> str:
         done = subprocess.run(["restic", "-r", repo, *args], env=env, capture_output=True, text=True)

@@ -19,6 +19,9 @@ from .chunks import ChunkService
 from .vaults import VaultsService, live_vault
 
 MAX_OBJECT_CHUNKS = 1_000_000
+# A write's precondition: called with the key's current record (or None) in
+# the op that writes, raising to refuse the write.
+Condition = Callable[[bytes | None], None]
 MAX_META_BYTES = 64 * 1024
 RESTIC_PREFIX = "restic/"
 S3_PREFIX = "s3/"       # an S3 object: s3/<bucket>/<key> (vault.services.buckets)
@@ -58,10 +61,12 @@ class ObjectService:
         return await self._write(rec, key, chunks, meta, who.effective_role, if_none_match)
 
     async def write(self, who: Principal, rec: VaultRec, key: str, chunks: Sequence[bytes], meta: bytes,
-                    if_none_match: bool) -> ObjectMeta:
+                    if_none_match: bool, condition: Condition | None = None) -> ObjectMeta:
         """:meth:`put` for the front door that owns ``key``'s reserved prefix
-        (S3 under ``s3/``): the same policy, no refusal of the prefix."""
-        return await self._write(rec, key, chunks, meta, who.effective_role, if_none_match)
+        (S3 under ``s3/``): the same policy, no refusal of the prefix.
+        ``condition(current record or None)`` raises to refuse the write; it
+        runs in the op that writes, so nothing can change in between."""
+        return await self._write(rec, key, chunks, meta, who.effective_role, if_none_match, condition)
 
     async def set_meta(self, rec: VaultRec, key: str, meta: bytes) -> ObjectMeta:
         """Replace the object's ``meta`` (its chunks untouched); raises NoSuchObject."""
@@ -105,17 +110,19 @@ class ObjectService:
                 raise E.Forbidden(f"vault {rec.name!r}: {key!r} was written concurrently with other bytes") from None
 
     async def _write(self, rec: VaultRec, key: str, chunks: Sequence[bytes], meta: bytes, role: str,
-                     if_none_match: bool) -> ObjectMeta:
+                     if_none_match: bool, condition: Condition | None = None) -> ObjectMeta:
         if refs.is_large(len(chunks)):
             # Shielded: once references are being counted, the sequence
             # finishes (or is undone) even if the client goes away.
             return await asyncio.shield(asyncio.ensure_future(
-                self._put_large_object(rec, key, chunks, meta, role, if_none_match)))
+                self._put_large_object(rec, key, chunks, meta, role, if_none_match, condition)))
         released: list[int] = []
 
         def op(txn: Txn) -> ObjectMeta:
             vrec = live_vault(txn, rec)
             old_raw = txn.object_packed(rec.vid, key)
+            if condition is not None:
+                condition(old_raw)
             _may_overwrite(vrec, key, old_raw, role, if_none_match, txn.now)
             return write_object(txn, rec, key, chunks, meta, txn.now, old_raw, released=released)
 
@@ -129,7 +136,7 @@ class ObjectService:
             await loop.run_in_executor(None, refs.settle, self.index, iid)
 
     async def _put_large_object(self, rec: VaultRec, key: str, chunks: Sequence[bytes], meta: bytes,
-                                role: str, if_none_match: bool) -> ObjectMeta:
+                                role: str, if_none_match: bool, condition: Condition | None = None) -> ObjectMeta:
         """:meth:`put` for an object of more than :data:`vault.refs.REF_SLICE`
         references: counted in slices under an acquire intent, then the
         object written in one op (see :mod:`vault.refs`)."""
@@ -143,7 +150,10 @@ class ObjectService:
         vrec = self.vaults.get(rec.name)
         if vrec.vid != rec.vid:
             raise E.NoSuchVault(f"no such vault {rec.name!r}")
-        _may_overwrite(vrec, key, self.index.object_packed(rec.vid, key), role, if_none_match, time.time())
+        current = self.index.object_packed(rec.vid, key)
+        if condition is not None:
+            condition(current)
+        _may_overwrite(vrec, key, current, role, if_none_match, time.time())
         payload = [await loop.run_in_executor(None, ObjectMeta(0.0, 0, chunks, b"").pack)]
         iid = await self.index.run(lambda txn: txn.open_intent(refs.ACQUIRE, live_vault(txn, rec).vid, payload[0]))
         payload.clear()  # 32 MB for a million references: not kept while the slices run
@@ -161,6 +171,8 @@ class ObjectService:
         def final(txn: Txn) -> ObjectMeta:
             vrec = live_vault(txn, rec)
             old_raw = txn.object_packed(rec.vid, key)
+            if condition is not None:
+                condition(old_raw)
             _may_overwrite(vrec, key, old_raw, role, if_none_match, txn.now)
             obj = ObjectMeta(txn.now, size[0], chunks, meta)
             txn.put_object(rec.vid, key, obj)

@@ -26,7 +26,7 @@ from ..meta import Index, ObjectMeta, Txn, UploadRec, VaultRec
 from ..policy import Principal
 from .buckets import Target, object_name
 from .chunks import ChunkService
-from .objects import UPLOAD_PREFIX, ObjectService, delete_object, write_object
+from .objects import UPLOAD_PREFIX, Condition, ObjectService, delete_object, write_object
 from .vaults import live_vault
 
 # Fixed-size chunks, not content-defined: backup tools encrypt before they
@@ -123,26 +123,20 @@ class S3ObjectService:
         name = object_name(target.bucket.name, key)
         create_only = self.check_conditions(target, key, if_none_match, if_match)
         meta.parts = [(len(digests), size)]
-        obj = await self.objects.write(who, target.vault, name, digests, pack_meta(meta), create_only)
+        obj = await self.objects.write(who, target.vault, name, digests, pack_meta(meta), create_only,
+                                       _condition(target, key, if_none_match, if_match))
         return Stored(obj, meta)
 
     def check_conditions(self, target: Target, key: str, if_none_match: str | None, if_match: str | None) -> bool:
         """Check a conditional write against the current object; True when the
         write must only create (``If-None-Match: *``, enforced again atomically
         by the write). Raises PreconditionFailed, or NoSuchObject for If-Match
-        on a missing key. ETag conditions are checked before the write."""
+        on a missing key. The write checks them all again atomically
+        (:func:`_condition`); this early check refuses before any work."""
         if if_none_match is None and if_match is None:
             return False
-        try:
-            current: str | None = self.head(target, key).meta.etag
-        except E.NoSuchObject:
-            current = None
-        if if_match is not None and current is None:
-            raise E.NoSuchObject(f"bucket {target.bucket.name!r}: no such key {key!r}")
-        if if_match is not None and not _etag_in(if_match, current):
-            raise E.PreconditionFailed(f"bucket {target.bucket.name!r}: {key!r} has another ETag")
-        if if_none_match is not None and current is not None and _etag_in(if_none_match, current):
-            raise E.PreconditionFailed(f"bucket {target.bucket.name!r}: {key!r} exists")
+        _judge(target, key, self.objects.index.object_packed(target.vault.vid, object_name(target.bucket.name, key)),
+               if_none_match, if_match)
         return if_none_match is not None and if_none_match.strip() == "*"
 
     async def copy(self, who: Principal, source: Target, source_key: str, target: Target, key: str,
@@ -241,7 +235,8 @@ class S3ObjectService:
         meta.parts = [layout for part in parts for layout in part.meta.parts]
         meta.chunk_bytes, meta.upload = CHUNK_BYTES, upload.id
         obj = await self.objects.write(who, target.vault, object_name(target.bucket.name, upload.key), chunks,
-                                       pack_meta(meta), create_only)
+                                       pack_meta(meta), create_only,
+                                       _condition(target, upload.key, if_none_match, if_match))
         await self.end_upload(target.vault, upload)
         return Stored(obj, meta)
 
@@ -301,6 +296,24 @@ class S3ObjectService:
             except (E.NoSuchUpload, E.NoSuchVault):
                 pass  # ended or gone meanwhile
         return ended
+
+
+def _judge(target: Target, key: str, raw: bytes | None, if_none_match: str | None, if_match: str | None) -> None:
+    """Refuse a conditional write given the key's current record ``raw`` (or None)."""
+    current = unpack_meta(ObjectMeta.unpack(raw).meta).etag if raw is not None else None
+    if if_match is not None and current is None:
+        raise E.NoSuchObject(f"bucket {target.bucket.name!r}: no such key {key!r}")
+    if if_match is not None and not _etag_in(if_match, current):
+        raise E.PreconditionFailed(f"bucket {target.bucket.name!r}: {key!r} has another ETag")
+    if if_none_match is not None and current is not None and _etag_in(if_none_match, current):
+        raise E.PreconditionFailed(f"bucket {target.bucket.name!r}: {key!r} exists")
+
+
+def _condition(target: Target, key: str, if_none_match: str | None, if_match: str | None) -> Condition | None:
+    """The request's conditions, checked in the op that writes the object."""
+    if if_none_match is None and if_match is None:
+        return None
+    return lambda raw: _judge(target, key, raw, if_none_match, if_match)
 
 
 def _etag_in(header: str, etag: str | None) -> bool:

@@ -64,6 +64,8 @@ ROUTES = [
     ("get", "/v1/admin/restore", "Restore progress", "admin", {200: "progress"}, []),
     ("get", "/v1/admin/alerts", "Open alerts, recent history, webhook queues (?limit=N)", "admin",
      {200: "alerts"}, []),
+    ("get", "/v1/admin/audit", "The audit log, newest first (?vault=&action=&since=&until=&limit=N)", "admin",
+     {200: "lines"}, ["bad_request"]),
 ]
 
 PROBLEM_SCHEMA = {

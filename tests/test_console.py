@@ -296,10 +296,12 @@ def test_screenshots(browser, srv, shots):
     """The overview and a vault page with some data, for the README."""
     create_vault(srv, "console-demo", quota_bytes=64 << 20)
     key = create_key(srv, "console-demo")
+    time.sleep(1.1)  # the rates show from a second after the first sample
     for i in range(3):
         upload(srv, "console-demo", key, f"backup-{i}.tar", os.urandom(3 << 20))
     login(browser, srv, srv.admin_token)
     browser.get(srv.url + "/console/")
+    assert "MiB/s" in browser.find_element(By.ID, "cards").text
     browser.save_screenshot(str(shots / "console-overview.png"))
     browser.get(srv.url + "/console/vaults/console-demo")
     browser.save_screenshot(str(shots / "console-vault.png"))

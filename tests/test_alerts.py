@@ -22,7 +22,7 @@ import httpx
 import pytest
 from aiohttp import web
 
-from tests.replhelpers import flip_byte
+from tests.replhelpers import flip_byte, s3_target, wait_drained
 from tests.server import OBJVAULT, free_port
 
 SECRET = "receiver-secret"
@@ -238,3 +238,103 @@ def test_a_vault_can_have_its_own_stale_threshold(make_server, receiver):
     assert "stale_after_days" not in srv.admin.patch("/v1/vaults/quick", json={"stale_after_days": None}).json()
     receiver.wait(lambda r: len(r.got) == 2)
     assert receiver.events()[1] == ("alert.resolved", "vault_stale", "quick")
+
+
+def test_low_free_space_opens_and_a_lower_floor_after_a_restart_resolves(make_server, receiver, tmp_path):
+    """No filesystem has 2^60 bytes free: every data dir is under the floor."""
+    dirs = [tmp_path / "d0", tmp_path / "d1"]
+    srv = make_server(config=config(receiver, data_dir_min_free_bytes=1 << 60, evaluate_interval_seconds=0.3),
+                      data_dirs=dirs)
+    receiver.wait(lambda r: len(r.got) == 2)
+    time.sleep(1.0)
+    assert sorted(receiver.events()) == sorted(("alert.opened", "data_dir_low_space", str(d)) for d in dirs)
+    assert all(g["doc"]["details"]["min_free_bytes"] == 1 << 60 and g["doc"]["vault"] == "" for g in receiver.got)
+    srv.stop()
+    srv.config_path.write_text(config(receiver, evaluate_interval_seconds=0.3))  # the floor off: over for both
+    srv.start()
+    receiver.wait(lambda r: len(r.got) == 4)
+    time.sleep(1.0)
+    assert sorted(receiver.events()[2:]) == sorted(("alert.resolved", "data_dir_low_space", str(d)) for d in dirs)
+
+
+def test_a_failed_data_dir_opens_an_alert_until_it_is_back(tmp_path):
+    """The evaluator against a real index and store; the fault is the store's own
+    failure path, called with an I/O error."""
+    from vault.alerts.detect import AlertHook, Evaluator
+    from vault.config import AlertsConfig, WebhookConfig
+    from vault.meta import Index
+    from vault.meta import alerts as A
+    from vault.store import Store
+
+    dirs = [tmp_path / "d0", tmp_path / "d1"]
+    store = Store(dirs, segment_bytes=4 << 20)
+    store.open({}, {})
+    index = Index(tmp_path / "index")
+    try:
+        cfg = AlertsConfig(data_dir_min_free_bytes=0)
+        hook = A.Webhook.of(WebhookConfig(url="http://127.0.0.1:9/h", secret="s"))
+        evaluator = Evaluator(cfg, index, store, [str(d) for d in dirs], lambda: [], AlertHook(cfg, [hook], lambda: None))
+        assert evaluator.run_once() == {"opened": 0, "resolved": 0}
+        store.on_failure(1, OSError(5, "Input/output error"))
+        assert evaluator.run_once() == {"opened": 1, "resolved": 0}
+        assert evaluator.run_once() == {"opened": 0, "resolved": 0}  # announced once
+        [alert] = A.open_alerts(index)
+        assert (alert.kind, alert.subject, alert.vault) == ("data_dir_failed", str(dirs[1]), "")
+        store.failed_dirs.clear()  # what a restart on a repaired disk amounts to
+        assert evaluator.run_once() == {"opened": 0, "resolved": 1}
+        queued = [json.loads(doc) for _, doc in A.queued(index, hook, 10)]
+        assert [(d["event"], d["kind"], d["subject"]) for d in queued] == [
+            ("alert.opened", "data_dir_failed", str(dirs[1])), ("alert.resolved", "data_dir_failed", str(dirs[1]))]
+    finally:
+        index.close()
+        store.close()
+
+
+def test_a_stopped_target_opens_backlog_and_failing_then_both_resolve(make_server, receiver, s3bucket):
+    """The S3 server stops: both alerts open. It comes back on new ports and the
+    server, restarted with its new address, catches up: both resolve."""
+    text = config(receiver, s3_target(s3bucket), replication_backlog_seconds=1, evaluate_interval_seconds=0.3)
+    srv = make_server(config=text)
+    srv.create_vault("far")
+    put_bytes(srv, "far", 1000, b"f")
+    wait_drained(srv)
+    s3bucket.server.stop()
+    put_bytes(srv, "far", 1000, b"g")
+    receiver.wait(lambda r: len(r.got) == 2)
+    assert sorted(receiver.events()) == [("alert.opened", "replication_backlog", "offsite"),
+                                         ("alert.opened", "target_failing", "offsite")]
+    backlog = next(g["doc"] for g in receiver.got if g["doc"]["kind"] == "replication_backlog")
+    assert backlog["details"]["pending_entries"] >= 1 and backlog["details"]["oldest_pending_seconds"] > 1
+    old_endpoint = s3bucket.server.endpoint
+    s3bucket.server.start(timeout=60)
+    srv.stop()
+    srv.config_path.write_text(text.replace(old_endpoint, s3bucket.server.endpoint))
+    srv.start()
+    wait_drained(srv)
+    receiver.wait(lambda r: len(r.got) == 4)
+    time.sleep(1.0)
+    assert sorted(receiver.events()[2:]) == [("alert.resolved", "replication_backlog", "offsite"),
+                                             ("alert.resolved", "target_failing", "offsite")]
+    for delivery in receiver.got:
+        assert_signed(delivery)
+
+
+def test_corruption_healed_from_the_replica_opens_then_resolves(make_server, receiver, s3bucket):
+    srv = make_server(config=config(receiver, s3_target(s3bucket) + "[scrub]\ninterval_seconds = 0\n",
+                                    evaluate_interval_seconds=0.3),
+                      env={"OBJVAULT_SEGMENT_BYTES": str(8 << 20)})
+    srv.create_vault("mend")
+    mark = os.urandom(64)
+    digest = srv.put_chunk(srv.admin, "mend", mark + os.urandom(200_000))
+    wait_drained(srv)
+    srv.stop()
+    flip_byte(srv.data_dirs[0], mark)
+    srv.start()
+    assert srv.admin.post("/v1/admin/scrub").status_code == 202
+    receiver.wait(lambda r: len(r.got) == 2)
+    time.sleep(1.0)
+    assert receiver.events() == [("alert.opened", "chunk_corrupt", "mend"), ("alert.resolved", "chunk_corrupt", "mend")]
+    opened = receiver.got[0]["doc"]
+    assert opened["details"]["chunk"] == digest and opened["details"]["damaged"] is False
+    assert "repaired" in receiver.got[1]["doc"]["message"]
+    assert srv.admin.get(f"/v1/vaults/mend/chunks/{digest}").status_code == 200

@@ -100,6 +100,7 @@ ADMIN_OPS_ROUTES = [
     ("POST", "/v1/admin/restore", {"json": {"vault": "x-restore", "from": "nowhere"}}),
     ("GET", "/v1/admin/restore", {}),
     ("GET", "/v1/admin/alerts", {}),
+    ("GET", "/v1/admin/audit", {}),
 ]
 
 

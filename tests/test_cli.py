@@ -325,3 +325,52 @@ def test_fsck_progress_on_a_terminal_only(mkserver):
     proc, shown = on_a_terminal("fsck", "--rebuild-index", env={"OBJVAULT_DATA_DIRS": str(s.data_dirs[0])})
     assert proc.returncode == 0 and json.loads(proc.stdout)["rebuilt"] is True
     assert b"fsck chunk entries" in shown and b"fsck segments" in shown
+
+
+def test_bucket_commands_table_and_json(srv):
+    name = uniq()
+    create_vault(srv, name)
+    made = ok(cli(srv, "bucket", "create", name, "photos")).stdout
+    assert JUST_NOW.fullmatch(row_of(made, "created")[1]) and row_of(made, "bucket") == ["bucket", "photos"]
+    assert row_of(made, "vault") == ["vault", name]
+    doc = json.loads(ok(cli(srv, "bucket", "create", name, "music", "--json")).stdout)
+    assert doc["name"] == "music" and doc["vault"] == name
+    listed = ok(cli(srv, "bucket", "list", name)).stdout
+    assert listed.splitlines()[0].split() == ["BUCKET", "CREATED"]
+    assert row_of(listed, "music")[0] == "music" and JUST_NOW.fullmatch(row_of(listed, "photos")[1])
+    assert json.loads(ok(cli(srv, "bucket", "list", name, "--json")).stdout) == \
+        admin_of(srv).get(f"/v1/vaults/{name}/buckets").json()
+    assert ok(cli(srv, "bucket", "delete", name, "music")).stdout.strip() == "bucket music deleted"
+    assert [b["name"] for b in json.loads(ok(cli(srv, "bucket", "list", name, "--json")).stdout)["buckets"]] == \
+        ["photos"]
+
+
+def test_replication_status_table_json_and_restore_progress(mkserver, tmp_path):
+    """A local target: its status as a table and as the API's document; a restore
+    from it on another server shows its bar on a terminal and its result on stdout."""
+    from tests.replhelpers import wait_drained
+
+    target = f'[[replication.targets]]\nname = "nas"\nkind = "local"\nurl = "file://{tmp_path / "replica"}"\n'
+    a = mkserver("a", config=target)
+    create_vault(a, "acme")
+    key = create_key(a, "acme")
+    body = os.urandom(300_000)
+    c = a.client(key)
+    assert c.put(f"/v1/vaults/acme/chunks/{sha(body)}", content=body).status_code in (200, 201)
+    assert c.put("/v1/vaults/acme/objects/disk.img", json={"chunks": [sha(body)]}).status_code == 201
+    wait_drained(a, "nas")
+    shown = ok(cli(a, "replication", "status")).stdout
+    assert shown.splitlines()[0].split()[:5] == ["TARGET", "KIND", "URL", "PENDING", "BACKLOG"]
+    assert row_of(shown, "nas")[:5] == ["nas", "local", f"file://{tmp_path / 'replica'}", "0", "0 Bytes"]
+    assert json.loads(ok(cli(a, "replication", "status", "--json")).stdout)["targets"][0]["name"] == "nas"
+    a.stop()
+
+    b = mkserver("b", config=target)
+    env = {"OBJVAULT_ADMIN_TOKEN": b.admin_token, "OBJVAULT_URL": b.url}
+    proc, terminal = on_a_terminal("restore", "acme", "--from", "nas", env=env)
+    assert proc.returncode == 0, (proc.stdout, terminal)
+    assert b"restore acme" in terminal and b"objects" in terminal
+    out = proc.stdout.decode()
+    assert row_of(out, "state") == ["state", "done"] and row_of(out, "objects") == ["objects", "1 of 1"]
+    assert b"restore acme" not in proc.stdout
+    assert b.admin.get(f"/v1/vaults/acme/chunks/{sha(body)}").content == body  # keys are not restored

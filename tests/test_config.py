@@ -215,6 +215,38 @@ url = "http://127.0.0.1:9000/"
     assert second.events == ["*"] and second.wants("vault_stale")
 
 
+def test_webhooks_from_files_and_the_environment(toml, tmp_path):
+    """A webhook's URL and secret from files (a mounted Secret) or the environment:
+    OBJVAULT_ALERTS_WEBHOOKS_<N>_<KEY> changes webhook N of the file, or adds the next one."""
+    (tmp_path / "url").write_text("https://hooks.example/T0/B1/tok3n\n")
+    (tmp_path / "sig").write_text("from-a-file\n")
+    path = toml(f'''
+[[alerts.webhooks]]
+url_file = "{tmp_path / 'url'}"
+secret_file = "{tmp_path / 'sig'}"
+''')
+    hooks = load_config(path, env={}).alerts.webhooks
+    assert [(h.url, h.secret) for h in hooks] == [("https://hooks.example/T0/B1/tok3n", "from-a-file")]
+    env = {"OBJVAULT_ALERTS_WEBHOOKS_0_SECRET": "from-env", "OBJVAULT_ALERTS_WEBHOOKS_0_EVENTS": "quota_full",
+           "OBJVAULT_ALERTS_WEBHOOKS_1_URL_FILE": str(tmp_path / "url"),
+           "OBJVAULT_ALERTS_WEBHOOKS_1_SECRET_FILE": str(tmp_path / "sig")}
+    first, second = load_config(path, env=env).alerts.webhooks
+    assert (first.url, first.secret, first.events) == ("https://hooks.example/T0/B1/tok3n", "from-env", ["quota_full"])
+    assert (second.url, second.secret, second.events) == ("https://hooks.example/T0/B1/tok3n", "from-a-file", ["*"])
+    only_env = load_config(None, env={"OBJVAULT_ALERTS_WEBHOOKS_0_URL": "http://127.0.0.1:9/h",
+                                      "OBJVAULT_ALERTS_WEBHOOKS_0_SECRET": "s"}).alerts.webhooks
+    assert [(h.url, h.secret) for h in only_env] == [("http://127.0.0.1:9/h", "s")]
+    for bad, key in [({"OBJVAULT_ALERTS_WEBHOOKS_2_URL": "http://x"}, "without gaps"),
+                     ({"OBJVAULT_ALERTS_WEBHOOKS_X_URL": "http://x"}, "OBJVAULT_ALERTS_WEBHOOKS_X_URL"),
+                     ({"OBJVAULT_ALERTS_WEBHOOKS_0_COLOR": "red"}, "alerts.webhooks\\[0\\].color"),
+                     ({"OBJVAULT_ALERTS_WEBHOOKS_0_URL_FILE": str(tmp_path / "nope")}, "url_file"),
+                     ({"OBJVAULT_ALERTS_WEBHOOKS_0_URL": "http://x"}, "secret")]:
+        with pytest.raises(ConfigError, match=key):
+            load_config(None, env=bad)
+    with pytest.raises(ConfigError, match="url_file"):  # only a webhook's URL is a secret
+        load_config(toml(f'url_file = "{tmp_path / "url"}"\n'), env={})
+
+
 def test_missing_secret_file_names_the_key(toml, tmp_path):
     with pytest.raises(ConfigError, match="admin_token_file"):
         load_config(toml(f'admin_token_file = "{tmp_path / "nope"}"\n'), env={})

@@ -21,6 +21,7 @@ import httpx
 import pytest
 
 from tests.apihelpers import admin_of, create_key, create_vault, SMALL_SEGMENTS
+from tests.replhelpers import s3_target
 from tests.server import Server, sha
 
 from selenium import webdriver
@@ -33,6 +34,10 @@ from selenium.webdriver.support.wait import WebDriverWait
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 
 PHONE, DESKTOP = (390, 844), (1280, 900)
+# Every page of the operator (vault pages aside).
+PAGES = ("/console/", "/console/vaults", "/console/jobs", "/console/replication", "/console/audit")
+# Servers a test started besides the module's: the browser may talk to them too.
+OTHER_SERVERS: set[str] = set()
 
 
 @pytest.fixture(scope="module")
@@ -64,10 +69,10 @@ def clean_browser(browser, srv):
     browser.set_window_size(*DESKTOP)
     browser.delete_all_cookies()
     yield
-    server = urlsplit(srv.url).netloc
+    server = {urlsplit(srv.url).netloc} | OTHER_SERVERS
     urls = {json.loads(e["message"])["message"].get("params", {}).get("request", {}).get("url", "")
             for e in browser.get_log("performance")}
-    outside = {u for u in urls if u and not u.startswith("data:") and urlsplit(u).netloc != server}
+    outside = {u for u in urls if u and not u.startswith("data:") and urlsplit(u).netloc not in server}
     assert not outside, f"requests left the server: {outside}"
     errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE" and not refused_page(e)]
     assert not errors, errors
@@ -190,6 +195,12 @@ def test_weakening_a_lock_needs_confirmation(browser, srv):
     assert admin_of(srv).get("/v1/vaults/console-locked").json()["append_only"] is True
     press(browser, "Weaken the locks")
     assert admin_of(srv).get("/v1/vaults/console-locked").json()["append_only"] is False
+    # It lands in the audit log: on the vault's page and on the audit page.
+    recent = browser.find_element(By.ID, "vault-audit").text
+    assert "vault.lock_weakened" in recent and '"append_only": true' in recent
+    browser.get(srv.url + "/console/audit?action=vault.lock_weakened")
+    rows = browser.find_elements(By.CSS_SELECTOR, "#audit tbody tr")
+    assert [r.find_elements(By.TAG_NAME, "td")[3].text for r in rows] == ["console-locked"]
 
 
 def test_filter_and_sort_vaults(browser, srv):
@@ -275,8 +286,7 @@ def test_phone_width_without_horizontal_scrolling(browser, srv):
     create_vault(srv, "console-phone", quota_bytes=10 << 30)
     login(browser, srv, srv.admin_token)
     browser.set_window_size(*PHONE)
-    for page in ("/console/", "/console/vaults", "/console/vaults/console-phone", "/console/jobs",
-                 "/console/replication"):
+    for page in PAGES + ("/console/vaults/console-phone", "/console/audit?vault=console-phone"):
         browser.get(srv.url + page)
         width = browser.execute_script("return document.documentElement.scrollWidth")
         assert width <= browser.execute_script("return window.innerWidth"), page
@@ -286,11 +296,105 @@ def test_screenshots(browser, srv, shots):
     """The overview and a vault page with some data, for the README."""
     create_vault(srv, "console-demo", quota_bytes=64 << 20)
     key = create_key(srv, "console-demo")
+    time.sleep(1.1)  # the rates show from a second after the first sample
     for i in range(3):
         upload(srv, "console-demo", key, f"backup-{i}.tar", os.urandom(3 << 20))
     login(browser, srv, srv.admin_token)
     browser.get(srv.url + "/console/")
+    assert re.search(r"Ingest\n[\d.]+ [KM]iB/s", browser.find_element(By.ID, "cards").text)
     browser.save_screenshot(str(shots / "console-overview.png"))
     browser.get(srv.url + "/console/vaults/console-demo")
     browser.save_screenshot(str(shots / "console-vault.png"))
     assert re.search(r"9\.0 MiB of 64\.0 MiB", browser.find_element(By.ID, "summary").text)
+
+
+def page_errors(browser) -> list[dict]:
+    return [e for e in browser.get_log("browser") if e["level"] == "SEVERE" and not refused_page(e)]
+
+
+def test_every_page_without_script_errors(browser, srv):
+    """Each page on its own: no JavaScript error and nothing fetched from elsewhere (the
+    autouse check covers the whole test; this one names the page)."""
+    create_vault(srv, "console-pages")
+    login(browser, srv, srv.admin_token)
+    browser.get_log("browser")
+    for page in PAGES + ("/console/vaults/console-pages",):
+        browser.get(srv.url + page)
+        assert browser.find_element(By.TAG_NAME, "h1").text
+        assert not page_errors(browser), page
+        for button in browser.find_elements(By.CSS_SELECTOR, "button[data-sort]"):
+            button.click()  # the page's script runs too
+        assert not page_errors(browser), page
+
+
+def test_overview_rates_follow_the_traffic(browser, srv):
+    create_vault(srv, "console-rates")
+    key = create_key(srv, "console-rates")
+    login(browser, srv, srv.admin_token)
+    time.sleep(1.1)  # a rate needs a sample at least a second old
+    data = os.urandom(2 << 20)
+    upload(srv, "console-rates", key, "rates.tar", data)
+    assert srv.client(key).get(f"/v1/vaults/console-rates/chunks/{sha(data)}").content == data
+    browser.get(srv.url + "/console/")
+    cards = dict(zip([e.text for e in browser.find_elements(By.CSS_SELECTOR, "#cards dt")],
+                     [e.text for e in browser.find_elements(By.CSS_SELECTOR, "#cards dd")]))
+    for name in ("Ingest", "Reads"):
+        assert re.fullmatch(r"[\d.]+ (KiB|MiB)/s", cards[name]), cards
+    assert re.fullmatch(r"0\.0/s \(0\.0 % of [\d.]+/s\)", cards["Server errors"]), cards
+
+
+def test_audit_log_page_filters(browser, srv):
+    login(browser, srv, srv.admin_token)
+    browser.get(srv.url + "/console/vaults")
+    browser.find_element(By.NAME, "name").send_keys("console-audited")
+    press(browser, "Create vault")
+    press(browser, "Create key")
+    browser.get(srv.url + "/console/audit")
+    browser.find_element(By.NAME, "vault").send_keys("console-audited")
+    press(browser, "Filter")
+    actions = [r.find_elements(By.TAG_NAME, "td")[2].text for r in browser.find_elements(By.CSS_SELECTOR, "#audit tbody tr")]
+    assert actions == ["key.created", "vault.created"]
+    assert browser.find_element(By.CSS_SELECTOR, "#audit tbody td:nth-child(2)").text == "admin"
+    browser.find_element(By.XPATH, "//select[@name='action']/option[text()='vault']").click()
+    press(browser, "Filter")
+    assert "action=vault" in browser.current_url
+    assert [r.find_elements(By.TAG_NAME, "td")[2].text
+            for r in browser.find_elements(By.CSS_SELECTOR, "#audit tbody tr")] == ["vault.created"]
+    browser.get(srv.url + "/console/audit?vault=console-audited&until=2001-01-01")
+    assert browser.find_element(By.ID, "audit").text == "No audit lines."
+    browser.get(srv.url + "/console/audit?since=soon")
+    assert "since must be" in alert_text(browser)
+    browser.get(srv.url + "/console/vaults/console-audited")
+    assert "key.created" in browser.find_element(By.ID, "vault-audit").text
+
+
+def test_a_stopped_target_shows_backlog_and_alerts(browser, srv, make_server, s3bucket):
+    """A real S3 target (SeaweedFS) stops: the replication page shows the backlog,
+    the error and the lag chart, and the overview the alerts."""
+    alerts = "[alerts]\nreplication_backlog_seconds = 1\nevaluate_interval_seconds = 0.3\ndata_dir_min_free_bytes = 0\n"
+    other = make_server("replicating", config=s3_target(s3bucket) + alerts, env=SMALL_SEGMENTS)
+    OTHER_SERVERS.add(urlsplit(other.url).netloc)
+    create_vault(other, "console-offsite")
+    key = create_key(other, "console-offsite")
+    login(browser, other, other.admin_token)
+    browser.get(other.url + "/console/replication")
+    assert browser.find_element(By.CSS_SELECTOR, "#targets tbody tr").text.split()[:3] == ["offsite", "s3", "0"]
+    s3bucket.server.stop()
+    upload(other, "console-offsite", key, "while-down.tar", os.urandom(1 << 20))
+    deadline = time.monotonic() + 30
+    while {a["kind"] for a in admin_of(other).get("/v1/admin/alerts").json()["open"]} < \
+            {"replication_backlog", "target_failing"}:
+        assert time.monotonic() < deadline, admin_of(other).get("/v1/admin/alerts").json()
+        time.sleep(0.2)
+    browser.get(other.url + "/console/replication")
+    cells = [td.text for td in browser.find_elements(By.CSS_SELECTOR, "#targets tbody td")]
+    assert cells[0] == "offsite" and int(cells[2]) >= 2  # the object and its chunk at least
+    assert cells[3].endswith("MiB") and cells[4].endswith(" s")  # backlog bytes, lag
+    assert cells[8] != "none"  # the last error
+    caption = browser.find_element(By.CSS_SELECTOR, ".chart figcaption").text
+    assert caption.startswith("Lag of offsite over the last") and "now " in caption
+    browser.get(other.url + "/console/")
+    open_alerts = browser.find_element(By.CSS_SELECTOR, "ul.alerts").text
+    assert "replication_backlog: target 'offsite'" in open_alerts and "target_failing" in open_alerts
+    assert "offsite" in browser.find_element(By.XPATH, "//h2[text()='Replication backlog']/following-sibling::div").text
+    s3bucket.server.start(timeout=60)

@@ -1,12 +1,14 @@
-"""The console's parts without a server: sessions and the login throttle on
-a fake clock, and the HTML helpers."""
+"""The console's parts without a server: sessions, the login throttle and the
+trends on a fake clock, and the HTML helpers."""
 
 from __future__ import annotations
 
 import pytest
 
+from vault import trends as T
 from vault.console import render
 from vault.console import sessions as S
+from vault.metrics import Totals
 from vault.policy import Principal
 
 ADMIN = Principal(admin=True)
@@ -116,3 +118,50 @@ def test_quota_bar_and_chart():
     svg = render.chart([("2026-12-01", 0), ("2026-12-03", 10), ("2026-12-05", 20)], "Stored")
     # x by date: the middle day is half-way across
     assert 'points="4.0,156.0 300.0,80.0 596.0,4.0"' in svg
+
+
+@pytest.mark.parametrize("seconds, text", [(None, "—"), (4.4, "4 s"), (90, "1 minute"), (7200, "2 hours")])
+def test_spans_and_rates_for_people(seconds, text):
+    assert render.span(seconds) == text
+    assert render.rate(None) == "—" and render.rate(1536) == "1.5 KiB/s" and render.rate(2.25, "") == "2.2/s"
+
+
+def test_trends_rates_over_the_last_minute():
+    clock, totals = Clock(), Totals()
+    target = {"name": "off", "sent_bytes": 0, "oldest_pending_seconds": 0.0}
+    trends = T.Trends(totals, lambda: [dict(target)], clock)
+    assert trends.rates() == T.Rates(None, None, None, None) and trends.throughput(target) is None
+    trends.run_once()
+    assert trends.rates().ingest_bytes is None  # not a second yet
+    clock.now += 10
+    totals.ingest_bytes, totals.read_bytes, totals.requests, totals.errors = 1000, 500, 40, 2
+    target["sent_bytes"] = 3000
+    r = trends.rates()
+    assert (r.ingest_bytes, r.read_bytes, r.requests, r.errors) == (100, 50, 4, 0.2)
+    assert r.error_ratio == 0.05 and trends.throughput(target) == 300
+    # The window slides: after a minute of samples, the first is forgotten.
+    for _ in range(int(T.RATE_WINDOW_SECONDS / T.SAMPLE_SECONDS) + 1):
+        trends.run_once()
+        clock.now += T.SAMPLE_SECONDS
+    assert trends.rates().ingest_bytes == 0
+
+
+def test_trends_keep_a_lag_point_a_minute_for_a_day():
+    clock = Clock()
+    lag = {"name": "off", "sent_bytes": 0, "oldest_pending_seconds": 5.0}
+    trends = T.Trends(Totals(), lambda: [dict(lag)], clock)
+    for _ in range(int(2 * T.LAG_POINTS * T.LAG_EVERY_SECONDS / T.SAMPLE_SECONDS)):
+        trends.run_once()
+        clock.now += T.SAMPLE_SECONDS
+        lag["oldest_pending_seconds"] += T.SAMPLE_SECONDS
+    points = trends.lag(lag)
+    assert len(points) == T.LAG_POINTS + 1  # a day of minutes, and now
+    assert points[-1] == (clock.now, lag["oldest_pending_seconds"])
+    assert points[1][0] - points[0][0] == T.LAG_EVERY_SECONDS
+    assert points[-1][0] - points[0][0] <= 86400 + T.LAG_EVERY_SECONDS
+    assert trends.lag({"name": "new", "oldest_pending_seconds": 0.0}) == [(clock.now, 0.0)]
+
+
+def test_line_chart_by_time():
+    svg = render.line_chart([(0.0, 0.0), (30.0, 5.0), (60.0, 10.0)], "Lag of x")
+    assert 'points="4.0,156.0 300.0,80.0 596.0,4.0"' in svg and 'aria-label="Lag of x"' in svg

@@ -287,8 +287,11 @@ def secret_files(docs: list[dict], values: dict) -> tuple[str, dict[str, str]]:
             keys.append(f"{t['name']}-token")
         if t.get("encrypt") or t.get("encryptionKey"):
             keys.append(f"{t['name']}-encryption-key")
+    for w in values.get("alerts", {}).get("webhooks", []):
+        keys += [f"webhook-{w['name']}-url", f"webhook-{w['name']}-secret"]
     # Contents that cannot be mistaken for a key name or a path.
     files = {k: hashlib.sha256(k.encode()).hexdigest()[:32] for k in keys}
+    files.update({k: "https://hooks.example/" + v for k, v in files.items() if k.endswith("-url")})
     return existing, files
 
 
@@ -374,6 +377,15 @@ def test_rendered_config_loads_with_the_real_loader(rendered, variant, tmp_path)
         else:
             assert got.encryption_key_file == ""
 
+    # Webhooks: URL and signing secret from the Secret, as the values gave them.
+    hooks = values.get("alerts", {}).get("webhooks", [])
+    assert [(h.url, h.secret, h.events) for h in cfg.alerts.webhooks] == [
+        (files[f"webhook-{w['name']}-url"], files[f"webhook-{w['name']}-secret"], w.get("events", ["*"]))
+        for w in hooks]
+    for w in hooks:
+        if "url" in w:
+            assert files[f"webhook-{w['name']}-url"] == w["url"] and w["url"] not in toml_text
+
 
 # --------------------------------------------------------------------------
 # rolling on change, refusing bad values
@@ -400,6 +412,10 @@ def test_checksums_change_only_with_their_inputs(helm):
     assert metrics["checksum/secret"] not in (base["checksum/secret"], secret["checksum/secret"])
     existing = pod_annotations(helm, "--set", "auth.existingSecret=other")
     assert existing["checksum/secret"] != base["checksum/secret"]
+    hook = "alerts.webhooks[0].name=ops,alerts.webhooks[0].url=https://h.example/a,alerts.webhooks[0].secret="
+    one, rotated = pod_annotations(helm, "--set", hook + "s1"), pod_annotations(helm, "--set", hook + "s2")
+    assert one["checksum/secret"] != rotated["checksum/secret"]
+    assert one["checksum/config"] == rotated["checksum/config"] != base["checksum/config"]
 
 
 @pytest.mark.parametrize("args, message", [

@@ -131,3 +131,45 @@ def test_both_locks_and_bad_patches(srv):
         problem(a.patch("/v1/vaults/both", json=bad), 400, "bad_request")
     assert a.get("/v1/vaults/both").json()["retention_days"] == 7
     problem(s.client("not-a-token").patch("/v1/vaults/both", json={"retention_days": 0}), 401, "unauthorized")
+
+
+def test_the_audit_log_keeps_every_change_and_filters(srv):
+    """GET /v1/admin/audit: every audited change, newest first, filtered by vault,
+    action and time; it survives a restart (each line is written with its change)."""
+    s, a = srv, srv.admin
+    s.create_vault("aud-a", append_only=True)
+    s.create_vault("aud-b")
+    key = s.create_key("aud-a", "read")
+    key_id = key[4:].split("_")[0]
+    assert a.patch("/v1/vaults/aud-a", json={"append_only": False}).status_code == 200
+    assert a.delete(f"/v1/vaults/aud-a/keys/{key_id}").status_code == 204
+    assert a.delete("/v1/vaults/aud-b").status_code == 204
+    s.stop()
+    s.start()
+    a = s.admin
+    lines = a.get("/v1/admin/audit").json()["lines"]
+    assert [(d["action"], d["vault"]) for d in lines] == [
+        ("vault.deleted", "aud-b"), ("key.revoked", "aud-a"), ("vault.lock_weakened", "aud-a"),
+        ("key.created", "aud-a"), ("vault.created", "aud-b"), ("vault.created", "aud-a")]
+    assert all(d["who"] == "admin" for d in lines)
+    weakened = lines[2]
+    assert weakened["details"] == {"before": {"append_only": True}, "after": {"append_only": False}}
+    assert lines[1]["details"] == {"key": key_id} and lines[3]["details"] == {"key": key_id, "role": "read"}
+    assert [d["seq"] for d in lines] == sorted((d["seq"] for d in lines), reverse=True)
+
+    def actions(**query) -> list[str]:
+        r = a.get("/v1/admin/audit", params=query)
+        assert r.status_code == 200, r.text
+        return [d["action"] for d in r.json()["lines"]]
+
+    assert actions(vault="aud-a") == ["key.revoked", "vault.lock_weakened", "key.created", "vault.created"]
+    assert actions(action="key") == ["key.revoked", "key.created"]
+    assert actions(action="vault.lock_weakened", vault="aud-b") == []
+    assert actions(vault="aud-a", limit="1") == ["key.revoked"]
+    today = lines[0]["at"][:10]
+    assert len(actions(since=today, until=today)) == 6
+    assert actions(until="2001-01-01") == [] and actions(since="2999-01-01T00:00:00Z") == []
+    assert len(actions(since=lines[2]["at"])) >= 3
+    for bad in ({"since": "yesterday"}, {"until": "2026-13-01"}, {"action": "vault.exploded"}, {"limit": "-1"},
+                {"limit": "1001"}):
+        problem(a.get("/v1/admin/audit", params=bad), 400, "bad_request")

@@ -171,6 +171,7 @@ API_ROUTES = [
     ("post", "/v1/admin/restore"),
     ("get", "/v1/admin/restore"),
     ("get", "/v1/admin/alerts"),
+    ("get", "/v1/admin/audit"),
     ("put", "/v1/vaults/{vault}/chunks/{id}"),
     ("get", "/v1/vaults/{vault}/chunks/{id}"),
     ("head", "/v1/vaults/{vault}/chunks/{id}"),

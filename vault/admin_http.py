@@ -17,6 +17,7 @@ native API's: a vault's own keys may do it).
 ``POST /v1/admin/scrub``        → 202, starts a scrub pass
 ``GET  /v1/admin/scrub``        progress, last pass, damaged chunks
 ``GET  /v1/admin/alerts``       ``[?limit=N]``: open alerts, the newest N transitions (100), webhooks' queues
+``GET  /v1/admin/audit``        ``[?vault=&action=&since=&until=&limit=N]``: the newest N audit lines (100)
 """
 
 from __future__ import annotations
@@ -36,9 +37,10 @@ from .alerts import Alerts
 from .http import SERVICES, expect_continue, read_json_object, require_admin, vault_json, vault_param
 from .lifecycle import GarbageCollector, UsageReports, usage_csv
 from .meta import BucketRec, KeyRec
+from .meta import audit as A
 from .names import vault_name
 from .services import NewKey, VaultSettings
-from .timefmt import iso
+from .timefmt import iso, parse_time
 from .workers import Runner
 
 RUNNER: web.AppKey[Runner] = web.AppKey("runner", Runner)
@@ -275,11 +277,39 @@ async def scrub_status(request: web.Request) -> web.Response:
 
 async def alerts(request: web.Request) -> web.Response:
     require_admin(request)
-    raw = request.query.get("limit", "100")
-    if not raw.isdigit() or not 0 <= int(raw) <= HISTORY_LIMIT:
-        raise E.BadRequest(f"limit must be an integer from 0 to {HISTORY_LIMIT}")
     book: Alerts = app_part(request, ALERTS)
-    return _json(book.status(int(raw)))
+    return _json(book.status(limit_param(request.query, 100, HISTORY_LIMIT)))
+
+
+def limit_param(query: Any, default: int, most: int) -> int:
+    raw = query.get("limit", str(default))
+    if not raw.isdigit() or not 0 <= int(raw) <= most:
+        raise E.BadRequest(f"limit must be an integer from 0 to {most}")
+    return int(raw)
+
+
+def audit_filter(query: Any) -> A.Filter:
+    """``vault``, ``action``, ``since`` and ``until`` of a query (empty: not filtered).
+    Times are RFC 3339 or days; ``until`` a day means up to that day's end."""
+    times: dict[str, float] = {}
+    for name in ("since", "until"):
+        text = query.get(name, "")
+        try:
+            if text:
+                times[name] = parse_time(text, end_of_day=name == "until")
+        except ValueError:
+            raise E.BadRequest(f"{name} must be YYYY-MM-DD or an RFC 3339 time") from None
+    action = query.get("action") or None
+    if action is not None and action not in A.ACTIONS + ("vault", "key"):
+        raise E.BadRequest(f"action must be one of vault, key, {', '.join(A.ACTIONS)}")
+    return A.Filter(vault=query.get("vault") or None, action=action, **times)
+
+
+async def audit(request: web.Request) -> web.Response:
+    require_admin(request)
+    lines = await request.app[SERVICES].vaults.audit_log(limit_param(request.query, 100, HISTORY_LIMIT),
+                                                        audit_filter(request.query))
+    return _json({"lines": [{**r.document(), "at": iso(r.at)} for r in lines]})
 
 
 def add_routes(app: web.Application) -> None:
@@ -304,3 +334,4 @@ def add_routes(app: web.Application) -> None:
     r.add_post("/v1/admin/scrub", scrub_start, **body)
     r.add_get("/v1/admin/scrub", scrub_status)
     r.add_get("/v1/admin/alerts", alerts)
+    r.add_get("/v1/admin/audit", audit)

@@ -39,6 +39,7 @@ from .logs import setup_logging
 from .metrics import Metrics, gauge
 from .services import Services
 from .store import Store
+from .trends import SAMPLE_SECONDS, Trends
 from .workers import MemoryTrim, Runner
 
 log = logging.getLogger("objvault")
@@ -149,6 +150,7 @@ class Workers:
                                        vault.healer, self.runner)
         self.alerts = Alerts(vault.cfg.alerts, vault.index, vault.store, vault.cfg.data_dirs,
                              lambda: self.replication.status()["targets"])
+        self.trends = Trends(vault.metrics.totals, lambda: self.replication.status()["targets"])
 
     async def start(self) -> None:
         vault, runner = self.vault, self.runner
@@ -159,6 +161,7 @@ class Workers:
         # First pass at start-up: today's snapshot exists from the first minute.
         runner.add(UsageHistory(vault.index), HISTORY_INTERVAL_SECONDS, first_delay=0)
         runner.add(MemoryTrim(), MemoryTrim.INTERVAL_SECONDS)
+        runner.add(self.trends, SAMPLE_SECONDS, first_delay=0)
         if vault.cfg.s3.listen:
             from .s3.front import UploadExpiry
             runner.add(UploadExpiry(vault.services, vault.cfg.s3.upload_expiry_seconds),
@@ -198,6 +201,7 @@ def build_app(cfg: Config) -> web.Application:
         app[console.DISKS] = vault.store.disk_space
         app[admin_http.ALERTS] = workers.alerts
         app[console.ALERTS] = workers.alerts.open_lines
+        app[console.TRENDS] = workers.trends
         state.ready = vault.ready_problems
         yield
         state.ready = lambda: ["shutting down"]

@@ -196,6 +196,10 @@ class Config:
 
 # Keys that may be given as "<key>_file": the secret is read from that file.
 _SECRET_KEYS = {"admin_token", "metrics_token", "access_key_id", "secret_access_key", "token", "secret"}
+# A webhook's URL may hold a token (chat services put one in the path): a secret too.
+_WEBHOOK_SECRET_KEYS = _SECRET_KEYS | {"url"}
+# OBJVAULT_ALERTS_WEBHOOKS_<N>_<KEY>: key of webhook N (from 0), as alerts.webhooks[N].<key>.
+WEBHOOK_ENV_PREFIX = ENV_PREFIX + "ALERTS_WEBHOOKS_"
 
 
 def _coerce(key: str, value: Any, typ: Any) -> Any:
@@ -247,7 +251,8 @@ def _apply(obj: Any, data: Mapping[str, Any], prefix: str, base: Path | None = N
     for raw_key, value in data.items():
         key = raw_key
         full = f"{prefix}{raw_key}"
-        if key.endswith("_file") and key[: -len("_file")] in _SECRET_KEYS:
+        secret_keys = _WEBHOOK_SECRET_KEYS if isinstance(obj, WebhookConfig) else _SECRET_KEYS
+        if key.endswith("_file") and key[: -len("_file")] in secret_keys:
             key = key[: -len("_file")]
             if key not in fields:
                 raise ConfigError(f"unknown config key {full!r}")
@@ -437,6 +442,7 @@ def load_config(
             if val is not None:
                 vals[name] = val
         _apply(sub, vals, section + ".")
+    _webhooks_from_env(cfg.alerts, env)
     if overrides:
         _apply(cfg, {k: v for k, v in overrides.items() if v is not None}, "")
     _validate(cfg)
@@ -484,3 +490,24 @@ def _apply_alerts(alerts: AlertsConfig, data: Any, base: Path | None) -> None:
     hooks = data.pop("webhooks", [])
     _apply(alerts, data, "alerts.", base)
     alerts.webhooks = _tables(hooks, "alerts.webhooks", WebhookConfig, base)
+
+
+def _webhooks_from_env(alerts: AlertsConfig, env: Mapping[str, str]) -> None:
+    """``OBJVAULT_ALERTS_WEBHOOKS_<N>_<KEY>`` (``URL``, ``URL_FILE``, ``SECRET``,
+    ``SECRET_FILE``, ``EVENTS``): set a key of webhook N over the file's, or add
+    webhook N right after the last one."""
+    found: dict[int, dict[str, str]] = {}
+    for name, value in env.items():
+        if not name.startswith(WEBHOOK_ENV_PREFIX):
+            continue
+        number, _, key = name[len(WEBHOOK_ENV_PREFIX):].partition("_")
+        if not number.isdigit() or len(number) > 3 or not key:
+            raise ConfigError(f"environment variable {name}: expected {WEBHOOK_ENV_PREFIX}<N>_<KEY>")
+        found.setdefault(int(number), {})[key.lower()] = value
+    for n in sorted(found):
+        if n > len(alerts.webhooks):
+            raise ConfigError(f"environment variables {WEBHOOK_ENV_PREFIX}{n}_*: webhooks are numbered from 0 "
+                              f"without gaps ({len(alerts.webhooks)} so far)")
+        if n == len(alerts.webhooks):
+            alerts.webhooks.append(WebhookConfig())
+        _apply(alerts.webhooks[n], found[n], f"alerts.webhooks[{n}].")

@@ -68,6 +68,8 @@ ROUTES = [
      "Comet Custom Remote Bucket: a new vault, full key and bucket; Comet's DestinationLocation (docs/comet.md)",
      "the [comet] secret as a Bearer (no secret configured: 404)", {200: "DestinationLocation"},
      ["unauthorized", "too_large", "not_found"]),
+    ("get", "/v1/admin/audit", "The audit log, newest first (?vault=&action=&since=&until=&limit=N)", "admin",
+     {200: "lines"}, ["bad_request"]),
 ]
 
 PROBLEM_SCHEMA = {

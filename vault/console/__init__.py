@@ -15,10 +15,10 @@ from aiohttp import web
 
 from . import access, pages
 from .access import SECURITY_HEADERS
-from .pages import ALERTS, DISKS
+from .pages import ALERTS, DISKS, TRENDS
 from .sessions import LoginThrottle, Sessions
 
-__all__ = ["ALERTS", "DISKS", "add_routes"]
+__all__ = ["ALERTS", "DISKS", "TRENDS", "add_routes"]
 
 _STATIC_TYPES = {"console.css": "text/css", "console.js": "text/javascript", "favicon.svg": "image/svg+xml"}
 
@@ -57,5 +57,6 @@ def add_routes(app: web.Application) -> None:
     r.add_get("/console/jobs", pages.jobs)
     r.add_post("/console/jobs/gc", pages.run_gc)
     r.add_post("/console/jobs/scrub", pages.run_scrub)
+    r.add_get("/console/audit", pages.audit)
     for name in _STATIC_TYPES:
         r.add_get(f"/console/static/{name}", _static_handler(name))

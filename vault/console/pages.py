@@ -3,13 +3,14 @@ runner, :class:`vault.lifecycle.UsageReports` and replication's status, and
 acts through the same calls as the admin API; none touches the index or a file.
 
 Operator only: overview, vaults (and creating one), keys, settings,
-replication, jobs. A tenant sees its own vault's page, without its keys or
+replication, jobs, the audit log. A tenant sees its own vault's page, without its keys or
 settings; another vault is "no such vault" to it (the auth service decides).
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import time
 from datetime import datetime, timezone
 from typing import Any, Callable
@@ -20,14 +21,17 @@ from replication.setup import Replication
 
 from .. import errors as E
 from .. import policy
-from ..admin_http import REPLICATION, RUNNER, USAGE, app_part
+from ..admin_http import REPLICATION, RUNNER, USAGE, app_part, audit_filter
 from ..http import SERVICES, STATE, vault_param
 from ..lifecycle import GarbageCollector
 from ..meta import VaultRec
+from ..meta import audit as A
 from ..policy import Principal
 from ..services import NewKey, Services, VaultSettings
+from ..timefmt import iso
+from ..trends import Trends
 from .access import html, redirect, session, signed_in
-from .render import age, bar, chart, days_ago, esc, form, page, size, table
+from .render import age, bar, chart, days_ago, esc, form, line_chart, page, rate, size, span, table
 
 # A vault whose usage has not changed for this many days is flagged stale.
 STALE_DAYS = 3
@@ -41,6 +45,9 @@ OpenAlerts = Callable[[], list[str]]
 DISKS: web.AppKey[DiskSpace] = web.AppKey("console_disks")
 # Set by the composition root when an alerts module runs: one line per open alert.
 ALERTS: web.AppKey[OpenAlerts] = web.AppKey("console_alerts")
+TRENDS: web.AppKey[Trends] = web.AppKey("console_trends", Trends)
+# Audit lines the audit page shows, and a vault page.
+AUDIT_LINES, VAULT_AUDIT_LINES = 200, 10
 
 
 def _admin(request: web.Request) -> Principal:
@@ -80,11 +87,16 @@ async def overview(request: web.Request) -> web.Response:
     _, rows = await app_part(request, USAGE).current()
     stored, logical = sum(r["stored_bytes"] for r in rows), sum(r["logical_bytes"] for r in rows)
     problems = request.app[STATE].ready()
+    rates = app_part(request, TRENDS).rates()
+    ratio = rates.error_ratio
+    errors = "—" if ratio is None else f"{rate(rates.errors, '')} ({100 * ratio:.1f} % of {rate(rates.requests, '')})"
     cards = [("Stored", size(stored)), ("Logical", size(logical)),
              ("Dedup ratio", f"{logical / stored:.2f}×" if stored else "—"), ("Vaults", str(len(rows))),
-             ("Readiness", "ready" if not problems else "not ready: " + "; ".join(problems))]
-    body = '<dl class="cards">' + "".join(f"<div><dt>{esc(k)}</dt><dd>{esc(v)}</dd></div>" for k, v in cards)
-    body += "</dl>" + _disks(request) + _alerts(request)
+             ("Readiness", "ready" if not problems else "not ready: " + "; ".join(problems)),
+             ("Ingest", rate(rates.ingest_bytes)), ("Reads", rate(rates.read_bytes)), ("Server errors", errors)]
+    body = '<dl class="cards" id="cards">' + "".join(f"<div><dt>{esc(k)}</dt><dd>{esc(v)}</dd></div>"
+                                                     for k, v in cards)
+    body += '</dl><p class="muted">Rates: the last minute.</p>' + _disks(request) + _alerts(request)
     body += "<h2>Replication backlog</h2>" + _backlog(app_part(request, REPLICATION))
     body += "<h2>Last runs</h2>" + _runs(request)
     return _page(request, "Overview", body)
@@ -191,6 +203,10 @@ async def _vault_view(request: web.Request, new_key: NewKey | None) -> web.Respo
     if who.admin:
         body += _keys(request, svc, rec, new_key) + _settings(request, rec)
     body += _buckets(svc, rec)
+    if who.admin:
+        lines = await svc.vaults.audit_log(VAULT_AUDIT_LINES, A.Filter(vault=rec.name))
+        body += (f'<h2>Recent audit lines</h2>{_audit_table(lines, "vault-audit")}'
+                 f'<p><a href="/console/audit?vault={esc(rec.name)}">The audit log of {esc(rec.name)}</a></p>')
     return _page(request, rec.name, body)
 
 
@@ -316,14 +332,29 @@ def _confirm(request: web.Request, rec: VaultRec, data: Any) -> web.Response:
 @signed_in
 async def replication(request: web.Request) -> web.Response:
     _admin(request)
-    repl: Replication = app_part(request, REPLICATION)
+    targets = app_part(request, REPLICATION).status()["targets"]
+    if not targets:
+        return _page(request, "Replication", '<p class="muted">No replication target is configured.</p>')
+    trends = app_part(request, TRENDS)
     rows = [(esc(t["name"]), esc(t["kind"]), f'{t["pending_entries"]:,}', size(t["pending_bytes"]),
-             age(t["oldest_pending_seconds"]) if t["pending_entries"] else "—", size(t["sent_bytes"]),
-             esc(t["last_success"] or "never"), esc(t["last_error"] or "none"))
-            for t in repl.status()["targets"]]
-    body = table(["Target", "Kind", "Entries", "Bytes", "Oldest", "Sent", "Last success", "Last error"], rows) \
-        if rows else '<p class="muted">No replication target is configured.</p>'
+             span(t["oldest_pending_seconds"]) if t["pending_entries"] else "—", rate(trends.throughput(t)),
+             size(t["sent_bytes"]), esc(t["last_success"] or "never"), esc(t["last_error"] or "none"))
+            for t in targets]
+    body = table(["Target", "Kind", "Entries", "Backlog", "Lag", "Throughput", "Sent", "Last success",
+                  "Last error"], rows, 'id="targets"')
+    body += '<p class="muted">Throughput: the last minute. Lag: the age of the oldest change not yet sent.</p>'
+    for t in targets:
+        body += f'<h2>Lag of {esc(t["name"])}</h2>' + _lag_chart(t["name"], trends.lag(t))
     return _page(request, "Replication", body)
+
+
+def _lag_chart(name: str, points: list[tuple[float, float]]) -> str:
+    if len(points) < 2:
+        return '<p class="muted">No lag measured yet.</p>'
+    top = max(v for _, v in points)
+    desc = (f"Lag of {name} over the last {span(points[-1][0] - points[0][0])}: now {span(points[-1][1])}, "
+            f"peak {span(top)}")
+    return line_chart(points, desc)
 
 
 @signed_in
@@ -371,3 +402,39 @@ async def run_scrub(request: web.Request) -> web.Response:
     started = app_part(request, REPLICATION).start_scrub()
     session(request).flash = "Scrub started." if started else "A scrub pass is already running."
     return redirect("/console/jobs")
+
+
+# -- audit log ------------------------------------------------------------------------
+
+
+@signed_in
+async def audit(request: web.Request) -> web.Response:
+    """The audit log, newest first, filtered by the query (the API's filter)."""
+    _admin(request)
+    q = request.query
+    where = audit_filter(q)
+    lines = await request.app[SERVICES].vaults.audit_log(AUDIT_LINES, where)
+    actions = "".join(f'<option{" selected" if a == q.get("action") else ""}>{a}</option>'
+                      for a in ("vault", "key") + A.ACTIONS)
+    filters = (f'<form method="get" action="/console/audit" class="inline" id="audit-filter">'
+               f'<label>Vault <input name="vault" value="{esc(q.get("vault", ""))}"></label>'
+               f'<label>Action <select name="action"><option value="">any</option>{actions}</select></label>'
+               f'<label>From <input type="date" name="since" value="{esc(q.get("since", ""))}"></label>'
+               f'<label>To <input type="date" name="until" value="{esc(q.get("until", ""))}"></label>'
+               f'<button type="submit">Filter</button></form>')
+    more = (f'<p class="muted">The newest {AUDIT_LINES} matching lines; narrow the filter for older ones.</p>'
+            if len(lines) == AUDIT_LINES else "")
+    return _page(request, "Audit log", filters + _audit_table(lines, "audit") + more)
+
+
+def _audit_table(lines: list[A.AuditRec], table_id: str) -> str:
+    if not lines:
+        return f'<p class="muted" id="{table_id}">No audit lines.</p>'
+    rows = [(f'<time datetime="{iso(r.at)}">{iso(r.at).replace("T", " ")}</time>', esc(r.who), esc(r.action),
+             f'<a href="/console/vaults/{esc(r.vault)}">{esc(r.vault)}</a>', f"<code>{esc(_details(r.details))}</code>")
+            for r in lines]
+    return table(["Time (UTC)", "Who", "Action", "Vault", "Details"], rows, f'id="{table_id}"')
+
+
+def _details(details: dict) -> str:
+    return ", ".join(f"{k}: {json.dumps(v, sort_keys=True)}" for k, v in details.items()) or "—"

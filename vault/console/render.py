@@ -35,11 +35,7 @@ def age(seconds: float | None) -> str:
     """A duration in the past for people: ``just now``, ``5 minutes ago``, ``3 days ago``."""
     if seconds is None:
         return "never"
-    for unit, length in (("day", 86400), ("hour", 3600), ("minute", 60)):
-        if seconds >= length:
-            n = int(seconds // length)
-            return f"{n} {unit}{'s' if n != 1 else ''} ago"
-    return "just now"
+    return "just now" if seconds < 60 else span(seconds) + " ago"
 
 
 def days_ago(day: str, today: str) -> int:
@@ -85,22 +81,45 @@ def bar(used: int, quota: int | None) -> str:
 
 
 def chart(points: list[tuple[str, int]], label: str) -> str:
-    """A line chart of byte counts by day as inline SVG (scales to its box)."""
+    """A line chart of byte counts by day (x by date: days without a snapshot keep their place)."""
     if len(points) < 2:
         return '<p class="muted">No history yet: a snapshot is taken every day.</p>'
+    first, last = points[0], points[-1]
+    top = max(v for _, v in points)
+    desc = f"{label} from {first[0]} ({size(first[1])}) to {last[0]} ({size(last[1])}), peak {size(top)}"
+    return line_chart([(date.fromisoformat(d).toordinal(), v) for d, v in points], desc)
+
+
+def line_chart(points: list[tuple[float, float]], desc: str) -> str:
+    """A line chart of ``(x, y)`` points as inline SVG (scales to its box); ``desc`` says
+    in words what it shows (its caption and accessible name)."""
     width, height, pad = 600, 160, 4
     top = max(v for _, v in points) or 1
-    # x by date, so days without a snapshot keep their place
-    start = date.fromisoformat(points[0][0])
-    span = max(1, (date.fromisoformat(points[-1][0]) - start).days)
-    xy = [(pad + (width - 2 * pad) * (date.fromisoformat(d) - start).days / span,
-           height - pad - (height - 2 * pad) * v / top) for d, v in points]
+    start, span_x = points[0][0], max(1e-9, points[-1][0] - points[0][0])
+    xy = [(pad + (width - 2 * pad) * (x - start) / span_x, height - pad - (height - 2 * pad) * v / top)
+          for x, v in points]
     line = " ".join(f"{x:.1f},{y:.1f}" for x, y in xy)
-    first, last = points[0], points[-1]
-    desc = f"{label} from {first[0]} ({size(first[1])}) to {last[0]} ({size(last[1])}), peak {size(top)}"
     return (f'<figure class="chart"><svg viewBox="0 0 {width} {height}" role="img" aria-label="{esc(desc)}" '
             f'preserveAspectRatio="none"><polyline points="{line}" /></svg>'
             f'<figcaption>{esc(desc)}</figcaption></figure>')
+
+
+def span(seconds: float | None) -> str:
+    """A duration for people: ``12 s``, ``5 minutes``, ``3 hours``, ``2 days``."""
+    if seconds is None:
+        return "—"
+    for unit, length in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= length:
+            n = int(seconds // length)
+            return f"{n} {unit}{'s' if n != 1 else ''}"
+    return f"{seconds:.0f} s"
+
+
+def rate(per_second: float | None, unit: str = "B") -> str:
+    """A rate for people: ``1.5 MiB/s`` for bytes, ``3.2/s`` for counts; ``—`` while unknown."""
+    if per_second is None:
+        return "—"
+    return f"{size(per_second)}/s" if unit == "B" else f"{per_second:.1f}/s"
 
 
 def page(title: str, body: str, who: Principal | None, csrf: str = "") -> str:
@@ -108,7 +127,7 @@ def page(title: str, body: str, who: Principal | None, csrf: str = "") -> str:
     nav = ""
     if who is not None:
         links = ([("Overview", "/console/"), ("Vaults", "/console/vaults"), ("Replication", "/console/replication"),
-                  ("Jobs", "/console/jobs")] if who.admin else [(who.vault, f"/console/vaults/{who.vault}")])
+                  ("Jobs", "/console/jobs"), ("Audit log", "/console/audit")] if who.admin else [(who.vault, f"/console/vaults/{who.vault}")])
         items = "".join(f'<li><a href="{esc(href)}">{esc(text)}</a></li>' for text, href in links)
         logout = form("/console/logout", csrf, "", "Log out", "logout")
         nav = f'<nav aria-label="Main"><ul>{items}</ul>{logout}</nav>'

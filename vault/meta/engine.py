@@ -107,6 +107,16 @@ class Txn(TxnOps):
         yield from self.index.iter_prefix(cf, prefix, start)
 
 
+def _walk(it: Any, prefix: bytes, step: Callable[[], Any]) -> Iterator[tuple[bytes, bytes]]:
+    """The items from ``it``'s position on, moved by ``step``, while keys start with ``prefix``."""
+    while it.valid():
+        k = it.key()
+        if not k.startswith(prefix):
+            break
+        yield k, it.value()
+        step()
+
+
 class _Op:
     """An op and where its result goes: an asyncio future on ``loop``, or a
     ``concurrent.futures.Future`` when ``loop`` is None."""
@@ -197,13 +207,13 @@ class Index(IndexReads):
         """Committed items of ``cf`` under ``prefix``, from key ``start`` on."""
         it = self.cf[cf].iter()
         it.seek(start if start is not None and start > prefix else prefix)
-        while it.valid():
-            k = it.key()
-            if not k.startswith(prefix):
-                break
-            yield k, it.value()
-            it.next()
-        del it
+        yield from _walk(it, prefix, it.next)
+
+    def iter_prefix_newest(self, cf: str, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+        """Committed items of ``cf`` under ``prefix``, last key first."""
+        it = self.cf[cf].iter()
+        it.seek_for_prev(prefix + b"\xff" * 16)
+        yield from _walk(it, prefix, it.prev)
 
     def memory(self) -> dict[str, int]:
         """Bytes RocksDB holds in memory: the shared block cache (at most 64 MiB),

@@ -10,8 +10,8 @@ Keys are big-endian so iteration follows id order:
 ``usage_hist`` YYYY-MM-DD + vid(8) → JSON snapshot (billing history)
 ``segments``   seg id(4) → :class:`SegMeta`
 ``outbox``     replication queue (layout in :mod:`vault.meta.outbox`)
-``meta``       counters, markers, intents, S3 buckets and uploads, alerts (the prefixes below;
-               the alerts' layout in :mod:`vault.meta.alerts`)
+``meta``       counters, markers, intents, S3 buckets and uploads, alerts, the audit log
+               (the prefixes below; layouts in :mod:`vault.meta.alerts`, :mod:`vault.meta.audit`)
 
 Every key that starts with a vault's internal id (8 bytes, never reused)
 is unreachable once the vault is gone; GC removes it in bounded passes.
@@ -42,6 +42,7 @@ ALERT_OPEN = b"alert:"            # + kind + 0 + subject → AlertRec (JSON): th
 ALERT_HIST = b"alert_hist:"       # + seq(8) → AlertRec (JSON): openings and resolutions, oldest first
 ALERT_QUEUE = b"alert_q:"         # + webhook id(8) + seq(8) → the delivery's JSON document
 LAST_WRITE = b"last_write:"       # + vid(8) → time of the vault's last object put (float, 8)
+AUDIT = b"audit:"                 # + seq(8) → AuditRec (JSON): the audit log, oldest first
 
 VID_BYTES = 8
 

@@ -15,9 +15,9 @@ from ..meta import Index, KeyRec, Txn, VaultRec
 from ..policy import Principal
 from ..secretbox import SealedSecretError, SecretBox
 from ..timefmt import iso
-from .vaults import CACHE_ENTRIES, VaultsService, vault_in
+from ..meta import audit as A
+from .vaults import CACHE_ENTRIES, VaultsService, audited, vault_in
 
-audit = logging.getLogger("objvault.audit")
 log = logging.getLogger("objvault")
 
 KEY_PREFIX = "ovk_"
@@ -147,10 +147,10 @@ class AuthService:
             key = KeyRec(key_id, name, rec.vid, role, label, iso(txn.now), secret_hash(secret), sealed)
             txn.put_key(key)
             txn.emit(KeyChanged(name))
+            audited(txn, who, A.KEY_CREATED, name, key=key_id, role=role)
             return key
 
         key = await self.index.run(op)
-        audit.info("key created", extra={"who": who.who, "vault": name, "key": key_id, "role": role})
         return NewKey(key_id, secret, role, key.label, key.created, s3)
 
     def list_keys(self, rec: VaultRec) -> list[KeyRec]:
@@ -163,6 +163,6 @@ class AuthService:
                 raise E.NoSuchKey(f"vault {name!r}: no such key {key_id!r}")
             txn.delete_key(key_id)
             txn.emit(KeyChanged(name))
+            audited(txn, who, A.KEY_REVOKED, name, key=key_id)
 
         await self.index.run(op)
-        audit.info("key revoked", extra={"who": who.who, "vault": name, "key": key_id})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 from dataclasses import dataclass, fields as dc_fields
@@ -11,6 +12,7 @@ from .. import errors as E
 from .. import policy
 from ..events import Event, VaultDeleted, VaultPut
 from ..meta import Index, Txn, Usage, VaultRec
+from ..meta import audit as A
 from ..names import vault_name
 from ..policy import Principal
 
@@ -86,6 +88,10 @@ class VaultsService:
     def usage(self, vid: int) -> Usage:
         return self.index.usage(vid)
 
+    async def audit_log(self, limit: int, where: A.Filter = A.Filter()) -> list[A.AuditRec]:
+        """The newest ``limit`` audit lines ``where`` keeps, newest first (read in a worker thread)."""
+        return await asyncio.to_thread(A.lines, self.index, limit, where)
+
     def list(self) -> list[VaultRec]:
         return self.index.vaults()
 
@@ -99,29 +105,26 @@ class VaultsService:
             rec = VaultRec(name, txn.counter("vid"), txn.now, **given)
             txn.put_vault(rec)
             txn.emit(VaultPut(rec))
+            audited(txn, who, A.VAULT_CREATED, name, fields=given)
             return rec
 
-        rec = await self.index.run(op)
-        audit.info("vault created", extra={"who": who.who, "vault": name, "fields": given})
-        return rec
+        return await self.index.run(op)
 
     async def update(self, name: str, settings: VaultSettings, who: Principal) -> VaultRec:
         given = settings.given()
 
-        def op(txn: Txn) -> tuple[VaultRec, dict]:
+        def op(txn: Txn) -> VaultRec:
             old = vault_in(txn, name)
             before = {k: getattr(old, k) for k in given}
             rec = dataclasses.replace(old, **given)
             txn.put_vault(rec)
             txn.emit(VaultPut(rec, before=old))
-            return rec, before
+            weakened = policy.lock_weakened(before, rec.append_only, rec.retention_days)
+            audited(txn, who, A.VAULT_LOCK_WEAKENED if weakened else A.VAULT_UPDATED, name,
+                    before=before, after={k: getattr(rec, k) for k in given})
+            return rec
 
-        rec, before = await self.index.run(op)
-        weakened = policy.lock_weakened(before, rec.append_only, rec.retention_days)
-        audit.warning("vault lock weakened" if weakened else "vault updated",
-                      extra={"who": who.who, "vault": name, "before": before,
-                             "after": {k: getattr(rec, k) for k in given}})
-        return rec
+        return await self.index.run(op)
 
     async def delete(self, name: str, who: Principal) -> None:
         """Remove the vault, its keys and objects; its chunks go to GC (no longer indexed by name)."""
@@ -133,10 +136,25 @@ class VaultsService:
             # which is never reused: GC removes them in bounded passes.
             txn.delete_vault(rec)
             txn.emit(VaultDeleted(rec))
+            audited(txn, who, A.VAULT_DELETED, name)
             return rec
 
         await self.index.run(op)
-        audit.warning("vault deleted", extra={"who": who.who, "vault": name})
+
+
+# The log line of each audited action; those that weaken protection are warnings.
+_LOG_LINES = {A.VAULT_CREATED: ("vault created", logging.INFO), A.VAULT_UPDATED: ("vault updated", logging.WARNING),
+              A.VAULT_LOCK_WEAKENED: ("vault lock weakened", logging.WARNING),
+              A.VAULT_DELETED: ("vault deleted", logging.WARNING), A.KEY_CREATED: ("key created", logging.INFO),
+              A.KEY_REVOKED: ("key revoked", logging.INFO)}
+
+
+def audited(txn: Txn, who: Principal, action: str, vault: str, **details: Any) -> None:
+    """Record ``action`` in the audit log as part of ``txn``, and log it
+    (logger ``objvault.audit``) once the change is durable."""
+    A.record(txn, who.who, action, vault, details)
+    message, level = _LOG_LINES[action]
+    txn.after.append(lambda: audit.log(level, message, extra={"who": who.who, "vault": vault, **details}))
 
 
 def vault_in(txn: Txn, name: str) -> VaultRec:

@@ -1,5 +1,5 @@
 {{/*
-objvault.toml rendered from .Values.config and .Values.replication. Strings
+objvault.toml rendered from .Values.config, .Values.replication and .Values.alerts. Strings
 go through toJson: a JSON string is a valid TOML basic string. Numbers from
 values files arrive as float64 and are printed as integers where the loader
 wants integers. Secrets are never written here, only the *_file paths of the
@@ -60,6 +60,15 @@ vaults = {{ $t.vaults | toJson }}
 {{- end }}
 {{- if hasKey $t "checkpointIntervalSeconds" }}
 checkpoint_interval_seconds = {{ int64 $t.checkpointIntervalSeconds }}
+{{- end }}
+{{- end }}
+{{- range $w := .Values.alerts.webhooks }}
+
+[[alerts.webhooks]]
+url_file = {{ printf "%s/webhook-%s-url" $secrets $w.name | toJson }}
+secret_file = {{ printf "%s/webhook-%s-secret" $secrets $w.name | toJson }}
+{{- if hasKey $w "events" }}
+events = {{ $w.events | toJson }}
 {{- end }}
 {{- end }}
 {{- end }}

@@ -145,5 +145,9 @@ the rendered Secret, whose generated tokens differ on every render.
 {{- range .Values.replication.targets }}
 {{- $targets = append $targets (pick . "name" "accessKeyId" "secretAccessKey" "token" "encryptionKey") }}
 {{- end }}
-{{- toJson (dict "existingSecret" .Values.auth.existingSecret "adminToken" .Values.auth.adminToken "metricsToken" .Values.auth.metricsToken "targets" $targets "tls" .Values.tls) }}
+{{- $webhooks := list }}
+{{- range .Values.alerts.webhooks }}
+{{- $webhooks = append $webhooks (pick . "name" "url" "secret") }}
+{{- end }}
+{{- toJson (dict "existingSecret" .Values.auth.existingSecret "adminToken" .Values.auth.adminToken "metricsToken" .Values.auth.metricsToken "targets" $targets "webhooks" $webhooks "tls" .Values.tls) }}
 {{- end }}

@@ -445,6 +445,12 @@ async def drain(app: web.Application, runner: web.AppRunner, timeout: float) -> 
 
 
 async def _serve(cfg: Config) -> None:
+    # Signals first: a SIGTERM that arrives while the listeners start (the main
+    # one answers /healthz before the S3 one is up) is a clean stop, not a kill.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
     app = build_app(cfg)
     # auto_decompress off: a Content-Encoding on a chunk is refused (415), never decoded.
     runner = _Runner(app, header_timeout=cfg.header_timeout_seconds, max_connections=cfg.max_connections,
@@ -481,10 +487,6 @@ async def _serve(cfg: Config) -> None:
     log.info("listening", extra={"listen": cfg.listen, "tls": bool(ssl_ctx),
                                  "admin_token_file": str(cfg.admin_token_path.resolve())})
     s3_runner = await _start_s3(cfg, app, ssl_ctx)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("shutting down: draining requests")
     if metrics_runner is not None:  # before the vault closes under a scrape

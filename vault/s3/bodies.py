@@ -186,11 +186,12 @@ def lock_of(headers: Mapping[str, str], target: Target, meta: S3Meta) -> S3Meta:
     return meta
 
 
-def version_headers(target: Target, stored: Stored) -> dict[str, str]:
-    """``x-amz-version-id`` of a version in a versioned bucket (or of a null
-    version asked for), and ``x-amz-delete-marker`` for a delete marker."""
+def version_headers(target: Target, stored: Stored, written: bool = False) -> dict[str, str]:
+    """``x-amz-version-id`` of a version in a versioned bucket (the answer to a
+    write names only a version with an id, as S3), and ``x-amz-delete-marker``
+    for a delete marker."""
     out = {}
-    if versioning(target.bucket) or stored.meta.version:
+    if stored.meta.version or (versioning(target.bucket) and not written):
         out["x-amz-version-id"] = stored.meta.version_id
     if stored.meta.marker:
         out["x-amz-delete-marker"] = "true"

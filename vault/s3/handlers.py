@@ -60,8 +60,8 @@ def stored(call: Call, where: Target, key: str, version: str | None = None) -> S
     resource = f"/{call.bucket}/{key}"
     if found is None and version is not None:
         raise S3Error("NoSuchVersion", resource=resource, Key=key, VersionId=version)
-    if found is None:
-        raise S3Error("NoSuchKey", resource=resource, Key=key)
+    if found is None:  # no delete marker either (Ceph says so; clients ignore it)
+        raise S3Error("NoSuchKey", resource=resource, Key=key).with_headers({"x-amz-delete-marker": "false"})
     if found.meta.marker:
         headers = version_headers(where, found)
         if version is not None:
@@ -320,7 +320,7 @@ async def put_object(call: Call) -> web.StreamResponse:
     done = await call.services.s3.put(call.who, where, call.key, got.chunks, got.size, meta, if_none_match,
                                       if_match)
     headers = {"ETag": f'"{got.etag}"', **{f"x-amz-checksum-{a}": v for a, v in got.checksums.items()},
-               **version_headers(where, done)}
+               **version_headers(where, done, written=True)}
     return web.Response(headers=headers)
 
 
@@ -351,7 +351,7 @@ async def copy_object(call: Call) -> web.StreamResponse:
     if_none_match, if_match = write_conditions(call)
     create_only = call.services.s3.check_conditions(where, call.key, if_none_match, if_match)
     done = await call.services.s3.copy(call.who, src, where, call.key, meta, create_only)
-    answer = version_headers(where, done)
+    answer = version_headers(where, done, written=True)
     if versioning(source.bucket) or source_version is not None:
         answer["x-amz-copy-source-version-id"] = src.meta.version_id
     return _xml(xml.copy_result(done.meta.etag, done.obj.created, done.meta.checksums), headers=answer)

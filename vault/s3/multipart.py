@@ -145,7 +145,7 @@ async def complete_upload(call: Call) -> web.StreamResponse:
 def _completed(call: Call, where: Target, done: Stored) -> web.StreamResponse:
     body = xml.complete_multipart(f"/{call.bucket}/{call.key}", call.bucket, call.key, done.meta.etag,
                                   {a: v for a, v in done.meta.checksums.items() if v}, done.meta.checksum_type)
-    return web.Response(body=body, content_type="application/xml", headers=version_headers(where, done))
+    return web.Response(body=body, content_type="application/xml", headers=version_headers(where, done, written=True))
 
 
 def _final_checksums(meta: S3Meta, chosen: list[Stored]) -> dict[str, str]:

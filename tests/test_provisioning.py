@@ -18,7 +18,6 @@ from vault.body import Body
 from vault.config import load_config
 from vault.policy import Principal
 from vault.services import VaultSettings
-from vault.services.buckets import OBJECT_LOCK_ENABLED
 from vault.services.capacity import disk_totals, vault_capacity
 from vault.services.provisioning import provision
 
@@ -38,7 +37,7 @@ async def test_provision_makes_vault_key_and_bucket(core):
     assert locked.vault.name != plain.vault.name
     assert locked.vault.quota_bytes == 1 << 30 and plain.vault.quota_bytes is None
     assert locked.bucket.name == locked.vault.name and locked.bucket.vid == locked.vault.vid
-    assert core.index.bucket(locked.bucket.name).settings == {OBJECT_LOCK_ENABLED: True}
+    assert core.index.bucket(locked.bucket.name).settings == {"versioning": "Enabled", "object_lock": {}}
     assert core.index.bucket(plain.bucket.name).settings == {}
     key = core.index.key(locked.key.id)
     assert (key.vault, key.role, key.label) == (locked.vault.name, "full", "comet")

@@ -73,4 +73,8 @@ BucketNotEmpty = _error("BucketNotEmpty", "bucket_not_empty", "The bucket is not
 NoSuchUpload = _error("NoSuchUpload", "no_such_upload", "No such multipart upload")
 InvalidPart = _error("InvalidPart", "invalid_part", "A part is missing or does not match")
 TooSmall = _error("TooSmall", "too_small", "A part is smaller than the minimum")
+ObjectLocked = _error("ObjectLocked", "object_locked", "The object version is locked")
+NoSuchVersion = _error("NoSuchVersion", "no_such_version", "No such object version")
+InvalidBucketState = _error("InvalidBucketState", "invalid_bucket_state",
+                            "The bucket's state does not allow this")
 StorageFailure = _error("StorageFailure", "storage_failure", "Storage write failed")

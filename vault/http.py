@@ -101,6 +101,7 @@ STATUS: dict[str, int] = {
     "bad_bucket_name": 400, "invalid_part": 400, "too_small": 400,
     "no_such_bucket": 404, "no_such_upload": 404,
     "bucket_exists": 409, "bucket_owned": 409, "bucket_not_empty": 409,
+    "object_locked": 403, "no_such_version": 404, "invalid_bucket_state": 409,
 }
 
 

@@ -91,6 +91,33 @@ def may_delete(vault: str, append_only: bool, retention_days: int, key: str, cre
                                 f"{iso(retained_until(retention_days, created))}")
 
 
+def may_remove_locked(vault: str, name: str, mode: str, retain_until: float, legal_hold: bool, bypass: bool,
+                      now: float) -> None:
+    """Raise ObjectLocked unless an S3 version with this Object Lock state may
+    be deleted or replaced: a legal hold holds it until released; COMPLIANCE
+    retention until its date, for everyone; GOVERNANCE retention unless a
+    ``full`` key asks to bypass it (``bypass``)."""
+    if legal_hold:
+        raise E.ObjectLocked(f"vault {vault!r}: {name!r} is under a legal hold")
+    if mode and now < retain_until and not (mode == "GOVERNANCE" and bypass):
+        raise E.ObjectLocked(f"vault {vault!r}: {name!r} is under {mode} retention until {iso(retain_until)}")
+
+
+def may_change_retention(name: str, mode: str, until: float, new_mode: str, new_until: float, bypass: bool,
+                         now: float) -> None:
+    """Raise ObjectLocked unless a version retained in ``mode`` until ``until``
+    may be given ``new_mode`` until ``new_until`` ("" for none): COMPLIANCE
+    can only be extended; GOVERNANCE can be extended; shortening, removing or
+    changing its mode needs ``bypass``."""
+    if not mode or now >= until:
+        return
+    if mode == "COMPLIANCE" and (new_mode != "COMPLIANCE" or new_until < until):
+        raise E.ObjectLocked(f"{name!r} is under COMPLIANCE retention until {iso(until)}: it can only be extended")
+    if mode == "GOVERNANCE" and (new_mode != mode or new_until < until) and not bypass:
+        raise E.ObjectLocked(f"{name!r} is under GOVERNANCE retention until {iso(until)}: shortening, removing "
+                             "or changing it needs x-amz-bypass-governance-retention")
+
+
 def may_delete_vault(vault: str, append_only: bool, retention_days: int) -> None:
     if append_only or retention_days > 0:
         raise E.VaultLocked(f"vault {vault!r} is append-only or under retention")

@@ -106,6 +106,26 @@ class Txn(TxnOps):
         """Committed items with ``prefix`` (not including this batch's writes)."""
         yield from self.index.iter_prefix(cf, prefix, start)
 
+    def scan(self, cf: str, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+        """Items with ``prefix`` in key order as this op sees them: the committed
+        ones merged with the writes of this batch so far (for a short range,
+        such as one S3 key's versions: the batch is looked through once)."""
+        overlay: dict[bytes, bytes | None] = {}
+        for writes in (self.batch, self.writes):
+            for (c, key), value in writes.items():
+                if c == cf and key.startswith(prefix):
+                    overlay[key] = value
+        pending = sorted((k, v) for k, v in overlay.items() if v is not None)
+        i = 0
+        for key, value in self.index.iter_prefix(cf, prefix):
+            while i < len(pending) and pending[i][0] < key:
+                yield pending[i][0], pending[i][1]
+                i += 1
+            if key not in overlay:
+                yield key, value
+        for key, pvalue in pending[i:]:
+            yield key, pvalue
+
 
 def _walk(it: Any, prefix: bytes, step: Callable[[], Any]) -> Iterator[tuple[bytes, bytes]]:
     """The items from ``it``'s position on, moved by ``step``, while keys start with ``prefix``."""

@@ -108,6 +108,12 @@ class PointReads:
         raw = self.get(S.META, S.upload_key(vid, bucket, key, upload_id))
         return UploadRec.load(raw) if raw is not None else None
 
+    def lock_epoch(self, vid: int) -> int:
+        """How many ops have set an S3 Object Lock in the vault (a vault deletion
+        that scanned for locks checks nothing set one meanwhile)."""
+        raw = self.get(S.META, S.LOCK_EPOCH + S.vid_bytes(vid))
+        return int.from_bytes(raw, "big") if raw else 0
+
 
 class TxnOps(PointReads):
     """Typed reads and writes of one committer op (see :class:`vault.meta.engine.Txn`)."""
@@ -146,6 +152,7 @@ class TxnOps(PointReads):
                 self.delete(S.META, k)
         for k, _ in self.items(S.META, S.UPLOAD + S.vid_bytes(rec.vid)):
             self.delete(S.META, k)
+        self.delete(S.META, S.LOCK_EPOCH + S.vid_bytes(rec.vid))
         self.put(S.META, S.dead_vault_key(rec.vid), jdump({"name": rec.name, "at": self.now}))
 
     def finish_dead_vault(self, vid: int) -> bool:
@@ -224,6 +231,22 @@ class TxnOps(PointReads):
 
     def delete_object(self, vid: int, name: str) -> None:
         self.delete(S.OBJECTS, S.object_key(vid, name))
+
+    def move_object(self, vid: int, name: str, to: str, raw: bytes) -> None:
+        """Rename the object ``name`` (its packed record ``raw``) to ``to``: its
+        references, usage and record unchanged."""
+        self.delete(S.OBJECTS, S.object_key(vid, name))
+        self.put(S.OBJECTS, S.object_key(vid, to), raw)
+
+    def scan(self, cf: str, prefix: bytes) -> Iterator[tuple[bytes, bytes]]: raise NotImplementedError
+
+    def bump_lock_epoch(self, vid: int) -> None:
+        self.put(S.META, S.LOCK_EPOCH + S.vid_bytes(vid), (self.lock_epoch(vid) + 1).to_bytes(8, "big"))
+
+    def objects_seen(self, vid: int, prefix: str) -> Iterator[tuple[str, bytes]]:
+        """``(name, packed record)`` of the objects under ``prefix`` as this op sees them."""
+        for k, v in self.scan(S.OBJECTS, S.object_key(vid, prefix)):
+            yield S.object_name(k), v
 
     def delete_objects_at(self, keys: list[bytes]) -> int:
         """Delete those of the object keys that exist; returns how many."""

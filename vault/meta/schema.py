@@ -43,6 +43,7 @@ ALERT_HIST = b"alert_hist:"       # + seq(8) → AlertRec (JSON): openings and r
 ALERT_QUEUE = b"alert_q:"         # + webhook id(8) + seq(8) → the delivery's JSON document
 LAST_WRITE = b"last_write:"       # + vid(8) → time of the vault's last object put (float, 8)
 AUDIT = b"audit:"                 # + seq(8) → AuditRec (JSON): the audit log, oldest first
+LOCK_EPOCH = b"s3lock_epoch:"     # + vid(8) → ops that set an S3 Object Lock in the vault (8)
 
 VID_BYTES = 8
 

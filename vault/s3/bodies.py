@@ -9,14 +9,16 @@ unreferenced chunks behind, which GC collects after its grace period.
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from email.utils import formatdate, parsedate_to_datetime
 from urllib.parse import parse_qsl
 
-from ..services.buckets import Target
+from ..policy import DAY
+from ..services.buckets import Target, object_lock, versioning
 from ..services.s3objects import CHUNK_BYTES, S3Meta, Stored
-from . import checksums
+from . import checksums, xml
 from .chunked import ChunkedBody
 from .errors import S3Error
 from .front import Call, reader
@@ -146,6 +148,56 @@ def meta_of(headers: Mapping[str, str]) -> S3Meta:
                   tags=tags_of(low.get("x-amz-tagging", "")))
 
 
+def lock_of(headers: Mapping[str, str], target: Target, meta: S3Meta) -> S3Meta:
+    """Set the Object Lock of a new version from the ``x-amz-object-lock-*``
+    headers, or the bucket's default retention when they give no mode.
+
+    Raises InvalidRequest (lock headers for a bucket without Object Lock),
+    InvalidArgument (a bad mode, status or date, one of mode and date without
+    the other, a date not in the future)."""
+    low = lower(headers)
+    mode, until = low.get("x-amz-object-lock-mode"), low.get("x-amz-object-lock-retain-until-date")
+    hold = low.get("x-amz-object-lock-legal-hold")
+    lock = object_lock(target.bucket)
+    meta.lock_mode, meta.retain_until, meta.legal_hold = "", 0.0, False
+    if lock is None:
+        if mode is not None or until is not None or hold is not None:
+            raise S3Error("InvalidRequest", "Bucket is missing Object Lock Configuration")
+        return meta
+    if (mode is None) != (until is None):
+        raise S3Error("InvalidArgument", "x-amz-object-lock-mode and x-amz-object-lock-retain-until-date "
+                      "must both be given")
+    if mode is not None and until is not None:
+        if mode not in xml.LOCK_MODES:
+            raise S3Error("InvalidArgument", "Unknown wormMode directive")
+        try:
+            meta.retain_until = xml.parse_time(until)
+        except S3Error:
+            raise S3Error("InvalidArgument", "The retain until date is not a valid date") from None
+        if meta.retain_until <= time.time():
+            raise S3Error("InvalidArgument", "The retain until date must be in the future")
+        meta.lock_mode = mode
+    elif lock.get("mode"):
+        meta.lock_mode = lock["mode"]
+        meta.retain_until = time.time() + DAY * (lock.get("days") or 365 * lock.get("years", 0))
+    if hold is not None and hold not in ("ON", "OFF"):
+        raise S3Error("InvalidArgument", "Legal Hold must be either of 'ON' or 'OFF'")
+    meta.legal_hold = hold == "ON"
+    return meta
+
+
+def version_headers(target: Target, stored: Stored, written: bool = False) -> dict[str, str]:
+    """``x-amz-version-id`` of a version in a versioned bucket (the answer to a
+    write names only a version with an id, as S3), and ``x-amz-delete-marker``
+    for a delete marker."""
+    out = {}
+    if stored.meta.version or (versioning(target.bucket) and not written):
+        out["x-amz-version-id"] = stored.meta.version_id
+    if stored.meta.marker:
+        out["x-amz-delete-marker"] = "true"
+    return out
+
+
 def tags_of(query: str) -> dict[str, str]:
     """The tags of an ``x-amz-tagging`` header (a URL query string)."""
     tags = dict(parse_qsl(query, keep_blank_values=True))
@@ -169,6 +221,11 @@ def object_headers(stored: Stored, query: Mapping[str, str], with_checksums: boo
         out["x-amz-mp-parts-count"] = str(len(meta.parts))
     if with_checksums:
         out.update(_checksum_headers(meta, part))
+    if meta.lock_mode:
+        out["x-amz-object-lock-mode"] = meta.lock_mode
+        out["x-amz-object-lock-retain-until-date"] = xml.timestamp(meta.retain_until)
+    if meta.legal_hold:
+        out["x-amz-object-lock-legal-hold"] = "ON"
     out.update({header: query[param] for param, header in OVERRIDES.items() if param in query})
     return out
 

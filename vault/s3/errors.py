@@ -25,6 +25,8 @@ CODES: dict[str, tuple[int, str]] = {
     "IncompleteBody": (400, "You did not provide the number of bytes specified by the Content-Length HTTP header."),
     "InsufficientStorage": (507, "The server has no space left for this request."),
     "InternalError": (500, "We encountered an internal error. Please try again."),
+    "InvalidBucketState": (409, "The request is not valid with the current state of the bucket."),
+    "InvalidRetentionPeriod": (400, "The retention period is not valid."),
     "InvalidAccessKeyId": (403, "The AWS access key ID you provided does not exist in our records."),
     "InvalidArgument": (400, "Invalid Argument"),
     "InvalidBucketName": (400, "The specified bucket is not valid."),
@@ -42,6 +44,9 @@ CODES: dict[str, tuple[int, str]] = {
     "MethodNotAllowed": (405, "The specified method is not allowed against this resource."),
     "MissingContentLength": (411, "You must provide the Content-Length HTTP header."),
     "NoSuchBucket": (404, "The specified bucket does not exist."),
+    "NoSuchVersion": (404, "The specified version does not exist."),
+    "ObjectLockConfigurationNotFoundError": (404, "Object Lock configuration does not exist for this bucket"),
+    "NoSuchObjectLockConfiguration": (404, "The specified object does not have an ObjectLock configuration"),
     "NoSuchPublicAccessBlockConfiguration": (404, "The public access block configuration was not found"),
     "NoSuchTagSet": (404, "The TagSet does not exist"),
     "NoSuchKey": (404, "The specified key does not exist."),
@@ -100,21 +105,31 @@ DOMAIN: dict[str, str] = {
     "no_such_upload": "NoSuchUpload",
     "invalid_part": "InvalidPart",
     "too_small": "EntityTooSmall",
+    "object_locked": "AccessDenied",
+    "no_such_version": "NoSuchVersion",
+    "invalid_bucket_state": "InvalidBucketState",
 }
 
 
 class S3Error(Exception):
     """An S3 error answer: ``code``, ``status``, ``message``; ``resource``
-    names the bucket or key, ``extra`` adds elements to the error document."""
+    names the bucket or key, ``headers`` go on the answer, ``extra`` adds
+    elements to the error document."""
 
     def __init__(self, code: str, message: str = "", *, resource: str = "", **extra: Any) -> None:
         status, default = CODES[code]
+        self.headers: dict[str, str] = {}
         super().__init__(f"{code}: {message or default}")
         self.code = code
         self.status = status
         self.message = message or default
         self.resource = resource
         self.extra = extra
+
+    def with_headers(self, headers: dict[str, str]) -> "S3Error":
+        """The same error with ``headers`` on its answer."""
+        self.headers.update(headers)
+        return self
 
 
 def from_domain(error: Exception, resource: str = "") -> S3Error:

@@ -86,12 +86,12 @@ Handler = Callable[[Call], Awaitable[web.StreamResponse]]
 
 def build_app(services: Services, budget: MemoryBudget, config: S3Config, metrics: Any = None) -> web.Application:
     """The S3 application; ``budget`` is the server's one memory budget."""
-    from . import handlers, multipart
+    from . import handlers, locks, multipart
     app = web.Application(middlewares=[_answer], client_max_size=1 << 20)
     app[SERVICES], app[BUDGET], app[CONFIG] = services, budget, config
     if metrics is not None:
         app[METRICS] = metrics
-    app[ROUTES] = {**handlers.ROUTES, **multipart.ROUTES}
+    app[ROUTES] = {**handlers.ROUTES, **multipart.ROUTES, **locks.ROUTES}
     app.router.add_route("*", "/{tail:.*}", _dispatch, expect_handler=_expect)
     return app
 
@@ -130,7 +130,7 @@ def _s3_error(request: web.Request, error: Exception) -> S3Error:
 
 def _error_response(request: web.Request, error: S3Error, request_id: str) -> web.Response:
     body = xml.error_document(error, request_id) if request.method != "HEAD" else None
-    resp = web.Response(status=error.status, body=body, content_type="application/xml")
+    resp = web.Response(status=error.status, body=body, content_type="application/xml", headers=error.headers)
     if error.code == "InvalidRange" and "size" in error.extra:
         resp.headers["Content-Range"] = f"bytes */{error.extra['size']}"
     if request.body_exists and not request.content.at_eof():

@@ -12,10 +12,12 @@ from aiohttp import web
 
 from .. import errors as E
 from ..http import parse_range
-from ..services.buckets import Target
-from ..services.s3objects import Stored
+from ..services.buckets import Target, versioning
+from ..services.s3meta import valid_version_id
+from ..services.s3objects import Deleted, Stored
 from . import xml
-from .bodies import check_acl, lower, meta_of, object_headers, preconditions, receive, tags_of
+from .bodies import (check_acl, lock_of, lower, meta_of, object_headers, preconditions, receive, tags_of,
+                     version_headers)
 from .errors import S3Error, from_domain
 from .front import Call, read_small
 
@@ -40,11 +42,32 @@ def target(call: Call, role: str) -> Target:
     return call.services.buckets.target(call.who, call.bucket, role)
 
 
-def stored(call: Call, where: Target, key: str) -> Stored:
-    try:
-        return call.services.s3.head(where, key)
-    except E.NoSuchObject:
-        raise S3Error("NoSuchKey", resource=f"/{call.bucket}/{key}", Key=key) from None
+def version_id(call: Call, value: str | None = None) -> str | None:
+    """The request's ``versionId`` (or ``value``), None when not given;
+    InvalidArgument for one that cannot name a version."""
+    value = call.query.get("versionId") if value is None else value
+    if value is not None and not valid_version_id(value):
+        raise S3Error("InvalidArgument", "Invalid version id specified", ArgumentName="versionId",
+                      ArgumentValue=value[:80])
+    return value
+
+
+def stored(call: Call, where: Target, key: str, version: str | None = None) -> Stored:
+    """The version ``version`` of ``key`` (the current one for None). A delete
+    marker answers NoSuchKey when it is the current version, MethodNotAllowed
+    when asked for by id, with ``x-amz-delete-marker`` either way."""
+    found = call.services.s3.find(where, key, version)
+    resource = f"/{call.bucket}/{key}"
+    if found is None and version is not None:
+        raise S3Error("NoSuchVersion", resource=resource, Key=key, VersionId=version)
+    if found is None:  # no delete marker either (Ceph says so; clients ignore it)
+        raise S3Error("NoSuchKey", resource=resource, Key=key).with_headers({"x-amz-delete-marker": "false"})
+    if found.meta.marker:
+        headers = version_headers(where, found)
+        if version is not None:
+            raise S3Error("MethodNotAllowed", resource=resource).with_headers({**headers, "Allow": "DELETE"})
+        raise S3Error("NoSuchKey", resource=resource, Key=key).with_headers(headers)
+    return found
 
 
 # -- buckets ---------------------------------------------------------------------------
@@ -68,8 +91,9 @@ async def create_bucket(call: Call) -> web.StreamResponse:
     constraint = xml.parse_create_bucket(await read_small(call.request, xml.MAX_SMALL_BODY))
     if constraint not in (None, "", call.region):
         raise S3Error("InvalidLocationConstraint")
+    locked = call.headers.get("x-amz-bucket-object-lock-enabled", "").lower() == "true"
     try:
-        await call.services.buckets.create(call.who, call.who.vault, call.bucket)
+        await call.services.buckets.create(call.who, call.who.vault, call.bucket, locked)
     except E.BucketOwned:
         if call.region != LEGACY_REGION:
             raise
@@ -92,8 +116,13 @@ async def get_location(call: Call) -> web.StreamResponse:
 
 
 async def get_versioning(call: Call) -> web.StreamResponse:
-    target(call, "read")
-    return _xml(xml.versioning())
+    return _xml(xml.versioning(versioning(target(call, "read").bucket)))
+
+
+async def put_versioning(call: Call) -> web.StreamResponse:
+    status = xml.parse_versioning(await read_small(call.request, xml.MAX_SMALL_BODY))
+    await call.services.buckets.set_setting(call.who, call.bucket, "versioning", status)
+    return web.Response()
 
 
 async def get_policy_status(call: Call) -> web.StreamResponse:
@@ -179,9 +208,26 @@ async def list_objects_v2(call: Call) -> web.StreamResponse:
 
 async def list_versions(call: Call) -> web.StreamResponse:
     where = target(call, "read")
-    marker = call.query.get("key-marker", "")
-    page, listing = _list(call, where, marker)
-    return _xml(xml.list_versions(listing, marker, page))
+    q = call.query
+    marker, version_marker = q.get("key-marker", ""), q.get("version-id-marker", "")
+    if version_marker and not marker:
+        raise S3Error("InvalidArgument", "A version-id marker cannot be specified without a key marker.")
+    if version_marker:
+        version_id(call, version_marker)
+    prefix, delimiter, encoding, limit = _listing_args(call)
+    page = call.services.buckets.list_versions(where, prefix, delimiter, marker, version_marker, limit) \
+        if limit else None
+    who = owner(call)
+    entries = []
+    for version in page.versions if page else []:
+        obj = call.services.s3.decode(version.raw)
+        entries.append(xml.ObjectEntry(version.key, obj.obj.created, obj.meta.etag, obj.obj.size, who,
+                                       version=obj.meta.version_id, latest=version.latest, marker=obj.meta.marker))
+    truncated = page is not None and page.next_key_marker is not None
+    listing = xml.Listing(call.bucket, prefix, delimiter, limit, truncated, entries, page.prefixes if page else [],
+                          encoding == "url")
+    return _xml(xml.list_versions(listing, marker, version_marker, page.next_key_marker if page else None,
+                                  page.next_version_marker if page else None))
 
 
 def _token(marker: str) -> str:
@@ -198,12 +244,7 @@ def _untoken(token: str) -> str:
 
 def _list(call: Call, where: Target, marker: str, owners: bool = True) -> tuple[str | None, xml.Listing]:
     """One page: the marker to continue after (None at the end) and the listing."""
-    q = call.query
-    prefix, delimiter = q.get("prefix", ""), q.get("delimiter", "")
-    encoding = q.get("encoding-type")
-    if encoding not in (None, "url"):
-        raise S3Error("InvalidArgument", "Invalid Encoding Method specified in Request")
-    limit = _max_keys(q.get("max-keys"))
+    prefix, delimiter, encoding, limit = _listing_args(call)
     if limit == 0:
         return None, xml.Listing(call.bucket, prefix, delimiter, 0, False, [], [], encoding == "url")
     page = call.services.buckets.list_objects(where, prefix, delimiter, marker, limit)
@@ -215,6 +256,15 @@ def _list(call: Call, where: Target, marker: str, owners: bool = True) -> tuple[
     listing = xml.Listing(call.bucket, prefix, delimiter, limit, page.next_marker is not None, entries,
                           page.prefixes, encoding == "url")
     return page.next_marker, listing
+
+
+def _listing_args(call: Call) -> tuple[str, str, str | None, int]:
+    """(prefix, delimiter, encoding-type, max-keys) of a listing."""
+    q = call.query
+    encoding = q.get("encoding-type")
+    if encoding not in (None, "url"):
+        raise S3Error("InvalidArgument", "Invalid Encoding Method specified in Request")
+    return q.get("prefix", ""), q.get("delimiter", ""), encoding, _max_keys(q.get("max-keys"))
 
 
 def _max_keys(value: str | None, most: int = MAX_KEYS) -> int:
@@ -229,17 +279,29 @@ def _max_keys(value: str | None, most: int = MAX_KEYS) -> int:
     return min(n, most)
 
 
+def bypass(call: Call) -> bool:
+    """Whether the request asks to bypass GOVERNANCE retention (honoured for a ``full`` key only)."""
+    return call.headers.get("x-amz-bypass-governance-retention", "").lower() == "true"
+
+
 async def delete_objects(call: Call) -> web.StreamResponse:
     where = target(call, "read")
     request = xml.parse_delete_objects(await read_small(call.request, xml.MAX_BODY))
-    deleted, errors = [], []
+    deleted: list[xml.DeletedEntry] = []
+    errors: list[tuple[str, str | None, S3Error]] = []
     for key, version in request.objects:
         try:
-            await call.services.s3.delete(call.who, where, key)
-            deleted.append((key, version))
-        except E.VaultError as e:
-            errors.append((key, from_domain(e)))
+            done = await call.services.s3.delete(call.who, where, key, version_id(call, version), bypass(call))
+            deleted.append(_deleted_entry(key, version, done))
+        except (E.VaultError, S3Error) as e:
+            errors.append((key, version, e if isinstance(e, S3Error) else from_domain(e)))
     return _xml(xml.delete_result(deleted, errors, request.quiet))
+
+
+def _deleted_entry(key: str, version: str | None, done: Deleted) -> xml.DeletedEntry:
+    if version is None:  # a delete marker was added (versioned bucket), or the object removed
+        return xml.DeletedEntry(key, None, done.marker, done.version_id if done.marker else None)
+    return xml.DeletedEntry(key, version, done.marker, version if done.marker else None)
 
 
 # -- objects ---------------------------------------------------------------------------
@@ -250,13 +312,15 @@ async def put_object(call: Call) -> web.StreamResponse:
         return await copy_object(call)
     check_acl(call.headers)
     where = target(call, "append")
-    meta = meta_of(call.headers)
+    meta = lock_of(call.headers, where, meta_of(call.headers))
     if_none_match, if_match = write_conditions(call)
     got = await receive(call, where)
     meta.etag, meta.checksums = got.etag, got.checksums
     meta.checksum_type = "FULL_OBJECT" if got.checksums else ""
-    await call.services.s3.put(call.who, where, call.key, got.chunks, got.size, meta, if_none_match, if_match)
-    headers = {"ETag": f'"{got.etag}"', **{f"x-amz-checksum-{a}": v for a, v in got.checksums.items()}}
+    done = await call.services.s3.put(call.who, where, call.key, got.chunks, got.size, meta, if_none_match,
+                                      if_match)
+    headers = {"ETag": f'"{got.etag}"', **{f"x-amz-checksum-{a}": v for a, v in got.checksums.items()},
+               **version_headers(where, done, written=True)}
     return web.Response(headers=headers)
 
 
@@ -268,47 +332,56 @@ def write_conditions(call: Call) -> tuple[str | None, str | None]:
 async def copy_object(call: Call) -> web.StreamResponse:
     check_acl(call.headers)
     where = target(call, "append")
-    source_bucket, source_key = copy_source(call)
+    source_bucket, source_key, source_version = copy_source(call)
     source = call.services.buckets.target(call.who, source_bucket, "read")
-    src = stored(call, source, source_key)
+    src = stored(call, source, source_key, source_version)
     if not preconditions(call.headers, src, "x-amz-copy-source-if-"):
         raise S3Error("PreconditionFailed")
     headers = lower(call.headers)
     replace = headers.get("x-amz-metadata-directive", "COPY").upper() == "REPLACE"
     retag = headers.get("x-amz-tagging-directive", "COPY").upper() == "REPLACE"
-    if (source_bucket, source_key) == (call.bucket, call.key) and not replace and not retag:
+    if (source_bucket, source_key) == (call.bucket, call.key) and not replace and not retag \
+            and source_version is None:
         raise S3Error("InvalidRequest", "This copy request is illegal because it is trying to copy an object to "
                       "itself without changing the object's metadata, storage class, website redirect location "
                       "or encryption attributes.")
     meta = meta_of(call.headers) if replace else msgspec.structs.replace(src.meta)
     meta.tags = tags_of(headers.get("x-amz-tagging", "")) if retag else src.meta.tags
+    lock_of(call.headers, where, meta)
     if_none_match, if_match = write_conditions(call)
     create_only = call.services.s3.check_conditions(where, call.key, if_none_match, if_match)
-    done = await call.services.s3.copy(call.who, source, source_key, where, call.key, meta, create_only)
-    return _xml(xml.copy_result(done.meta.etag, done.obj.created, done.meta.checksums))
+    done = await call.services.s3.copy(call.who, src, where, call.key, meta, create_only)
+    answer = version_headers(where, done, written=True)
+    if versioning(source.bucket) or source_version is not None:
+        answer["x-amz-copy-source-version-id"] = src.meta.version_id
+    return _xml(xml.copy_result(done.meta.etag, done.obj.created, done.meta.checksums), headers=answer)
 
 
-def copy_source(call: Call) -> tuple[str, str]:
-    """(bucket, key) of ``x-amz-copy-source``; versions other than null are refused."""
+def copy_source(call: Call) -> tuple[str, str, str | None]:
+    """(bucket, key, version id or None) of ``x-amz-copy-source``."""
     raw, _, query = call.headers["x-amz-copy-source"].partition("?")
-    if query and query not in ("versionId=null",):
-        raise S3Error("NotImplemented", "Objects have no versions here")
+    version = None
+    if query:
+        name, _, value = query.partition("=")
+        if name != "versionId":
+            raise S3Error("InvalidArgument", "Unknown parameter in x-amz-copy-source")
+        version = version_id(call, unquote(value))
     bucket, _, key = unquote(raw).lstrip("/").partition("/")
     if not bucket or not key:
         raise S3Error("InvalidArgument", "Copy Source must mention the source bucket and key: sourcebucket/sourcekey")
-    return bucket, key
+    return bucket, key, version
 
 
 async def head_object(call: Call) -> web.StreamResponse:
     where = target(call, "read")
-    obj = stored(call, where, call.key)
+    obj = stored(call, where, call.key, version_id(call))
     start, end, status = _extent(call, obj)
     return await _send(call, where, obj, start, end, status, body=False)
 
 
 async def get_object(call: Call) -> web.StreamResponse:
     where = target(call, "read")
-    obj = stored(call, where, call.key)
+    obj = stored(call, where, call.key, version_id(call))
     start, end, status = _extent(call, obj)
     return await _send(call, where, obj, start, end, status, body=True)
 
@@ -347,6 +420,7 @@ async def _send(call: Call, where: Target, obj: Stored, start: int, end: int, st
     checksum_mode = call.headers.get("x-amz-checksum-mode") == "ENABLED"
     whole = status == 200 or part is not None
     headers = object_headers(obj, call.query, checksum_mode and whole, int(part) if part else None)
+    headers.update(version_headers(where, obj))
     if status == 304:
         return web.Response(status=304, headers={k: headers[k] for k in ("ETag", "Last-Modified")})
     if status == 206:
@@ -363,14 +437,16 @@ async def _send(call: Call, where: Target, obj: Stored, start: int, end: int, st
 
 async def get_attributes(call: Call) -> web.StreamResponse:
     """GetObjectAttributes: ETag, Checksum, ObjectParts, StorageClass, ObjectSize as asked."""
-    obj = stored(call, target(call, "read"), call.key)
+    where = target(call, "read")
+    obj = stored(call, where, call.key, version_id(call))
     asked = {a.strip() for a in call.headers.get("x-amz-object-attributes", "").split(",")}
     meta = obj.meta
     sums = {a: v for a, v in meta.checksums.items() if v} if "Checksum" in asked else None
     parts = _object_parts(call, obj) if "ObjectParts" in asked and meta.upload else None
     body = xml.object_attributes(meta.etag if "ETag" in asked else None, sums, meta.checksum_type, parts,
                                  obj.obj.size if "ObjectSize" in asked else None, "StorageClass" in asked)
-    return _xml(body, headers={"Last-Modified": object_headers(obj, {}, False)["Last-Modified"]})
+    return _xml(body, headers={"Last-Modified": object_headers(obj, {}, False)["Last-Modified"],
+                               **version_headers(where, obj)})
 
 
 def _object_parts(call: Call, obj: Stored) -> xml.PartsPage:
@@ -386,39 +462,49 @@ def _object_parts(call: Call, obj: Stored) -> xml.PartsPage:
 
 
 async def delete_object(call: Call) -> web.StreamResponse:
-    await call.services.s3.delete(call.who, target(call, "read"), call.key)
-    return web.Response(status=204)
+    where = target(call, "read")
+    version = version_id(call)
+    done = await call.services.s3.delete(call.who, where, call.key, version, bypass(call))
+    headers = {"x-amz-version-id": done.version_id} if done.version_id is not None else {}
+    if done.marker:
+        headers["x-amz-delete-marker"] = "true"
+    return web.Response(status=204, headers=headers)
 
 
 async def get_object_acl(call: Call) -> web.StreamResponse:
-    stored(call, target(call, "read"), call.key)
-    return _xml(xml.acl(owner(call)))
+    where = target(call, "read")
+    obj = stored(call, where, call.key, version_id(call))
+    return _xml(xml.acl(owner(call)), headers=version_headers(where, obj))
 
 
 async def put_object_acl(call: Call) -> web.StreamResponse:
-    stored(call, target(call, "full"), call.key)
+    where = target(call, "full")
+    obj = stored(call, where, call.key, version_id(call))
     _canned_only(call)
-    return web.Response()
+    return web.Response(headers=version_headers(where, obj))
 
 
 async def get_tagging(call: Call) -> web.StreamResponse:
-    tags = stored(call, target(call, "read"), call.key).meta.tags
-    return _xml(xml.tagging(dict(sorted(tags.items()))))
+    where = target(call, "read")
+    obj = stored(call, where, call.key, version_id(call))
+    return _xml(xml.tagging(dict(sorted(obj.meta.tags.items()))), headers=version_headers(where, obj))
 
 
 async def put_tagging(call: Call) -> web.StreamResponse:
     where = target(call, "full")
     tags = xml.parse_tagging(await read_small(call.request, xml.MAX_SMALL_BODY))
-    stored(call, where, call.key)
-    await call.services.s3.set_tags(call.who, where, call.key, tags)
-    return web.Response()
+    return await _set_tags(call, where, tags, 200)
 
 
 async def delete_tagging(call: Call) -> web.StreamResponse:
-    where = target(call, "full")
-    stored(call, where, call.key)
-    await call.services.s3.set_tags(call.who, where, call.key, {})
-    return web.Response(status=204)
+    return await _set_tags(call, target(call, "full"), {}, 204)
+
+
+async def _set_tags(call: Call, where: Target, tags: dict[str, str], status: int) -> web.StreamResponse:
+    version = version_id(call)
+    obj = stored(call, where, call.key, version)
+    await call.services.s3.set_tags(call.who, where, call.key, tags, obj.meta.version_id if version else None)
+    return web.Response(status=status, headers=version_headers(where, obj))
 
 
 ROUTES = {
@@ -428,6 +514,7 @@ ROUTES = {
     ("DELETE", "bucket", ""): delete_bucket,
     ("GET", "bucket", "location"): get_location,
     ("GET", "bucket", "versioning"): get_versioning,
+    ("PUT", "bucket", "versioning"): put_versioning,
     ("GET", "bucket", "acl"): get_bucket_acl,
     ("GET", "bucket", "policyStatus"): get_policy_status,
     ("GET", "bucket", "tagging"): get_bucket_tagging,

@@ -12,7 +12,7 @@ from ..meta import UploadRec
 from ..services.buckets import Target
 from ..services.s3objects import CHUNK_BYTES, MAX_PART_NUMBER, S3Meta, Stored, unpack_meta
 from . import checksums, xml
-from .bodies import MAX_PUT_BYTES, check_acl, lower, meta_of, preconditions, receive
+from .bodies import MAX_PUT_BYTES, check_acl, lock_of, lower, meta_of, preconditions, receive, version_headers
 from .errors import S3Error
 from .front import Call, read_small
 from .handlers import copy_source, owner, stored, target, write_conditions
@@ -32,7 +32,7 @@ def _algorithm(upload: UploadRec) -> str:
 async def create_upload(call: Call) -> web.StreamResponse:
     check_acl(call.headers)
     where = target(call, "append")
-    meta = meta_of(call.headers)
+    meta = lock_of(call.headers, where, meta_of(call.headers))
     headers = lower(call.headers)
     algorithm = headers.get("x-amz-checksum-algorithm", "").lower()
     if algorithm and algorithm not in checksums.ALGORITHMS:
@@ -69,9 +69,9 @@ async def upload_part(call: Call) -> web.StreamResponse:
 async def _upload_part_copy(call: Call, where: Target, upload: UploadRec, number: int) -> web.StreamResponse:
     """UploadPartCopy: the source's bytes (or a range of them) read and stored
     again as the part's own chunks."""
-    source_bucket, source_key = copy_source(call)
+    source_bucket, source_key, source_version = copy_source(call)
     source = call.services.buckets.target(call.who, source_bucket, "read")
-    src = stored(call, source, source_key)
+    src = stored(call, source, source_key, source_version)
     if not preconditions(call.headers, src, "x-amz-copy-source-if-"):
         raise S3Error("PreconditionFailed")
     start, end = _copy_range(call, src)
@@ -118,7 +118,7 @@ async def complete_upload(call: Call) -> web.StreamResponse:
         done = call.services.s3.completed(where, call.key, call.query["uploadId"])
         if done is None:
             raise
-        return _completed(call, done)  # a repeated Complete: S3 answers it again
+        return _completed(call, where, done)  # a repeated Complete: S3 answers it again
     stated = {name[len(checksums.HEADER_PREFIX):]: value for name, value in lower(call.headers).items()
               if name.startswith(checksums.HEADER_PREFIX) and name[len(checksums.HEADER_PREFIX):] in checksums.ALGORITHMS}
 
@@ -139,13 +139,13 @@ async def complete_upload(call: Call) -> web.StreamResponse:
     if_none_match, if_match = write_conditions(call)
     done = await call.services.s3.complete(call.who, where, upload, [(p.number, p.etag) for p in parts], finish,
                                            if_none_match, if_match)
-    return _completed(call, done)
+    return _completed(call, where, done)
 
 
-def _completed(call: Call, done: Stored) -> web.StreamResponse:
+def _completed(call: Call, where: Target, done: Stored) -> web.StreamResponse:
     body = xml.complete_multipart(f"/{call.bucket}/{call.key}", call.bucket, call.key, done.meta.etag,
                                   {a: v for a, v in done.meta.checksums.items() if v}, done.meta.checksum_type)
-    return web.Response(body=body, content_type="application/xml")
+    return web.Response(body=body, content_type="application/xml", headers=version_headers(where, done, written=True))
 
 
 def _final_checksums(meta: S3Meta, chosen: list[Stored]) -> dict[str, str]:

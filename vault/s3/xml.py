@@ -45,6 +45,9 @@ class ObjectEntry:
     size: int
     owner: Owner | None = None
     storage_class: str = "STANDARD"
+    version: str = "null"  # of ListObjectVersions
+    latest: bool = True
+    marker: bool = False
 
 
 @dataclass(frozen=True)
@@ -125,6 +128,28 @@ class CompletedPart:
 class DeleteRequest:
     objects: list[tuple[str, str | None]]  # (key, version id)
     quiet: bool
+
+
+@dataclass(frozen=True)
+class DeletedEntry:
+    """A key DeleteObjects removed: the version named, or the delete marker it added."""
+
+    key: str
+    version_id: str | None = None
+    marker: bool = False
+    marker_version_id: str | None = None
+
+
+@dataclass(frozen=True)
+class LockRule:
+    """An Object Lock default retention: a mode and Days or Years."""
+
+    mode: str
+    days: int = 0
+    years: int = 0
+
+
+LOCK_MODES = ("GOVERNANCE", "COMPLIANCE")
 
 
 # -- rendering ----------------------------------------------------------------------------
@@ -224,26 +249,34 @@ def list_objects_v2(page: Listing, continuation_token: str | None, next_token: s
     return _listing_body(root, page)
 
 
-def list_versions(page: Listing, key_marker: str, next_marker: str | None) -> bytes:
-    """ListVersionsResult of a bucket that was never versioned: every object
-    is its only version, ``null``."""
+def list_versions(page: Listing, key_marker: str, version_marker: str, next_marker: str | None,
+                  next_version: str | None) -> bytes:
+    """ListVersionsResult: versions (``ObjectEntry.version`` set) and delete
+    markers, by key and newest first."""
     root = _root("ListVersionsResult")
     _fields(root, Name=page.bucket, Prefix=_name(page, page.prefix), KeyMarker=_name(page, key_marker),
-            VersionIdMarker="")
+            VersionIdMarker=version_marker)
     if next_marker is not None and page.truncated:
-        _fields(root, NextKeyMarker=_name(page, next_marker), NextVersionIdMarker="null")
+        _add(root, "NextKeyMarker", _name(page, next_marker))
+        if next_version is not None:
+            _add(root, "NextVersionIdMarker", next_version)
     if page.delimiter:
         _add(root, "Delimiter", _name(page, page.delimiter))
     _fields(root, MaxKeys=page.max_keys, IsTruncated=page.truncated)
     if page.url_encode:
         _add(root, "EncodingType", "url")
     for entry in page.objects:
-        version = SubElement(root, "Version")
-        _fields(version, Key=_name(page, entry.key), VersionId="null", IsLatest=True,
-                LastModified=timestamp(entry.modified), ETag=_quoted(entry.etag), Size=entry.size,
-                StorageClass=entry.storage_class)
+        if entry.marker:
+            element = SubElement(root, "DeleteMarker")
+            _fields(element, Key=_name(page, entry.key), VersionId=entry.version, IsLatest=entry.latest,
+                    LastModified=timestamp(entry.modified))
+        else:
+            element = SubElement(root, "Version")
+            _fields(element, Key=_name(page, entry.key), VersionId=entry.version, IsLatest=entry.latest,
+                    LastModified=timestamp(entry.modified), ETag=_quoted(entry.etag), Size=entry.size,
+                    StorageClass=entry.storage_class)
         if entry.owner is not None:
-            _owner(version, "Owner", entry.owner)
+            _owner(element, "Owner", entry.owner)
     for prefix in page.prefixes:
         _add(SubElement(root, "CommonPrefixes"), "Prefix", _name(page, prefix))
     return _document(root)
@@ -339,19 +372,28 @@ def copy_result(etag: str, modified: float, checksums: Mapping[str, str] | None 
     return _document(root)
 
 
-def delete_result(deleted: Iterable[tuple[str, str | None]], errors: Iterable[tuple[str, S3Error]],
-                  quiet: bool) -> bytes:
-    """DeleteResult: the keys deleted (left out when ``quiet``) and the
-    ``(key, error)`` of each one refused."""
+def delete_result(deleted: Iterable[DeletedEntry | tuple[str, str | None]],
+                  errors: Iterable[tuple[str, S3Error] | tuple[str, str | None, S3Error]], quiet: bool) -> bytes:
+    """DeleteResult: the keys deleted (left out when ``quiet``), each a
+    :class:`DeletedEntry` or ``(key, version id)``, and the ``(key, error)``
+    or ``(key, version id, error)`` of each one refused."""
     root = _root("DeleteResult")
-    for key, version_id in [] if quiet else deleted:
+    for item in [] if quiet else deleted:
+        entry = item if isinstance(item, DeletedEntry) else DeletedEntry(*item)
         element = SubElement(root, "Deleted")
+        _add(element, "Key", entry.key)
+        if entry.version_id is not None:
+            _add(element, "VersionId", entry.version_id)
+        if entry.marker:
+            _add(element, "DeleteMarker", True)
+            if entry.marker_version_id is not None:
+                _add(element, "DeleteMarkerVersionId", entry.marker_version_id)
+    for failed in errors:
+        key, version_id, error = failed if len(failed) == 3 else (failed[0], None, failed[-1])
+        element = SubElement(root, "Error")
         _add(element, "Key", key)
         if version_id is not None:
             _add(element, "VersionId", version_id)
-    for key, error in errors:
-        element = SubElement(root, "Error")
-        _add(element, "Key", key)
         _add(element, "Code", error.code)
         _add(element, "Message", error.message)
     return _document(root)
@@ -442,9 +484,34 @@ def policy_status() -> bytes:
     return _document(root)
 
 
-def versioning() -> bytes:
-    """VersioningConfiguration of a bucket that was never versioned."""
-    return _document(_root("VersioningConfiguration"))
+def versioning(status: str) -> bytes:
+    """VersioningConfiguration: no Status for a bucket that was never versioned."""
+    root = _root("VersioningConfiguration")
+    if status:
+        _add(root, "Status", status)
+    return _document(root)
+
+
+def object_lock_configuration(rule: LockRule | None) -> bytes:
+    root = _root("ObjectLockConfiguration")
+    _add(root, "ObjectLockEnabled", "Enabled")
+    if rule is not None:
+        retention = SubElement(SubElement(root, "Rule"), "DefaultRetention")
+        _add(retention, "Mode", rule.mode)
+        _add(retention, *(("Days", rule.days) if rule.days else ("Years", rule.years)))
+    return _document(root)
+
+
+def retention(mode: str, until: float) -> bytes:
+    root = _root("Retention")
+    _fields(root, Mode=mode, RetainUntilDate=timestamp(until))
+    return _document(root)
+
+
+def legal_hold(on: bool) -> bytes:
+    root = _root("LegalHold")
+    _add(root, "Status", "ON" if on else "OFF")
+    return _document(root)
 
 
 # -- parsing ------------------------------------------------------------------------------
@@ -510,6 +577,75 @@ def parse_tagging(body: bytes, max_tags: int = 10) -> dict[str, str]:
     if len(tags) > max_tags:
         raise S3Error("InvalidTag", f"At most {max_tags} tags are allowed")
     return tags
+
+
+def parse_versioning(body: bytes) -> str:
+    """The Status of a VersioningConfiguration: Enabled or Suspended (MalformedXML
+    otherwise; MFA delete is not served: NotImplemented)."""
+    root = _parse(body, "VersioningConfiguration", MAX_SMALL_BODY)
+    status = _optional(root, "Status")
+    if status not in ("Enabled", "Suspended"):
+        raise S3Error("MalformedXML")
+    if (_optional(root, "MfaDelete") or "Disabled") != "Disabled":
+        raise S3Error("NotImplemented", "MFA delete is not supported")
+    return status
+
+
+def parse_object_lock_configuration(body: bytes) -> LockRule | None:
+    """The default retention of an ObjectLockConfiguration (None without a Rule).
+
+    Raises MalformedXML (ObjectLockEnabled not Enabled, a mode other than
+    GOVERNANCE or COMPLIANCE, both or neither of Days and Years) or
+    InvalidRetentionPeriod (not a positive number)."""
+    root = _parse(body, "ObjectLockConfiguration", MAX_SMALL_BODY)
+    if _optional(root, "ObjectLockEnabled") != "Enabled":
+        raise S3Error("MalformedXML")
+    rules = _children(root, "Rule")
+    if not rules:
+        return None
+    retention_elements = _children(rules[0], "DefaultRetention")
+    if len(rules) > 1 or len(retention_elements) != 1:
+        raise S3Error("MalformedXML")
+    element = retention_elements[0]
+    mode, days, years = _optional(element, "Mode"), _optional(element, "Days"), _optional(element, "Years")
+    if mode not in LOCK_MODES or (days is None) == (years is None):
+        raise S3Error("MalformedXML")
+    value = (days if days is not None else years or "").strip()
+    if not value.lstrip("-").isdigit():
+        raise S3Error("MalformedXML")
+    if not 0 < int(value) <= (36500 if days is not None else 100):
+        raise S3Error("InvalidRetentionPeriod", "The retention period must be a positive number of days or years")
+    return LockRule(mode, int(value), 0) if days is not None else LockRule(mode, 0, int(value))
+
+
+def parse_retention(body: bytes) -> tuple[str, float]:
+    """(mode, retain-until as a timestamp) of a Retention document; ("", 0)
+    for an empty one (removing retention). MalformedXML for a bad mode or date."""
+    root = _parse(body, "Retention", MAX_SMALL_BODY)
+    mode, until = _optional(root, "Mode"), _optional(root, "RetainUntilDate")
+    if mode is None and until is None:
+        return "", 0.0
+    if mode not in LOCK_MODES or until is None:
+        raise S3Error("MalformedXML")
+    return mode, parse_time(until)
+
+
+def parse_time(text: str) -> float:
+    """An ISO 8601 date and time (S3's timestamps) as a timestamp; MalformedXML otherwise."""
+    try:
+        when = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise S3Error("MalformedXML", "The date is not a valid ISO 8601 date and time") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return when.timestamp()
+
+
+def parse_legal_hold(body: bytes) -> bool:
+    status = _optional(_parse(body, "LegalHold", MAX_SMALL_BODY), "Status")
+    if status not in ("ON", "OFF"):
+        raise S3Error("MalformedXML")
+    return status == "ON"
 
 
 def parse_create_bucket(body: bytes) -> str | None:

@@ -15,7 +15,9 @@ from ..body import Body
 from ..events import ObjectDeleted, ObjectPut
 from ..meta import ChunkMeta, Index, ObjectMeta, Txn, VaultRec
 from ..policy import Principal
+from . import s3meta
 from .chunks import ChunkService
+from .s3meta import S3_PREFIX, VERSIONS_PREFIX
 from .vaults import VaultsService, live_vault
 
 MAX_OBJECT_CHUNKS = 1_000_000
@@ -24,11 +26,13 @@ MAX_OBJECT_CHUNKS = 1_000_000
 Condition = Callable[[bytes | None], None]
 MAX_META_BYTES = 64 * 1024
 RESTIC_PREFIX = "restic/"
-S3_PREFIX = "s3/"       # an S3 object: s3/<bucket>/<key> (vault.services.buckets)
 UPLOAD_PREFIX = "s3mp/"  # a part of a multipart upload: s3mp/<upload id>/<part>
 # Keys only their own front door writes, each with the rules of its protocol.
 RESERVED_PREFIXES = {RESTIC_PREFIX: "the restic backend (/restic/<vault>/)", S3_PREFIX: "the S3 API",
-                     UPLOAD_PREFIX: "the S3 API"}
+                     VERSIONS_PREFIX: "the S3 API", UPLOAD_PREFIX: "the S3 API"}
+# Runs first in a write's op (S3 versioning: moves the current version aside);
+# may return the meta to write instead of the one given.
+Before = Callable[[Txn, list[int]], "bytes | None"]
 
 
 @dataclass(frozen=True)
@@ -61,12 +65,14 @@ class ObjectService:
         return await self._write(rec, key, chunks, meta, who.effective_role, if_none_match)
 
     async def write(self, who: Principal, rec: VaultRec, key: str, chunks: Sequence[bytes], meta: bytes,
-                    if_none_match: bool, condition: Condition | None = None) -> ObjectMeta:
+                    if_none_match: bool, before: Before | None = None,
+                    condition: Condition | None = None) -> ObjectMeta:
         """:meth:`put` for the front door that owns ``key``'s reserved prefix
         (S3 under ``s3/``): the same policy, no refusal of the prefix.
-        ``condition(current record or None)`` raises to refuse the write; it
-        runs in the op that writes, so nothing can change in between."""
-        return await self._write(rec, key, chunks, meta, who.effective_role, if_none_match, condition)
+        ``condition(current record or None)`` raises to refuse the write, and
+        then ``before(txn, released)`` runs; both in the op that writes, so
+        nothing can change in between."""
+        return await self._write(rec, key, chunks, meta, who.effective_role, if_none_match, before, condition)
 
     async def set_meta(self, rec: VaultRec, key: str, meta: bytes) -> ObjectMeta:
         """Replace the object's ``meta`` (its chunks untouched); raises NoSuchObject."""
@@ -110,21 +116,23 @@ class ObjectService:
                 raise E.Forbidden(f"vault {rec.name!r}: {key!r} was written concurrently with other bytes") from None
 
     async def _write(self, rec: VaultRec, key: str, chunks: Sequence[bytes], meta: bytes, role: str,
-                     if_none_match: bool, condition: Condition | None = None) -> ObjectMeta:
+                     if_none_match: bool, before: Before | None = None,
+                     condition: Condition | None = None) -> ObjectMeta:
         if refs.is_large(len(chunks)):
             # Shielded: once references are being counted, the sequence
             # finishes (or is undone) even if the client goes away.
             return await asyncio.shield(asyncio.ensure_future(
-                self._put_large_object(rec, key, chunks, meta, role, if_none_match, condition)))
+                self._put_large_object(rec, key, chunks, meta, role, if_none_match, before, condition)))
         released: list[int] = []
 
         def op(txn: Txn) -> ObjectMeta:
             vrec = live_vault(txn, rec)
-            old_raw = txn.object_packed(rec.vid, key)
             if condition is not None:
-                condition(old_raw)
+                condition(txn.object_packed(rec.vid, key))
+            packed = (before(txn, released) if before else None) or meta
+            old_raw = txn.object_packed(rec.vid, key)
             _may_overwrite(vrec, key, old_raw, role, if_none_match, txn.now)
-            return write_object(txn, rec, key, chunks, meta, txn.now, old_raw, released=released)
+            return write_object(txn, rec, key, chunks, packed, txn.now, old_raw, released=released)
 
         obj = await self.index.run(op)
         await self._settle(released)
@@ -136,7 +144,8 @@ class ObjectService:
             await loop.run_in_executor(None, refs.settle, self.index, iid)
 
     async def _put_large_object(self, rec: VaultRec, key: str, chunks: Sequence[bytes], meta: bytes,
-                                role: str, if_none_match: bool, condition: Condition | None = None) -> ObjectMeta:
+                                role: str, if_none_match: bool, before: Before | None,
+                                condition: Condition | None = None) -> ObjectMeta:
         """:meth:`put` for an object of more than :data:`vault.refs.REF_SLICE`
         references: counted in slices under an acquire intent, then the
         object written in one op (see :mod:`vault.refs`)."""
@@ -151,9 +160,10 @@ class ObjectService:
         if vrec.vid != rec.vid:
             raise E.NoSuchVault(f"no such vault {rec.name!r}")
         current = self.index.object_packed(rec.vid, key)
-        if condition is not None:
+        if condition is not None:  # early, before the references are counted; again in the final op
             condition(current)
-        _may_overwrite(vrec, key, current, role, if_none_match, time.time())
+        if before is None:  # else the current object is moved aside first: the final op decides
+            _may_overwrite(vrec, key, current, role, if_none_match, time.time())
         payload = [await loop.run_in_executor(None, ObjectMeta(0.0, 0, chunks, b"").pack)]
         iid = await self.index.run(lambda txn: txn.open_intent(refs.ACQUIRE, live_vault(txn, rec).vid, payload[0]))
         payload.clear()  # 32 MB for a million references: not kept while the slices run
@@ -170,11 +180,12 @@ class ObjectService:
 
         def final(txn: Txn) -> ObjectMeta:
             vrec = live_vault(txn, rec)
-            old_raw = txn.object_packed(rec.vid, key)
             if condition is not None:
-                condition(old_raw)
+                condition(txn.object_packed(rec.vid, key))
+            packed = (before(txn, released) if before else None) or meta
+            old_raw = txn.object_packed(rec.vid, key)
             _may_overwrite(vrec, key, old_raw, role, if_none_match, txn.now)
-            obj = ObjectMeta(txn.now, size[0], chunks, meta)
+            obj = ObjectMeta(txn.now, size[0], chunks, packed)
             txn.put_object(rec.vid, key, obj)
             old_size = ObjectMeta.header(old_raw)[1] if old_raw is not None else 0
             txn.add_usage(rec.vid, logical=obj.size - old_size, objects=0 if old_raw is not None else 1)
@@ -236,15 +247,19 @@ class ObjectService:
 
 
 def delete_object(txn: Txn, rec: VaultRec, vrec: VaultRec, key: str, ephemeral: bool,
-                  released: list[int]) -> bool:
+                  released: list[int], bypass: bool = False) -> bool:
     """Delete the object ``key`` in an op, with its usage, event and references
     (large ones under an intent, its id added to ``released``). False if there
-    is none; raises AppendOnly or RetentionLocked (never for ``ephemeral``)."""
+    is none; raises AppendOnly or RetentionLocked (never for ``ephemeral``),
+    and ObjectLocked for an S3 version under Object Lock, whoever asks
+    (``bypass``: a ``full`` key bypasses GOVERNANCE retention)."""
     raw = txn.object_packed(rec.vid, key)
     if raw is None:
         return False
     created, size, _ = ObjectMeta.header(raw)
     policy.may_delete(rec.name, vrec.append_only, vrec.retention_days, key, created, txn.now, ephemeral)
+    if s3meta.is_s3_name(key):
+        s3meta.check_removable(rec.name, key, ObjectMeta.unpack(raw).meta, txn.now, bypass)
     txn.delete_object(rec.vid, key)
     txn.add_usage(rec.vid, logical=-size, objects=-1)
     txn.emit(ObjectDeleted(rec, key))
@@ -290,3 +305,5 @@ def _may_overwrite(vrec: VaultRec, key: str, old_raw: bytes | None, role: str, i
     old_created = ObjectMeta.header(old_raw)[0] if old_raw is not None else None
     policy.may_overwrite(vrec.name, vrec.append_only, vrec.retention_days, key, old_created, role,
                          if_none_match, now)
+    if old_raw is not None and s3meta.is_s3_name(key):
+        s3meta.check_removable(vrec.name, key, ObjectMeta.unpack(old_raw).meta, now, False)

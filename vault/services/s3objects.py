@@ -18,56 +18,29 @@ import secrets
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 
-import msgspec
-
 from .. import errors as E
 from .. import policy
+from ..events import ObjectDeleted, ObjectPut
 from ..meta import Index, ObjectMeta, Txn, UploadRec, VaultRec
 from ..policy import Principal
-from .buckets import Target, object_name
+from .buckets import Target, object_name, versioning
 from .chunks import ChunkService
-from .objects import UPLOAD_PREFIX, Condition, ObjectService, delete_object, write_object
+from .objects import UPLOAD_PREFIX, Before, Condition, ObjectService, delete_object, write_object
+from .s3meta import (CHUNK_BYTES, NULL, POSITION_CHARS, S3Meta, pack_meta, position, seq_of, unpack_meta,
+                     valid_version_id, version_name, versions_prefix)
 from .vaults import live_vault
 
-# Fixed-size chunks, not content-defined: backup tools encrypt before they
-# upload, so two uploads share no byte runs that CDC could find, and a
-# retried or copied upload is the same bytes at the same offsets, which fixed
-# cuts dedup as well. 8 MiB keeps a 5 TiB object under the 1,000,000
-# references an object may hold, and equals the store's stream threshold:
-# each chunk goes through the group-committed segment writer.
-CHUNK_BYTES = 8 << 20
+__all__ = ["CHUNK_BYTES", "MIN_PART_BYTES", "MAX_PART_NUMBER", "S3Meta", "pack_meta", "unpack_meta", "Stored",
+           "S3ObjectService", "Deleted"]
+
+# Fixed-size chunks (CHUNK_BYTES, 8 MiB), not content-defined: backup tools
+# encrypt before they upload, so two uploads share no byte runs that CDC
+# could find, and a retried or copied upload is the same bytes at the same
+# offsets, which fixed cuts dedup as well. 8 MiB keeps a 5 TiB object under
+# the 1,000,000 references an object may hold, and equals the store's stream
+# threshold: each chunk goes through the group-committed segment writer.
 MIN_PART_BYTES = 5 << 20
 MAX_PART_NUMBER = 10_000
-
-
-class S3Meta(msgspec.Struct, array_like=True, omit_defaults=True):
-    """What S3 keeps of an object beside its bytes; ``parts`` is the layout of
-    its chunks: ``(chunks, bytes)`` of each part, every chunk of a part
-    ``chunk_bytes`` long but its last."""
-
-    etag: str
-    chunk_bytes: int = CHUNK_BYTES
-    parts: list[tuple[int, int]] = msgspec.field(default_factory=list)
-    content_type: str = ""
-    headers: dict[str, str] = msgspec.field(default_factory=dict)
-    user: dict[str, str] = msgspec.field(default_factory=dict)
-    checksums: dict[str, str] = msgspec.field(default_factory=dict)
-    checksum_type: str = ""
-    tags: dict[str, str] = msgspec.field(default_factory=dict)
-    upload: str = ""  # the multipart upload it completed (a repeated Complete answers with it)
-    part_checksums: list[str] = msgspec.field(default_factory=list)  # of the checksum's algorithm, by part
-
-
-_ENCODER = msgspec.msgpack.Encoder()
-_DECODER = msgspec.msgpack.Decoder(S3Meta)
-
-
-def pack_meta(meta: S3Meta) -> bytes:
-    return _ENCODER.encode(meta)
-
-
-def unpack_meta(raw: bytes) -> S3Meta:
-    return _DECODER.decode(raw)
 
 
 def part_name(upload_id: str, number: int) -> str:
@@ -76,10 +49,59 @@ def part_name(upload_id: str, number: int) -> str:
 
 @dataclass(frozen=True)
 class Stored:
-    """An object as S3 sees it: its record and its S3 metadata."""
+    """An object version as S3 sees it: its record and its S3 metadata."""
 
     obj: ObjectMeta
     meta: S3Meta
+
+
+@dataclass(frozen=True)
+class Deleted:
+    """What a DeleteObject did: the version it removed or the delete marker it
+    added (``version_id`` None in a bucket never versioned), and whether that
+    version is a delete marker."""
+
+    version_id: str | None
+    marker: bool
+
+
+def _s3(raw: bytes) -> tuple[ObjectMeta, S3Meta]:
+    obj = ObjectMeta.unpack(raw)
+    return obj, unpack_meta(obj.meta)
+
+
+def _older(scan: Callable[[str], Iterator[tuple[str, bytes]]], bucket: str,
+           key: str) -> Iterator[tuple[str, bytes]]:
+    """The older versions of ``key``, newest first, from ``scan(prefix)``."""
+    prefix = versions_prefix(bucket, key)
+    for name, raw in scan(prefix):
+        if len(name) == len(prefix) + POSITION_CHARS:  # not a longer key that has a NUL in it
+            yield name, raw
+
+
+def _locate(get: Callable[[str], bytes | None], scan: Callable[[str], Iterator[tuple[str, bytes]]],
+            bucket: str, key: str, version_id: str | None) -> tuple[str, bytes] | None:
+    """``(vault object name, record)`` of a version of ``key`` (the current one
+    for None, delete markers included), or None."""
+    current = object_name(bucket, key)
+    raw = get(current)
+    if raw is not None and (version_id is None or _s3(raw)[1].version_id == version_id):
+        return current, raw
+    if version_id is None or not valid_version_id(version_id):
+        return None
+    if version_id == NULL:
+        return next(((name, raw) for name, raw in _older(scan, bucket, key) if not _s3(raw)[1].version), None)
+    name = version_name(bucket, key, version_id)
+    raw = get(name)
+    return (name, raw) if raw is not None else None
+
+
+def _move(txn: Txn, rec: VaultRec, name: str, to: str, raw: bytes) -> None:
+    """Rename a version's object (its references and usage unchanged), announced
+    as the delete and the put it is to replication."""
+    txn.move_object(rec.vid, name, to, raw)
+    txn.emit(ObjectDeleted(rec, name))
+    txn.emit(ObjectPut(rec, to, ObjectMeta.unpack(raw)))
 
 
 class S3ObjectService:
@@ -104,28 +126,91 @@ class S3ObjectService:
 
     # -- objects -------------------------------------------------------------------
 
+    def find(self, target: Target, key: str, version_id: str | None = None) -> Stored | None:
+        """The version ``version_id`` of ``key`` (the current one for None), delete
+        markers included; None if there is none."""
+        vid = target.bucket.vid
+        found = _locate(lambda name: self.index.object_packed(vid, name),
+                        lambda prefix: self.index.objects(vid, prefix), target.bucket.name, key, version_id)
+        return Stored(*_s3(found[1])) if found else None
+
     def head(self, target: Target, key: str) -> Stored:
-        """Raises NoSuchObject."""
-        obj = self.objects.get(target.vault, object_name(target.bucket.name, key))
-        return Stored(obj, unpack_meta(obj.meta))
+        """The current version, not a delete marker; raises NoSuchObject."""
+        found = self.find(target, key)
+        if found is None or found.meta.marker:
+            raise E.NoSuchObject(f"bucket {target.bucket.name!r}: no such key {key!r}")
+        return found
 
     @staticmethod
     def decode(raw: bytes) -> Stored:
         """An object of a listing, from its packed record."""
-        obj = ObjectMeta.unpack(raw)
-        return Stored(obj, unpack_meta(obj.meta))
+        return Stored(*_s3(raw))
 
     async def put(self, who: Principal, target: Target, key: str, digests: list[bytes], size: int,
                   meta: S3Meta, if_none_match: str | None = None, if_match: str | None = None) -> Stored:
-        """Write the object of the stored chunks ``digests``. Overwriting needs
-        role ``full`` and no lock (policy); ``if_none_match``/``if_match`` are
+        """Write the object of the stored chunks ``digests``: a new version in a
+        versioned bucket, else in place of the current one (which needs role
+        ``full`` and no lock, see policy). ``if_none_match``/``if_match`` are
         the conditions of the request's headers (see :meth:`check_conditions`)."""
-        name = object_name(target.bucket.name, key)
         create_only = self.check_conditions(target, key, if_none_match, if_match)
         meta.parts = [(len(digests), size)]
-        obj = await self.objects.write(who, target.vault, name, digests, pack_meta(meta), create_only,
-                                       _condition(target, key, if_none_match, if_match))
-        return Stored(obj, meta)
+        return await self._write(who, target, key, digests, meta, create_only,
+                                 _condition(target, key, if_none_match, if_match))
+
+    async def _write(self, who: Principal, target: Target, key: str, chunks: list[bytes] | ObjectMeta,
+                     meta: S3Meta, create_only: bool, condition: Condition | None = None) -> Stored:
+        chunk_ids = chunks.chunks if isinstance(chunks, ObjectMeta) else chunks
+        before = self._before(who, target, key, meta, create_only)
+        obj = await self.objects.write(who, target.vault, object_name(target.bucket.name, key), chunk_ids,
+                                       pack_meta(meta), create_only and before is None, before, condition)
+        return Stored(obj, unpack_meta(obj.meta))
+
+    def _before(self, who: Principal, target: Target, key: str, meta: S3Meta, create_only: bool) -> Before | None:
+        """What a write into a versioned bucket does first, in its op: the
+        current version moves to the older ones (or, the null version being
+        replaced while versioning is suspended, it and any older null version
+        are deleted), and the new version gets its id; None for a bucket that
+        was never versioned (the write replaces the object as it always has)."""
+        state = versioning(target.bucket)
+        if not state:
+            return None
+        bucket, vault = target.bucket.name, target.vault
+        current = object_name(bucket, key)
+
+        def before(txn: Txn, released: list[int]) -> bytes:
+            live = live_vault(txn, vault)
+            seq = int(txn.now * 1e9)
+            raw = txn.object_packed(vault.vid, current)
+            if raw is not None:
+                obj, cur = _s3(raw)
+                if create_only and not cur.marker:
+                    raise E.PreconditionFailed(f"bucket {bucket!r}: {key!r} exists")
+                old_seq = seq_of(cur, obj.created)
+                seq = max(seq, old_seq + 1)
+                if state == "Suspended" and not cur.version:
+                    self._drop_null(txn, who, vault, live, current, cur, released)
+                else:
+                    _move(txn, vault, current, version_name(bucket, key, position(old_seq)), raw)
+            if state == "Suspended":
+                older = _locate(lambda name: txn.object_packed(vault.vid, name),
+                                lambda prefix: txn.objects_seen(vault.vid, prefix), bucket, key, NULL)
+                if older is not None and older[0] != current:
+                    self._drop_null(txn, who, vault, live, older[0], _s3(older[1])[1], released)
+            meta.version, meta.seq = ("" if state == "Suspended" else position(seq)), seq
+            if meta.lock_mode or meta.legal_hold:
+                txn.bump_lock_epoch(vault.vid)
+            return pack_meta(meta)
+
+        return before
+
+    @staticmethod
+    def _drop_null(txn: Txn, who: Principal, vault: VaultRec, live: VaultRec, name: str, meta: S3Meta,
+                   released: list[int]) -> None:
+        """Delete the null version a write or delete replaces while versioning
+        is suspended: role ``full`` unless it is a delete marker; locks apply."""
+        if not meta.marker:
+            policy.require_role(who, vault.name, "full")
+        delete_object(txn, vault, live, name, meta.marker, released)
 
     def check_conditions(self, target: Target, key: str, if_none_match: str | None, if_match: str | None) -> bool:
         """Check a conditional write against the current object; True when the
@@ -139,31 +224,118 @@ class S3ObjectService:
                if_none_match, if_match)
         return if_none_match is not None and if_none_match.strip() == "*"
 
-    async def copy(self, who: Principal, source: Target, source_key: str, target: Target, key: str,
-                   meta: S3Meta, if_none_match: bool = False) -> Stored:
-        """Copy an object within a vault with the metadata ``meta``: the same
-        chunks, referenced again (no bytes move), its ETag and checksums kept."""
-        src = self.head(source, source_key)
+    async def copy(self, who: Principal, src: Stored, target: Target, key: str, meta: S3Meta,
+                   if_none_match: bool = False) -> Stored:
+        """Copy the object version ``src`` within a vault with the metadata
+        ``meta``: the same chunks, referenced again (no bytes move), its ETag
+        and checksums kept."""
         meta.etag, meta.parts, meta.chunk_bytes = src.meta.etag, src.meta.parts, src.meta.chunk_bytes
         meta.checksums, meta.checksum_type = src.meta.checksums, src.meta.checksum_type
-        obj = await self.objects.write(who, target.vault, object_name(target.bucket.name, key),
-                                       src.obj.chunks, pack_meta(meta), if_none_match)
-        return Stored(obj, meta)
+        meta.part_checksums, meta.upload = src.meta.part_checksums, src.meta.upload
+        return await self._write(who, target, key, src.obj, meta, if_none_match)
 
-    async def delete(self, who: Principal, target: Target, key: str) -> None:
-        """Delete the object (role ``full``; locks apply); a missing key is no error, as in S3."""
+    async def delete(self, who: Principal, target: Target, key: str, version_id: str | None = None,
+                     bypass: bool = False) -> Deleted:
+        """DeleteObject (role ``full``): without ``version_id`` in a versioned
+        bucket, add a delete marker (always allowed: nothing is removed but a
+        suspended bucket's null version); else remove that version, which its
+        locks and the vault's retention may refuse (``bypass``: of GOVERNANCE
+        retention). A missing key or version is no error, as in S3."""
         policy.require_role(who, target.vault.name, "full")
-        try:
-            await self.objects.delete(target.vault, object_name(target.bucket.name, key))
-        except E.NoSuchObject:
-            pass
+        state = versioning(target.bucket)
+        if version_id is None and state:
+            marker = S3Meta(etag="", marker=True)
+            done = await self._write(who, target, key, [], marker, False)
+            return Deleted(done.meta.version_id, True)
+        if version_id is None:
+            try:
+                await self.objects.delete(target.vault, object_name(target.bucket.name, key))
+            except E.NoSuchObject:
+                pass
+            return Deleted(None, False)
+        bucket, vault = target.bucket.name, target.vault
+        current = object_name(bucket, key)
 
-    async def set_tags(self, who: Principal, target: Target, key: str, tags: dict[str, str]) -> None:
-        """Replace the object's tags (role ``full``); raises NoSuchObject."""
+        def op(txn: Txn, released: list[int]) -> Deleted:
+            live = live_vault(txn, vault)
+            found = _locate(lambda name: txn.object_packed(vault.vid, name),
+                            lambda prefix: txn.objects_seen(vault.vid, prefix), bucket, key, version_id)
+            if found is None:
+                return Deleted(version_id, False)
+            name, raw = found
+            meta = _s3(raw)[1]
+            delete_object(txn, vault, live, name, meta.marker, released, bypass)
+            if name == current:  # the newest older version becomes the current one
+                newest = next(_older(lambda prefix: txn.objects_seen(vault.vid, prefix), bucket, key), None)
+                if newest is not None:
+                    _move(txn, vault, newest[0], current, newest[1])
+            return Deleted(version_id, meta.marker)
+
+        return await self.objects.run_releasing(op)
+
+    async def change(self, who: Principal, target: Target, key: str, version_id: str | None,
+                     edit: Callable[[S3Meta, float], bool]) -> Stored:
+        """Change a version's S3 metadata in place (tags, retention, legal hold):
+        ``edit(meta, now)`` changes it or raises; it returns whether it set a lock.
+        Raises NoSuchObject, NoSuchVersion, MethodNotAllowed (a delete marker)."""
+        bucket, vault = target.bucket.name, target.vault
+
+        def op(txn: Txn) -> Stored:
+            live_vault(txn, vault)
+            found = _locate(lambda name: txn.object_packed(vault.vid, name),
+                            lambda prefix: txn.objects_seen(vault.vid, prefix), bucket, key, version_id)
+            if found is None and version_id is not None:
+                raise E.NoSuchVersion(f"bucket {bucket!r}: {key!r} has no version {version_id[:80]!r}")
+            if found is None:
+                raise E.NoSuchObject(f"bucket {bucket!r}: no such key {key!r}")
+            obj, meta = _s3(found[1])
+            if meta.marker:
+                raise E.MethodNotAllowed(f"bucket {bucket!r}: {key!r} version {meta.version_id} is a delete marker")
+            if edit(meta, txn.now):
+                txn.bump_lock_epoch(vault.vid)
+            obj = obj._replace(meta=pack_meta(meta))
+            txn.put_object(vault.vid, found[0], obj)
+            txn.emit(ObjectPut(vault, found[0], obj))
+            return Stored(obj, meta)
+
+        return await self.index.run(op)
+
+    async def set_tags(self, who: Principal, target: Target, key: str, tags: dict[str, str],
+                       version_id: str | None = None) -> None:
+        """Replace the version's tags (role ``full``); raises NoSuchObject."""
         policy.require_role(who, target.vault.name, "full")
-        stored = self.head(target, key)
-        stored.meta.tags = tags
-        await self.objects.set_meta(target.vault, object_name(target.bucket.name, key), pack_meta(stored.meta))
+
+        def edit(meta: S3Meta, now: float) -> bool:
+            meta.tags = tags
+            return False
+
+        await self.change(who, target, key, version_id, edit)
+
+    async def set_retention(self, who: Principal, target: Target, key: str, version_id: str | None, mode: str,
+                            until: float, bypass: bool) -> None:
+        """PutObjectRetention: ``mode`` ("" removes it) until ``until``. Extending
+        needs role ``append``; shortening, removing or changing GOVERNANCE
+        retention also ``bypass`` from a ``full`` key; COMPLIANCE only extends."""
+        policy.require_role(who, target.vault.name, "append")
+        bypass = bypass and policy.has_role(who.effective_role, "full")
+
+        def edit(meta: S3Meta, now: float) -> bool:
+            policy.may_change_retention(key, meta.lock_mode, meta.retain_until, mode, until, bypass, now)
+            meta.lock_mode, meta.retain_until = mode, until if mode else 0.0
+            return bool(mode)
+
+        await self.change(who, target, key, version_id, edit)
+
+    async def set_legal_hold(self, who: Principal, target: Target, key: str, version_id: str | None,
+                             on: bool) -> None:
+        """PutObjectLegalHold: placing one needs role ``append``, releasing it ``full``."""
+        policy.require_role(who, target.vault.name, "append" if on else "full")
+
+        def edit(meta: S3Meta, now: float) -> bool:
+            meta.legal_hold = on
+            return on
+
+        await self.change(who, target, key, version_id, edit)
 
     # -- multipart uploads -----------------------------------------------------------
 
@@ -234,11 +406,10 @@ class S3ObjectService:
         meta = finish(unpack_meta(upload.meta), parts)
         meta.parts = [layout for part in parts for layout in part.meta.parts]
         meta.chunk_bytes, meta.upload = CHUNK_BYTES, upload.id
-        obj = await self.objects.write(who, target.vault, object_name(target.bucket.name, upload.key), chunks,
-                                       pack_meta(meta), create_only,
-                                       _condition(target, upload.key, if_none_match, if_match))
+        done = await self._write(who, target, upload.key, chunks, meta, create_only,
+                                 _condition(target, upload.key, if_none_match, if_match))
         await self.end_upload(target.vault, upload)
-        return Stored(obj, meta)
+        return done
 
     def _chosen_parts(self, target: Target, upload: UploadRec, numbers: list[tuple[int, str]]) -> list[Stored]:
         have = dict(self.parts(target, upload))
@@ -300,7 +471,8 @@ class S3ObjectService:
 
 def _judge(target: Target, key: str, raw: bytes | None, if_none_match: str | None, if_match: str | None) -> None:
     """Refuse a conditional write given the key's current record ``raw`` (or None)."""
-    current = unpack_meta(ObjectMeta.unpack(raw).meta).etag if raw is not None else None
+    meta = unpack_meta(ObjectMeta.unpack(raw).meta) if raw is not None else None
+    current = meta.etag if meta is not None and not meta.marker else None  # a delete marker: no object
     if if_match is not None and current is None:
         raise E.NoSuchObject(f"bucket {target.bucket.name!r}: no such key {key!r}")
     if if_match is not None and not _etag_in(if_match, current):

@@ -5,16 +5,18 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import time
 from dataclasses import dataclass, fields as dc_fields
 from typing import Any
 
 from .. import errors as E
 from .. import policy
 from ..events import Event, VaultDeleted, VaultPut
-from ..meta import Index, Txn, Usage, VaultRec
+from ..meta import Index, ObjectMeta, Txn, Usage, VaultRec
 from ..meta import audit as A
 from ..names import vault_name
 from ..policy import Principal
+from . import s3meta
 
 audit = logging.getLogger("objvault.audit")
 
@@ -127,11 +129,21 @@ class VaultsService:
         return await self.index.run(op)
 
     async def delete(self, name: str, who: Principal) -> None:
-        """Remove the vault, its keys and objects; its chunks go to GC (no longer indexed by name)."""
+        """Remove the vault, its keys and objects; its chunks go to GC (no longer indexed by name).
+
+        Refused (VaultLocked) while any S3 version in it is under Object Lock
+        retention or a legal hold: the versions are looked through first, and
+        the deletion is refused too if a lock was set meanwhile."""
+        found = self.index.vault(name)
+        epoch = self.index.lock_epoch(found.vid) if found is not None else 0
+        if found is not None:
+            self._refuse_locked(found)
 
         def op(txn: Txn) -> VaultRec:
             rec = vault_in(txn, name)
             policy.may_delete_vault(name, rec.append_only, rec.retention_days)
+            if found is None or rec.vid != found.vid or txn.lock_epoch(rec.vid) != epoch:
+                raise E.Conflict(f"vault {name!r} changed while it was checked for locked objects; retry")
             # The vault's objects, chunks and usage are keyed by its internal id,
             # which is never reused: GC removes them in bounded passes.
             txn.delete_vault(rec)
@@ -140,6 +152,14 @@ class VaultsService:
             return rec
 
         await self.index.run(op)
+
+    def _refuse_locked(self, rec: VaultRec) -> None:
+        now = time.time()
+        for prefix in (s3meta.S3_PREFIX, s3meta.VERSIONS_PREFIX):
+            for key, raw in self.index.objects(rec.vid, prefix):
+                if s3meta.is_locked(ObjectMeta.unpack(raw).meta, now):
+                    raise E.VaultLocked(f"vault {rec.name!r} holds S3 object versions under Object Lock "
+                                        f"(such as {key[:200]!r}); it cannot be deleted before they expire")
 
 
 # The log line of each audited action; those that weaken protection are warnings.

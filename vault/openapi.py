@@ -56,6 +56,7 @@ ROUTES = [
      {200: "usage"}, []),
     ("post", "/v1/admin/gc", "Run one GC pass ({dry_run})", "admin", {200: "stats"}, []),
     ("get", "/v1/admin/jobs", "Background jobs: schedule, progress, last pass", "admin", {200: "jobs"}, []),
+    ("post", "/v1/admin/jobs/{job}", "Run one pass of a job now", "admin", {200: "stats"}, ["not_found"]),
     ("post", "/v1/admin/scrub", "Start a scrub pass", "admin", {202: "started"}, []),
     ("get", "/v1/admin/scrub", "Scrub progress and damaged chunks", "admin", {200: "progress"}, []),
     ("get", "/v1/admin/replication", "Replication lag per target", "admin", {200: "targets"}, []),

@@ -13,11 +13,12 @@ from aiohttp import web
 from .. import errors as E
 from ..http import parse_range
 from ..services.buckets import Target
+from ..services.s3lifecycle import header as expiration_header
 from ..services.s3objects import Stored
 from . import xml
 from .bodies import check_acl, lower, meta_of, object_headers, preconditions, receive, tags_of
 from .errors import S3Error, from_domain
-from .front import Call, read_small
+from .front import CONFIG, Call, read_small
 
 MAX_KEYS = 1000
 MAX_BUCKETS = 10_000
@@ -255,9 +256,15 @@ async def put_object(call: Call) -> web.StreamResponse:
     got = await receive(call, where)
     meta.etag, meta.checksums = got.etag, got.checksums
     meta.checksum_type = "FULL_OBJECT" if got.checksums else ""
-    await call.services.s3.put(call.who, where, call.key, got.chunks, got.size, meta, if_none_match, if_match)
-    headers = {"ETag": f'"{got.etag}"', **{f"x-amz-checksum-{a}": v for a, v in got.checksums.items()}}
+    done = await call.services.s3.put(call.who, where, call.key, got.chunks, got.size, meta, if_none_match, if_match)
+    headers = {"ETag": f'"{got.etag}"', **{f"x-amz-checksum-{a}": v for a, v in got.checksums.items()},
+               **_expiration(call, where, done)}
     return web.Response(headers=headers)
+
+
+def _expiration(call: Call, where: Target, obj: Stored) -> dict[str, str]:
+    return expiration_header(where.bucket.settings, call.key, obj.obj.size, obj.meta.tags, obj.obj.created,
+                             call.request.app[CONFIG].lifecycle_day_seconds)
 
 
 def write_conditions(call: Call) -> tuple[str | None, str | None]:
@@ -347,6 +354,7 @@ async def _send(call: Call, where: Target, obj: Stored, start: int, end: int, st
     checksum_mode = call.headers.get("x-amz-checksum-mode") == "ENABLED"
     whole = status == 200 or part is not None
     headers = object_headers(obj, call.query, checksum_mode and whole, int(part) if part else None)
+    headers.update(_expiration(call, where, obj))
     if status == 304:
         return web.Response(status=304, headers={k: headers[k] for k in ("ETag", "Last-Modified")})
     if status == 206:

@@ -349,3 +349,57 @@ def _signed(tenant: Tenant, method: str, url: str, body: bytes) -> httpx.Respons
     request = AWSRequest(method=method, url=url, data=body)
     S3SigV4Auth(Credentials(s3["access_key_id"], s3["secret_access_key"]), "s3", "us-east-1").add_auth(request)
     return httpx.request(method, url, content=body, headers=dict(request.headers))
+
+
+# -- the worker, in process ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def core(tmp_path):
+    from vault.app import Vault
+    from vault.config import load_config
+
+    v = Vault(load_config(env={"OBJVAULT_DATA_DIRS": str(tmp_path / "data"), "OBJVAULT_ADMIN_TOKEN": "t",
+                               **SMALL_SEGMENTS}))
+    yield v
+    v.close()
+
+
+async def _bucket_with_objects(core, n: int, rules: list[dict]):
+    from vault.policy import Principal
+    from vault.services import VaultSettings
+    from vault.services.s3objects import S3Meta
+
+    admin = Principal(admin=True)
+    svc = core.services
+    await svc.vaults.create("acme", VaultSettings(), admin)
+    await svc.buckets.create(admin, "acme", "bkt")
+    await svc.buckets.set_setting(admin, "bkt", "lifecycle", rules)
+    target = svc.buckets.target(admin, "bkt", "full")
+    for i in range(n):
+        await svc.s3.put(admin, target, f"k{i:03d}", [], 0, S3Meta(etag="e"))
+    return svc, target
+
+
+async def test_a_pass_is_bounded_and_the_next_goes_on_where_it_stopped(core, monkeypatch):
+    from vault.services.s3lifecycle import S3Lifecycle
+
+    svc, target = await _bucket_with_objects(core, 25, [{"id": "r", "enabled": True, "days": 1}])
+    job = S3Lifecycle(core.index, svc.s3, scan_limit=10, clock=lambda: time.time() + 3 * DAY)
+    monkeypatch.setattr(S3Lifecycle, "PAGE", 4)
+    seen = [await job.run_once() for _ in range(3)]
+    assert [(s["scanned"], s["expired"]) for s in seen] == [(10, 10), (10, 10), (5, 5)]
+    assert list(core.index.objects(target.bucket.vid, "s3/bkt/")) == []
+    assert (await job.run_once())["scanned"] == 0
+
+
+async def test_an_object_replaced_since_it_was_read_is_not_expired(core):
+    from vault.services.s3lifecycle import S3Lifecycle
+
+    svc, target = await _bucket_with_objects(core, 1, [{"id": "r", "enabled": True, "days": 1}])
+    job = S3Lifecycle(core.index, svc.s3)
+    created = svc.s3.head(target, "k000").obj.created
+    assert await job._expire(target, "k000", created - 1) is None  # another version than the one read
+    assert svc.s3.head(target, "k000").obj.created == created
+    assert await job._expire(target, "k000", created) == "expired"
+    assert list(core.index.objects(target.bucket.vid, "s3/bkt/")) == []

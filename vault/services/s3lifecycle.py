@@ -25,6 +25,7 @@ a rule that matched the old one.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import math
 import time
 from email.utils import formatdate
@@ -156,7 +157,7 @@ class S3Lifecycle(Job):
     over, which only costs a re-read)."""
 
     name = "s3_lifecycle"
-    YIELD_EVERY = 1000
+    PAGE = 1000
 
     def __init__(self, index: Index, s3: S3ObjectService, day_seconds: float = DAY,
                  scan_limit: int = 1_000_000, clock: Callable[[], float] = time.time) -> None:
@@ -196,27 +197,29 @@ class S3Lifecycle(Job):
         base = object_name(name, "")
         prefix = _common_prefix(r.filter.prefix for r in expiring)
         last = self.resume.pop(name, None)
-        for n, (full, raw) in enumerate(self.index.objects(target.bucket.vid, base + prefix,
-                                                            last and base + last)):
-            key = full[len(base):]
-            if run.budget <= 0:
-                if last is not None:
-                    self.resume[name] = last
+        while True:
+            # Read a page, then act on it: no index iterator stays open across a delete.
+            page = list(itertools.islice(self.index.objects(target.bucket.vid, base + prefix,
+                                                            last and base + last), min(self.PAGE, run.budget)))
+            for full, raw in page:
+                key = last = full[len(base):]
+                run.budget -= 1
+                run.count("scanned")
+                obj = ObjectMeta.unpack(raw)
+                found = expiration(expiring, key, obj.size, unpack_meta(obj.meta).tags, obj.created, run.day)
+                if found is None or found[0] > run.now:
+                    continue
+                reason = _held(target.vault, obj.created, run.now)
+                if reason is None:
+                    reason = await self._expire(target, key, obj.created)
+                if reason is not None:
+                    run.count(reason)
+            if run.budget <= 0 and page and last is not None:
+                self.resume[name] = last  # the next pass goes on after it
                 return
-            run.budget -= 1
-            last = key
-            run.count("scanned")
-            if n % self.YIELD_EVERY == self.YIELD_EVERY - 1:
-                await asyncio.sleep(0)
-            obj = ObjectMeta.unpack(raw)
-            found = expiration(expiring, key, obj.size, unpack_meta(obj.meta).tags, obj.created, run.day)
-            if found is None or found[0] > run.now:
-                continue
-            reason = _held(target.vault, obj.created, run.now)
-            if reason is None:
-                reason = await self._expire(target, key, obj.created)
-            if reason is not None:
-                run.count(reason)
+            if len(page) < self.PAGE:
+                return
+            await asyncio.sleep(0)
 
     async def _expire(self, target: Target, key: str, created: float) -> str | None:
         """Delete the object if it is still the one created at ``created``;
@@ -245,7 +248,9 @@ class S3Lifecycle(Job):
         aborting = [r for r in rules if r.abort_days is not None]
         if not aborting:
             return
-        for upload in list(self.index.uploads(target.bucket.vid, target.bucket.name)):
+        for upload in list(itertools.islice(self.index.uploads(target.bucket.vid, target.bucket.name),
+                                            max(run.budget, 0))):
+            run.budget -= 1
             due = any(upload.key.startswith(r.filter.prefix) and upload.created + (r.abort_days or 0) * run.day
                       <= run.now for r in aborting)
             if not due:

@@ -209,6 +209,7 @@ def test_worker_expires_matching_objects_and_aborts_stale_uploads(fast):
     assert uploads == [other] and stale not in uploads
     jobs = {j["name"]: j for j in fast.admin.get("/v1/admin/jobs").json()["jobs"]}
     assert jobs["s3_lifecycle"]["last_stats"]["expired"] == 4
+    assert fast.admin.post("/v1/admin/jobs/no_such_job").status_code == 404
     assert t.usage()["objects"] == 3
 
 

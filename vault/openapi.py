@@ -81,7 +81,7 @@ def spec() -> dict:
     paths: dict = {}
     for method, path, summary, auth, ok, codes in ROUTES:
         params = [{"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
-                  for p in ("vault", "id", "key", "key_id", "bucket") if "{" + p + "}" in path]
+                  for p in ("vault", "id", "key", "key_id", "bucket", "job") if "{" + p + "}" in path]
         responses: dict[str, dict[str, Any]] = {str(s): {"description": d} for s, d in ok.items()}
         responses["default"] = {
             "description": "Problem details; `code` is one of: " + (", ".join(codes) or "(generic)"),

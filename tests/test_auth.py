@@ -94,6 +94,7 @@ ADMIN_OPS_ROUTES = [
     ("GET", "/v1/admin/usage", {}),
     ("GET", "/v1/admin/usage?format=csv", {}),
     ("POST", "/v1/admin/gc", {"json": {"dry_run": True}}),
+    ("POST", "/v1/admin/jobs/s3_lifecycle", {}),
     ("POST", "/v1/admin/scrub", {}),
     ("GET", "/v1/admin/scrub", {}),
     ("GET", "/v1/admin/replication", {}),

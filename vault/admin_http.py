@@ -9,6 +9,7 @@ vaults and their keys (reading one vault, ``GET /v1/vaults/{vault}``, is the
 native API's: a vault's own keys may do it).
 
 ``GET  /v1/admin/jobs``         every background job: schedule, progress, last pass, state
+``POST /v1/admin/jobs/{job}``   one pass of that job now; its stats
 ``POST /v1/admin/gc``           ``{"dry_run"?: bool}``: one pass now; its stats
 ``GET  /v1/admin/usage``        ``[?format=csv][&date=YYYY-MM-DD]``: usage now, or a day's snapshot
 ``GET  /v1/admin/replication``  lag per target
@@ -186,6 +187,15 @@ async def jobs(request: web.Request) -> web.Response:
     return _json({"jobs": runner.status() if runner else []})
 
 
+async def run_job(request: web.Request) -> web.Response:
+    require_admin(request)
+    runner: Runner = app_part(request, RUNNER)
+    name = request.match_info["job"]
+    if runner.job(name) is None:
+        raise E.NotFound(f"no such job {name[:80]!r}")
+    return _json(await runner.run_now(name))
+
+
 async def gc(request: web.Request) -> web.Response:
     require_admin(request)
     body = await read_json_object(request)
@@ -326,6 +336,7 @@ def add_routes(app: web.Application) -> None:
     r.add_get("/v1/vaults/{vault}/buckets", list_buckets)
     r.add_delete("/v1/vaults/{vault}/buckets/{bucket}", delete_bucket)
     r.add_get("/v1/admin/jobs", jobs)
+    r.add_post("/v1/admin/jobs/{job}", run_job)
     r.add_post("/v1/admin/gc", gc, **body)
     r.add_get("/v1/admin/usage", usage)
     r.add_get("/v1/admin/replication", replication_status)

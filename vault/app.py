@@ -166,6 +166,9 @@ class Workers:
             from .s3.front import UploadExpiry
             runner.add(UploadExpiry(vault.services, vault.cfg.s3.upload_expiry_seconds),
                        vault.cfg.s3.upload_expiry_interval_seconds)
+            from .services.s3lifecycle import S3Lifecycle
+            runner.add(S3Lifecycle(vault.index, vault.services.s3, vault.cfg.s3.lifecycle_day_seconds),
+                       vault.cfg.s3.lifecycle_interval_seconds)
         # Labelled with vault names: only an authorised scraper may see them.
         vault.metrics.add_callback(usage_gauges(vault.index), tenant=True)
         vault.metrics.add_callback(self.alerts.vault_gauges, tenant=True)

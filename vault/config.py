@@ -59,6 +59,11 @@ class S3Config:
     # Multipart uploads neither completed nor aborted this long are aborted.
     upload_expiry_seconds: int = 7 * 86400
     upload_expiry_interval_seconds: int = 3600
+    # Bucket lifecycle rules are applied this often (0: only when asked).
+    lifecycle_interval_seconds: int = 3600
+    # How long a lifecycle "day" is: 86400 but in tests, where rules of a few
+    # days run out in seconds (expiry is then not rounded to midnight).
+    lifecycle_day_seconds: int = 86400
 
 
 @dataclass
@@ -308,6 +313,9 @@ def _validate(cfg: Config) -> None:
     if cfg.s3.upload_expiry_seconds < 3600 or cfg.s3.upload_expiry_interval_seconds < 0:
         raise ConfigError("config keys 's3.upload_expiry_seconds' (at least 3600) and "
                           "'s3.upload_expiry_interval_seconds' (not negative)")
+    if cfg.s3.lifecycle_interval_seconds < 0 or cfg.s3.lifecycle_day_seconds < 1:
+        raise ConfigError("config keys 's3.lifecycle_interval_seconds' (not negative) and "
+                          "'s3.lifecycle_day_seconds' (at least 1)")
     if cfg.metrics_listen:
         _check_address("metrics_listen", cfg.metrics_listen)
         if cfg.metrics_listen == cfg.listen:

@@ -56,6 +56,7 @@ ROUTES = [
      {200: "usage"}, []),
     ("post", "/v1/admin/gc", "Run one GC pass ({dry_run})", "admin", {200: "stats"}, []),
     ("get", "/v1/admin/jobs", "Background jobs: schedule, progress, last pass", "admin", {200: "jobs"}, []),
+    ("post", "/v1/admin/jobs/{job}", "Run one pass of a job now", "admin", {200: "stats"}, ["not_found"]),
     ("post", "/v1/admin/scrub", "Start a scrub pass", "admin", {202: "started"}, []),
     ("get", "/v1/admin/scrub", "Scrub progress and damaged chunks", "admin", {200: "progress"}, []),
     ("get", "/v1/admin/replication", "Replication lag per target", "admin", {200: "targets"}, []),
@@ -86,7 +87,7 @@ def spec() -> dict:
     paths: dict = {}
     for method, path, summary, auth, ok, codes in ROUTES:
         params = [{"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
-                  for p in ("vault", "id", "key", "key_id", "bucket") if "{" + p + "}" in path]
+                  for p in ("vault", "id", "key", "key_id", "bucket", "job") if "{" + p + "}" in path]
         responses: dict[str, dict[str, Any]] = {str(s): {"description": d} for s, d in ok.items()}
         responses["default"] = {
             "description": "Problem details; `code` is one of: " + (", ".join(codes) or "(generic)"),

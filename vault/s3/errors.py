@@ -14,6 +14,7 @@ from typing import Any
 # code -> (HTTP status, S3's default message)
 CODES: dict[str, tuple[int, str]] = {
     "AccessDenied": (403, "Access Denied"),
+    "AccessForbidden": (403, "This CORS request is not allowed."),
     "AuthorizationHeaderMalformed": (400, "The authorization header is malformed."),
     "AuthorizationQueryParametersError": (400, "The query parameters that provide authentication are malformed."),
     "BadDigest": (400, "The digest you specified did not match what we received."),
@@ -47,9 +48,11 @@ CODES: dict[str, tuple[int, str]] = {
     "NoSuchVersion": (404, "The specified version does not exist."),
     "ObjectLockConfigurationNotFoundError": (404, "Object Lock configuration does not exist for this bucket"),
     "NoSuchObjectLockConfiguration": (404, "The specified object does not have an ObjectLock configuration"),
+    "NoSuchCORSConfiguration": (404, "The CORS configuration does not exist"),
     "NoSuchPublicAccessBlockConfiguration": (404, "The public access block configuration was not found"),
     "NoSuchTagSet": (404, "The TagSet does not exist"),
     "NoSuchKey": (404, "The specified key does not exist."),
+    "NoSuchLifecycleConfiguration": (404, "The lifecycle configuration does not exist"),
     "NoSuchUpload": (404, "The specified multipart upload does not exist."),
     "NotModified": (304, "Not Modified"),
     "NotImplemented": (501, "A header you provided implies functionality that is not implemented."),

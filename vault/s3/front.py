@@ -86,12 +86,13 @@ Handler = Callable[[Call], Awaitable[web.StreamResponse]]
 
 def build_app(services: Services, budget: MemoryBudget, config: S3Config, metrics: Any = None) -> web.Application:
     """The S3 application; ``budget`` is the server's one memory budget."""
-    from . import handlers, locks, multipart
+    from . import cors, handlers, lifecycle, locks, multipart
     app = web.Application(middlewares=[_answer], client_max_size=1 << 20)
     app[SERVICES], app[BUDGET], app[CONFIG] = services, budget, config
     if metrics is not None:
         app[METRICS] = metrics
-    app[ROUTES] = {**handlers.ROUTES, **multipart.ROUTES, **locks.ROUTES}
+    app[ROUTES] = {**handlers.ROUTES, **multipart.ROUTES, **locks.ROUTES, **lifecycle.ROUTES, **cors.ROUTES}
+    app.on_response_prepare.append(cors.on_prepare)
     app.router.add_route("*", "/{tail:.*}", _dispatch, expect_handler=_expect)
     return app
 
@@ -139,6 +140,10 @@ def _error_response(request: web.Request, error: S3Error, request_id: str) -> we
 
 
 async def _dispatch(request: web.Request) -> web.StreamResponse:
+    if request.method == "OPTIONS":  # a CORS preflight: never signed
+        from .cors import preflight
+        request["s3_operation"] = "preflight"
+        return preflight(request, _resource(request, request.app[CONFIG].domain)[0])
     handler, call = _call(request, request["request_id"])
     return await handler(call)
 
@@ -148,6 +153,7 @@ def _call(request: web.Request, request_id: str) -> tuple[Handler, Call]:
     services = request.app[SERVICES]
     config = request.app[CONFIG]
     bucket, key = _resource(request, config.domain)
+    request["s3_bucket"] = bucket
     handler, operation = _route(request, bucket, key)
     request["s3_operation"] = operation
     signed = sigv4.Request.of(request.method, request.raw_path.split("?", 1)[0],

@@ -13,13 +13,14 @@ from aiohttp import web
 from .. import errors as E
 from ..http import parse_range
 from ..services.buckets import Target, versioning
+from ..services.s3lifecycle import header as expiration_header
 from ..services.s3meta import valid_version_id
 from ..services.s3objects import Deleted, Stored
 from . import xml
 from .bodies import (check_acl, lock_of, lower, meta_of, object_headers, preconditions, receive, tags_of,
                      version_headers)
 from .errors import S3Error, from_domain
-from .front import Call, read_small
+from .front import CONFIG, Call, read_small
 
 MAX_KEYS = 1000
 MAX_BUCKETS = 10_000
@@ -320,8 +321,13 @@ async def put_object(call: Call) -> web.StreamResponse:
     done = await call.services.s3.put(call.who, where, call.key, got.chunks, got.size, meta, if_none_match,
                                       if_match)
     headers = {"ETag": f'"{got.etag}"', **{f"x-amz-checksum-{a}": v for a, v in got.checksums.items()},
-               **version_headers(where, done, written=True)}
+               **version_headers(where, done, written=True), **_expiration(call, where, done)}
     return web.Response(headers=headers)
+
+
+def _expiration(call: Call, where: Target, obj: Stored) -> dict[str, str]:
+    return expiration_header(where.bucket.settings, call.key, obj.obj.size, obj.meta.tags, obj.obj.created,
+                             call.request.app[CONFIG].lifecycle_day_seconds)
 
 
 def write_conditions(call: Call) -> tuple[str | None, str | None]:
@@ -421,6 +427,7 @@ async def _send(call: Call, where: Target, obj: Stored, start: int, end: int, st
     whole = status == 200 or part is not None
     headers = object_headers(obj, call.query, checksum_mode and whole, int(part) if part else None)
     headers.update(version_headers(where, obj))
+    headers.update(_expiration(call, where, obj))
     if status == 304:
         return web.Response(status=304, headers={k: headers[k] for k in ("ETag", "Last-Modified")})
     if status == 206:

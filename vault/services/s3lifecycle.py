@@ -1,0 +1,300 @@
+"""S3 bucket lifecycle: the rules a bucket keeps, which objects they apply
+to, when those expire, and the worker that applies them.
+
+A bucket's rules are kept in its record (``settings["lifecycle"]``, the
+plain form of :class:`Rule`), so they survive restarts and travel with the
+bucket. The worker (:class:`S3Lifecycle`, one job under the runner) passes
+over every bucket with rules and, for each enabled one, does each action of
+:data:`ACTIONS`: a function ``(pass, target, rules) -> None`` that counts
+what it did in the pass's stats. Expiring current objects and aborting
+stale multipart uploads are here; expiring noncurrent versions
+(NoncurrentVersionExpiration) and removing expired delete markers
+(ExpiredObjectDeleteMarker) need object versions and plug in as two more
+actions once buckets keep versions; until then a bucket has no noncurrent
+version and no delete marker, so there is nothing for them to do.
+
+The worker never deletes what a lock holds: an object younger than its
+vault's ``retention_days`` floor is skipped (``skipped_retention``), as is
+one in an append-only vault (``skipped_locked``); the check is made again in
+the committer op that deletes, so a lock that appears meanwhile still holds.
+An object is deleted only if it is still the one the rules were evaluated
+on (same creation time): a fresh upload under the key is never expired by
+a rule that matched the old one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import math
+import time
+from email.utils import formatdate
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+from .. import errors as E
+from .. import policy
+from ..meta import Index, ObjectMeta, Txn, VaultRec
+from ..workers import Job
+from .buckets import Target, object_name
+from .objects import delete_object
+from .s3objects import S3ObjectService, unpack_meta
+from .vaults import live_vault
+
+SETTING = "lifecycle"
+DAY = 86400
+
+
+class Filter(msgspec.Struct, omit_defaults=True):
+    """Which objects a rule applies to: every condition must hold.
+
+    ``form`` is how the rule stated it, so it is answered back the same way:
+    ``legacy`` (the rule's own Prefix), ``empty`` (an empty Filter), ``prefix``,
+    ``tag``, ``gt``, ``lt`` (one condition in a Filter), ``and``."""
+
+    form: str = "legacy"
+    prefix: str = ""
+    tags: dict[str, str] = msgspec.field(default_factory=dict)
+    size_gt: int | None = None
+    size_lt: int | None = None
+
+    def matches(self, key: str, size: int, tags: dict[str, str]) -> bool:
+        return key.startswith(self.prefix) and all(tags.get(k) == v for k, v in self.tags.items()) \
+            and (self.size_gt is None or size > self.size_gt) and (self.size_lt is None or size < self.size_lt)
+
+
+class Rule(msgspec.Struct, omit_defaults=True):
+    """One lifecycle rule; None: the action (or its field) is not given."""
+
+    id: str
+    enabled: bool
+    filter: Filter = msgspec.field(default_factory=Filter)
+    days: int | None = None  # Expiration/Days
+    date: float | None = None  # Expiration/Date, at midnight UTC
+    delete_marker: bool | None = None  # Expiration/ExpiredObjectDeleteMarker
+    noncurrent_days: int | None = None  # NoncurrentVersionExpiration/NoncurrentDays
+    newer_noncurrent: int | None = None  # NoncurrentVersionExpiration/NewerNoncurrentVersions
+    abort_days: int | None = None  # AbortIncompleteMultipartUpload/DaysAfterInitiation
+
+    @property
+    def expires(self) -> bool:
+        return self.days is not None or self.date is not None
+
+
+def dump(rules: list[Rule]) -> list[dict[str, Any]]:
+    """The plain form a bucket record keeps."""
+    return msgspec.to_builtins(rules)
+
+
+def load(value: Any) -> list[Rule]:
+    """The rules of a bucket's kept setting (none: an empty list)."""
+    return msgspec.convert(value or [], list[Rule])
+
+
+def midnight_after(ts: float) -> float:
+    """The first midnight UTC at or after ``ts``."""
+    return math.ceil(ts / DAY) * DAY
+
+
+def expiry(rule: Rule, created: float, day: float = DAY) -> float | None:
+    """When the rule's Expiration ends an object created at ``created``: its
+    Date, or ``created`` plus Days rounded up to midnight UTC (with a shortened
+    ``day``, a test setting, not rounded)."""
+    if rule.date is not None:
+        return rule.date
+    if rule.days is None:
+        return None
+    due = created + rule.days * day
+    return midnight_after(due) if day == DAY else due
+
+
+def expiration(rules: Iterable[Rule], key: str, size: int, tags: dict[str, str], created: float,
+               day: float = DAY) -> tuple[float, str] | None:
+    """``(expiry, rule id)`` of the earliest enabled Expiration that applies to the object."""
+    found = [(when, rule.id) for rule in rules
+             if rule.enabled and rule.expires and rule.filter.matches(key, size, tags)
+             and (when := expiry(rule, created, day)) is not None]
+    return min(found) if found else None
+
+
+def header(settings: dict[str, Any], key: str, size: int, tags: dict[str, str], created: float,
+           day: float = DAY) -> dict[str, str]:
+    """``x-amz-expiration`` of an object an Expiration rule of the bucket's
+    ``settings`` applies to (else nothing)."""
+    if SETTING not in settings:
+        return {}
+    found = expiration(load(settings[SETTING]), key, size, tags, created, day)
+    if found is None:
+        return {}
+    when, rule_id = found
+    shown = "".join(c for c in rule_id if c.isprintable() and c not in '"\\')
+    return {"x-amz-expiration": f'expiry-date="{formatdate(when, usegmt=True)}", rule-id="{shown}"'}
+
+
+@dataclass
+class Pass:
+    """One pass of the worker: its clock, its bounds, and its counts."""
+
+    now: float
+    day: float
+    budget: int  # objects it may still look at
+    stats: dict[str, int] = field(default_factory=lambda: dict.fromkeys(
+        ("buckets", "scanned", "expired", "aborted", "skipped_locked", "skipped_retention",
+         "noncurrent_expired", "delete_markers_removed"), 0))
+
+    def count(self, what: str, n: int = 1) -> None:
+        self.stats[what] += n
+
+
+class S3Lifecycle(Job):
+    """Applies every bucket's lifecycle rules; see the module docstring.
+
+    A pass looks at no more than ``scan_limit`` objects; where a bucket's
+    scan stopped, the next pass goes on (kept in memory: a restart starts
+    over, which only costs a re-read)."""
+
+    name = "s3_lifecycle"
+    PAGE = 1000
+
+    def __init__(self, index: Index, s3: S3ObjectService, day_seconds: float = DAY,
+                 scan_limit: int = 1_000_000, clock: Callable[[], float] = time.time) -> None:
+        super().__init__()
+        self.index = index
+        self.s3 = s3
+        self.day = float(day_seconds)
+        self.scan_limit = scan_limit
+        self.clock = clock
+        self.resume: dict[str, str] = {}  # bucket -> key the last pass stopped after
+
+    async def run_once(self) -> dict:
+        run = Pass(self.clock(), self.day, self.scan_limit)
+        for bucket in list(self.index.buckets()):
+            rules = [r for r in load(bucket.settings.get(SETTING)) if r.enabled]
+            if not rules or run.budget <= 0:
+                continue
+            try:
+                vault = self.s3.objects.vaults.get(bucket.vault)
+            except E.NoSuchVault:
+                continue
+            if vault.vid != bucket.vid:
+                continue
+            run.count("buckets")
+            target = Target(vault, bucket)
+            for action in ACTIONS:
+                await action(self, run, target, rules)
+        return run.stats
+
+    # -- current objects ---------------------------------------------------------
+
+    async def expire_current(self, run: Pass, target: Target, rules: list[Rule]) -> None:
+        expiring = [r for r in rules if r.expires]
+        if not expiring:
+            return
+        name = target.bucket.name
+        base = object_name(name, "")
+        prefix = _common_prefix(r.filter.prefix for r in expiring)
+        last = self.resume.pop(name, None)
+        while True:
+            # Read a page, then act on it: no index iterator stays open across a delete.
+            page = list(itertools.islice(self.index.objects(target.bucket.vid, base + prefix,
+                                                            last and base + last), min(self.PAGE, run.budget)))
+            for full, raw in page:
+                key = last = full[len(base):]
+                run.budget -= 1
+                run.count("scanned")
+                obj = ObjectMeta.unpack(raw)
+                found = expiration(expiring, key, obj.size, unpack_meta(obj.meta).tags, obj.created, run.day)
+                if found is None or found[0] > run.now:
+                    continue
+                reason = _held(target.vault, obj.created, run.now)
+                if reason is None:
+                    reason = await self._expire(target, key, obj.created)
+                if reason is not None:
+                    run.count(reason)
+            if run.budget <= 0 and page and last is not None:
+                self.resume[name] = last  # the next pass goes on after it
+                return
+            if len(page) < self.PAGE:
+                return
+            await asyncio.sleep(0)
+
+    async def _expire(self, target: Target, key: str, created: float) -> str | None:
+        """Delete the object if it is still the one created at ``created``;
+        the stat a lock adds instead (None when deleted or gone)."""
+        vault, name = target.vault, object_name(target.bucket.name, key)
+
+        def op(txn: Txn, released: list[int]) -> bool:
+            raw = txn.object_packed(vault.vid, name)
+            if raw is None or ObjectMeta.header(raw)[0] != created:
+                return False
+            return delete_object(txn, vault, live_vault(txn, vault), name, False, released)
+
+        try:
+            if await self.s3.objects.run_releasing(op):
+                return "expired"
+            return None
+        except E.VaultError as e:
+            reason = SKIPPED.get(e.code)
+            if reason is None:
+                raise
+            return reason
+
+    # -- multipart uploads ---------------------------------------------------------
+
+    async def abort_uploads(self, run: Pass, target: Target, rules: list[Rule]) -> None:
+        aborting = [r for r in rules if r.abort_days is not None]
+        if not aborting:
+            return
+        for upload in list(itertools.islice(self.index.uploads(target.bucket.vid, target.bucket.name),
+                                            max(run.budget, 0))):
+            run.budget -= 1
+            due = any(upload.key.startswith(r.filter.prefix) and upload.created + (r.abort_days or 0) * run.day
+                      <= run.now for r in aborting)
+            if not due:
+                continue
+            try:
+                await self.s3.end_upload(target.vault, upload)
+                run.count("aborted")
+            except (E.NoSuchUpload, E.NoSuchVault):
+                pass  # ended or gone meanwhile
+
+    # -- versions (need buckets that keep versions) ----------------------------------
+
+    async def expire_noncurrent(self, run: Pass, target: Target, rules: list[Rule]) -> None:
+        """NoncurrentVersionExpiration: a bucket without versions has no
+        noncurrent version to expire (counted in ``noncurrent_expired``)."""
+
+    async def remove_delete_markers(self, run: Pass, target: Target, rules: list[Rule]) -> None:
+        """ExpiredObjectDeleteMarker: a bucket without versions has no delete
+        marker to remove (counted in ``delete_markers_removed``)."""
+
+
+Action = Callable[[S3Lifecycle, Pass, Target, list[Rule]], Any]
+ACTIONS: tuple[Action, ...] = (S3Lifecycle.expire_current, S3Lifecycle.abort_uploads,
+                               S3Lifecycle.expire_noncurrent, S3Lifecycle.remove_delete_markers)
+
+# What a refused delete counts as: the lock that refused it.
+SKIPPED = {"append_only": "skipped_locked", "retention": "skipped_retention"}
+
+
+def _held(vault: VaultRec, created: float, now: float) -> str | None:
+    """The stat of a lock that holds an object created at ``created`` (None: none does)."""
+    try:
+        policy.may_delete(vault.name, vault.append_only, vault.retention_days, "", created, now)
+    except E.VaultError as e:
+        return SKIPPED.get(e.code, "skipped_locked")
+    return None
+
+
+def _common_prefix(prefixes: Iterable[str]) -> str:
+    """The longest prefix every one of ``prefixes`` starts with."""
+    found: str | None = None
+    for p in prefixes:
+        if found is None:
+            found = p
+        while not p.startswith(found):
+            found = found[:-1]
+    return found or ""

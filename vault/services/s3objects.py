@@ -25,7 +25,7 @@ from .. import policy
 from ..meta import Index, ObjectMeta, Txn, UploadRec, VaultRec
 from ..policy import Principal
 from .buckets import Target, object_name
-from .chunks import ChunkService
+from .chunks import ChunkService, Observer
 from .objects import UPLOAD_PREFIX, ObjectService, delete_object, write_object
 from .vaults import live_vault
 
@@ -91,7 +91,7 @@ class S3ObjectService:
     # -- bodies --------------------------------------------------------------------
 
     async def store(self, target: Target, length: int, pieces: AsyncIterator[bytes | memoryview],
-                    observe: Callable[[memoryview], None]) -> tuple[list[bytes], int]:
+                    observe: Observer) -> tuple[list[bytes], int]:
         """Store a body of ``length`` bytes as chunks (refused with QuotaExceeded
         before any of it is read when it cannot fit); ids in order and size."""
         self.chunks.check_room(target.vault, length)

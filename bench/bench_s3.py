@@ -1,0 +1,343 @@
+"""S3 front-door figures (issue 13, "Figures"), each next to its baseline from the same run.
+
+Run: ``.venv/bin/python bench/bench_s3.py`` (``--quick``: about two minutes, not the quoted figures).
+
+Everything runs on this machine, client included. Clients:
+
+* ``wrk`` (C, with ``bench/put.lua`` / ``bench/get.lua``) for every PUT and GET
+  of single objects, on objvault's S3 listener, on its native API and on
+  SeaweedFS's S3 gateway alike. SigV4 signatures are made by this driver
+  before the clock starts, with the body's SHA-256 as the signed payload
+  (the server verifies it), so the client costs almost no CPU.
+* an aiohttp client for multipart uploads (create, the parts in parallel,
+  complete), signing each request as it goes; the parts' SHA-256 are
+  computed before the clock starts.
+
+Baselines, measured in the same run:
+
+* ``null_*``: an aiohttp server that reads the body and answers without
+  storing anything, with the same client (the client + HTTP stack ceiling);
+* ``disk_baseline``: the disk's write + fdatasync rate without any server;
+* ``digest_*``: what one core hashes per second (MD5, SHA-256, both);
+* ``seaweedfs_*``: SeaweedFS's S3 gateway, same client, same pattern (it
+  does not fsync before answering; objvault does).
+
+Objects and chunks are durable before objvault answers (fsync). Each round
+starts fresh servers; figures are the median of the rounds (``_best``: the
+best round), ratios the median of each round's ratio. ``MB`` = 10**6 bytes.
+``--chunk-mib 4,8,16`` also measures multipart and large GETs per S3 chunk
+size (``[s3] chunk_bytes``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import hashlib
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import httpx  # noqa: E402
+
+from bench.bench_ingest import NULL_SERVER, Chunks, disk_baseline, out, wrk  # noqa: E402
+from bench.s3_digest_rate import CASES, rate  # noqa: E402
+from tests.s3server import EMPTY_SHA256, SeaweedS3, sigv4_authorization  # noqa: E402
+from tests.server import Server, free_port  # noqa: E402
+
+MiB = 1 << 20
+GET_SET = 256  # 1 MiB objects read over and over by the GET figures
+BENCH = Path(__file__).resolve().parent
+
+
+class Signer:
+    """SigV4 for one S3 endpoint (path style, region us-east-1)."""
+
+    def __init__(self, port: int, access_key: str, secret_key: str) -> None:
+        self.port, self.access_key, self.secret_key = port, access_key, secret_key
+        self.url = f"http://127.0.0.1:{port}"
+
+    def headers(self, method: str, path: str, payload: str, query: dict[str, str] | None = None,
+                amz_date: str | None = None) -> dict[str, str]:
+        amz_date = amz_date or dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        hdrs = {"host": f"127.0.0.1:{self.port}", "x-amz-date": amz_date, "x-amz-content-sha256": payload}
+        auth = sigv4_authorization(method=method, path=path, query=query or {}, headers=hdrs, payload_sha256=payload,
+                                   access_key=self.access_key, secret_key=self.secret_key, amz_date=amz_date)
+        del hdrs["host"]
+        return {**hdrs, "Authorization": auth}
+
+    def request(self, method: str, path: str, body: bytes = b"") -> httpx.Response:
+        headers = self.headers(method, path, hashlib.sha256(body).hexdigest())
+        return httpx.request(method, self.url + path, content=body, headers=headers, timeout=60)
+
+    def listed(self, bucket: str, most: int = 1000) -> list[str]:
+        """Up to ``most`` keys of ``bucket`` (ListObjectsV2, the first page)."""
+        path = f"/{bucket}"
+        q = {"list-type": "2", "max-keys": str(most)}
+        r = httpx.get(f"{self.url}{path}?list-type=2&max-keys={most}", timeout=60,
+                      headers=self.headers("GET", path, EMPTY_SHA256, q))
+        if r.status_code != 200:
+            raise RuntimeError(f"ListObjectsV2: {r.status_code} {r.text}")
+        return re.findall(r"<Key>([^<]+)</Key>", r.text)
+
+    def sigs_file(self, where: Path, method: str, prefix: str, names: list[str], payloads: list[str]) -> Path:
+        """A SIGS_FILE for put.lua / get.lua: line i signs ``method prefix+names[i]``."""
+        amz_date = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        with open(where, "w") as f:
+            for name, payload in zip(names, payloads):
+                h = self.headers(method, prefix + name, payload, amz_date=amz_date)
+                f.write(f"{h['x-amz-date']}\t{h['Authorization']}\n")
+        return where
+
+
+class Parts:
+    """Distinct multipart parts: a 16-hex-digit counter, then the same random tail; SHA-256s up front."""
+
+    def __init__(self, size: int, count: int) -> None:
+        self.size = size
+        self.rest = os.urandom(size - 16)
+        self.sha = [hashlib.sha256(self.data(i)).hexdigest() for i in range(count)]
+
+    def data(self, i: int) -> bytes:
+        return b"%016x" % i + self.rest
+
+
+async def multipart(s3: Signer, bucket: str, parts: Parts, objects: int, per_object: int,
+                    in_flight: int, tag: str) -> tuple[float, list[str]]:
+    """Upload ``objects`` objects of ``per_object`` parts, ``in_flight`` objects
+    at a time (every part of an object in parallel); returns (MB/s, keys)."""
+    import aiohttp
+
+    async def one(session: aiohttp.ClientSession, n: int) -> str:
+        key = f"mp-{tag}-{n}"
+        path = f"/{bucket}/{key}"
+        async with session.post(f"{s3.url}{path}?uploads=",
+                                headers=s3.headers("POST", path, EMPTY_SHA256, {"uploads": ""})) as r:
+            text = await r.text()
+            if r.status != 200:
+                raise RuntimeError(f"create {r.status}: {text}")
+            upload = re.search(r"<UploadId>([^<]+)</UploadId>", text).group(1)  # type: ignore[union-attr]
+
+        async def part(number: int) -> str:
+            i = n * per_object + number - 1
+            q = {"partNumber": str(number), "uploadId": upload}
+            async with session.put(f"{s3.url}{path}?partNumber={number}&uploadId={upload}", data=parts.data(i),
+                                   headers=s3.headers("PUT", path, parts.sha[i], q)) as r:
+                if r.status != 200:
+                    raise RuntimeError(f"part {r.status}: {await r.text()}")
+                return r.headers["ETag"]
+
+        etags = await asyncio.gather(*(part(k) for k in range(1, per_object + 1)))
+        body = ("<CompleteMultipartUpload>" + "".join(
+            f"<Part><PartNumber>{k}</PartNumber><ETag>{e}</ETag></Part>" for k, e in enumerate(etags, 1))
+            + "</CompleteMultipartUpload>").encode()
+        q = {"uploadId": upload}
+        async with session.post(f"{s3.url}{path}?uploadId={upload}", data=body,
+                                headers=s3.headers("POST", path, hashlib.sha256(body).hexdigest(), q)) as r:
+            text = await r.text()
+            if r.status != 200 or "<Error>" in text:
+                raise RuntimeError(f"complete {r.status}: {text}")
+        return key
+
+    todo = iter(range(objects))
+    keys: list[str] = []
+
+    async def worker(session: aiohttp.ClientSession) -> None:
+        for n in todo:
+            keys.append(await one(session, n))
+
+    t0 = time.perf_counter()
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=in_flight * per_object)) as session:
+        await asyncio.gather(*(worker(session) for _ in range(in_flight)))
+    seconds = time.perf_counter() - t0
+    return objects * per_object * parts.size / seconds / 1e6, keys
+
+
+def put_rate(url: str, env: dict, secs: int, conns: int, size: int) -> float:
+    """MB/s of wrk PUTs that were answered 2xx (any other answer fails the run)."""
+    r = wrk("put.lua", url, secs, conns, env)
+    if r["errors"]:
+        raise RuntimeError(f"{r['errors']} PUTs failed at {url}")
+    return r["rps"] * size / 1e6
+
+
+def get_rate(url: str, env: dict, secs: int, conns: int) -> float:
+    g = wrk("get.lua", url, secs, conns, env)
+    if g["errors"]:
+        raise RuntimeError(f"{g['errors']} GETs failed at {url}")
+    return g["transfer"] / 1e6
+
+
+class Run:
+    """One benchmark run: the shared inputs and every round's figures."""
+
+    def __init__(self, work: Path, quick: bool, conns: int) -> None:
+        self.work, self.quick, self.conns = work, quick, conns
+        self.secs = 5 if quick else 12
+        self.small = Chunks(work, MiB, 1100 * self.secs)
+        self.objects = 8 if quick else 16  # 64 MiB objects per multipart pass
+        self.parts = Parts(8 * MiB, self.objects * 8)
+        self.figures: dict[str, list[float]] = defaultdict(list)
+
+    def record(self, name: str, value: float) -> None:
+        self.figures[name].append(value)
+        out(f"  round_{name}", f"{value:.2f}" if value < 10 else f"{value:.0f}")
+
+    def wrk_env(self, prefix: str, ids_file: Path, extra: dict | None = None) -> dict:
+        return {"BASE_FILE": str(self.small.base), "IDS_FILE": str(ids_file), "URL_PREFIX": prefix, "TOKEN": "",
+                **(extra or {})}
+
+    def s3_pass(self, name: str, s3: Signer, bucket: str, large_gets: bool = True) -> None:
+        """1 MiB PUTs, 64 MiB multipart uploads, GETs of both, on one S3 endpoint."""
+        ids = self.small.ids()
+        prefix = f"/{bucket}/"
+        sigs = s3.sigs_file(self.work / f"sigs-{name}", "PUT", prefix, ids, ids)
+        env = self.wrk_env(prefix, self.small.ids_file, {"SIGS_FILE": str(sigs)})
+        self.record(f"{name}_put_1mib_mb_s", put_rate(s3.url, env, self.secs, self.conns, MiB))
+        # GET: up to GET_SET objects just stored (read once first: the figure is the server's, not the disk's)
+        have = s3.listed(bucket, GET_SET)
+        gets = self.work / f"gets-{name}"
+        gets.write_text("\n".join(have) + "\n")
+        genv = self.wrk_env(prefix, gets, {"COUNT": str(len(have)), "SIGS_FILE": str(
+            s3.sigs_file(self.work / f"gsigs-{name}", "GET", prefix, have, [EMPTY_SHA256] * len(have)))})
+        get_rate(s3.url, genv, 2, self.conns)
+        self.record(f"{name}_get_1mib_mb_s", get_rate(s3.url, genv, self.secs, self.conns))
+        if large_gets:
+            self.large(name, s3, bucket)
+
+    def large(self, name: str, s3: Signer, bucket: str) -> None:
+        mbs, keys = asyncio.run(multipart(s3, bucket, self.parts, self.objects, 8, 2, name))
+        self.record(f"{name}_multipart_64mib_mb_s", mbs)
+        prefix = f"/{bucket}/"
+        keyfile = self.work / f"keys-{name}"
+        keyfile.write_text("\n".join(keys) + "\n")
+        env = self.wrk_env(prefix, keyfile, {"COUNT": str(len(keys)), "SIGS_FILE": str(
+            s3.sigs_file(self.work / f"ksigs-{name}", "GET", prefix, keys, [EMPTY_SHA256] * len(keys)))})
+        get_rate(s3.url, env, 3, 4)
+        self.record(f"{name}_get_64mib_mb_s", get_rate(s3.url, env, self.secs, 4))
+
+    def objvault(self, n: int, chunk_mib: int | None = None, native: bool = True) -> None:
+        env = {}
+        if chunk_mib:
+            env = {"OBJVAULT_S3_CHUNK_BYTES": str(chunk_mib * MiB),
+                   "OBJVAULT_STREAM_THRESHOLD_BYTES": str(max(8, chunk_mib) * MiB)}
+        srv = Server(self.work / f"objvault-{n}-{chunk_mib}", env=env).start()
+        try:
+            if native:
+                srv.create_vault("native")
+                token = srv.create_key("native", "full")
+                ids = self.small.ids()
+                env_n = self.wrk_env("/v1/vaults/native/chunks/", self.small.ids_file, {"TOKEN": token})
+                self.record("native_put_1mib_mb_s", put_rate(srv.url, env_n, self.secs, self.conns, MiB))
+                gone = set(srv.client(token).post("/v1/vaults/native/chunks/missing",
+                                                  json={"ids": ids[:1500]}).json()["missing"])
+                have = [i for i in ids[:1500] if i not in gone][:GET_SET]
+                gets = self.work / "gets-native"
+                gets.write_text("\n".join(have) + "\n")
+                genv = {**env_n, "IDS_FILE": str(gets), "COUNT": str(len(have))}
+                get_rate(srv.url, genv, 2, self.conns)
+                self.record("native_get_1mib_mb_s", get_rate(srv.url, genv, self.secs, self.conns))
+            srv.create_vault("s3-bench")
+            key = srv.admin.post("/v1/vaults/s3-bench/keys", json={"role": "full"}).json()["s3"]
+            s3 = Signer(srv.s3_port, key["access_key_id"], key["secret_access_key"])
+            r = s3.request("PUT", "/bench")
+            if r.status_code != 200:
+                raise RuntimeError(f"CreateBucket: {r.status_code} {r.text}")
+            if chunk_mib:
+                self.large(f"objvault_chunk{chunk_mib}", s3, "bench")
+            else:
+                self.s3_pass("objvault_s3", s3, "bench")
+        finally:
+            srv.stop()
+            shutil.rmtree(srv.root, ignore_errors=True)
+
+    def seaweed(self, n: int) -> None:
+        with SeaweedS3(self.work / f"weed-{n}", volume_max=400) as weed:
+            weed.create_bucket("bench")
+            self.s3_pass("seaweedfs", Signer(weed.s3_port, weed.access_key, weed.secret_key), "bench")
+        shutil.rmtree(self.work / f"weed-{n}", ignore_errors=True)
+
+    def baselines(self) -> None:
+        out("disk_baseline_write_mb_s", f"{disk_baseline(self.work, (1 if self.quick else 2) << 30):.0f}")
+        pieces = [os.urandom(MiB) for _ in range(64)]
+        for case in ("md5", "sha256", "md5_sha256_crc32"):
+            out(f"digest_{case}_one_core_mb_s", f"{rate(pieces, CASES[case], 3):.0f}")
+        port = free_port()
+        null = subprocess.Popen([sys.executable, "-c", NULL_SERVER, str(port)])
+        try:
+            deadline = time.time() + 10
+            while time.time() < deadline:
+                try:
+                    httpx.put(f"http://127.0.0.1:{port}/x", content=b"x")
+                    break
+                except httpx.HTTPError:
+                    time.sleep(0.1)
+            url = f"http://127.0.0.1:{port}"
+            env = self.wrk_env("/null/", self.small.ids_file)
+            out("null_put_1mib_mb_s", f"{put_rate(url, env, self.secs // 2 + 1, self.conns, MiB):.0f}")
+            out("null_get_1mib_mb_s", f"{get_rate(url, {**env, 'COUNT': '1000'}, self.secs // 2 + 1, self.conns):.0f}")
+        finally:
+            null.kill()
+            null.wait()
+
+    def report(self) -> None:
+        f = self.figures
+        for name, values in sorted(f.items()):
+            out(name, f"{statistics.median(values):.0f}")
+            out(name + "_best", f"{max(values):.0f}")
+
+        def ratio(a: str, b: str) -> None:
+            if f.get(a) and f.get(b):
+                rs = [x / y for x, y in zip(f[a], f[b])]
+                out(f"ratio_{a.removesuffix('_mb_s')}_vs_{b.removesuffix('_mb_s')}", f"{statistics.median(rs):.2f}")
+
+        ratio("objvault_s3_put_1mib_mb_s", "seaweedfs_put_1mib_mb_s")
+        ratio("objvault_s3_put_1mib_mb_s", "native_put_1mib_mb_s")
+        ratio("objvault_s3_get_1mib_mb_s", "native_get_1mib_mb_s")
+        ratio("objvault_s3_multipart_64mib_mb_s", "seaweedfs_multipart_64mib_mb_s")
+        ratio("objvault_s3_get_64mib_mb_s", "seaweedfs_get_64mib_mb_s")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="one short round (not the quoted figures)")
+    ap.add_argument("--rounds", type=int, default=None, help="rounds (default 3, 1 with --quick)")
+    ap.add_argument("--concurrency", type=int, default=16, help="PUTs/GETs of 1 MiB in flight (default 16)")
+    ap.add_argument("--chunk-mib", default="", help="also measure these S3 chunk sizes, e.g. 4,8,16")
+    ap.add_argument("--no-seaweedfs", action="store_true", help="skip SeaweedFS (profiling runs)")
+    ap.add_argument("--dir", default=os.environ.get("BENCH_DIR", str(BENCH.parent / ".bench")))
+    args = ap.parse_args()
+    if not shutil.which("wrk"):
+        raise SystemExit("wrk is needed: apt-get install wrk (make bench installs it)")
+    rounds = args.rounds or (1 if args.quick else 3)
+    Path(args.dir).mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="s3bench-", dir=args.dir))
+    try:
+        run = Run(work, args.quick, args.concurrency)
+        out("machine", f"{os.cpu_count()} cores; client and server on the same machine")
+        out("concurrency", args.concurrency)
+        run.baselines()
+        for n in range(rounds):
+            out("round", n + 1)
+            run.objvault(n)
+            if not args.no_seaweedfs:
+                run.seaweed(n)
+            for c in filter(None, args.chunk_mib.split(",")):
+                run.objvault(n, int(c), native=False)
+        run.report()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -15,7 +15,7 @@ from email.utils import formatdate, parsedate_to_datetime
 from urllib.parse import parse_qsl
 
 from ..services.buckets import Target
-from ..services.s3objects import CHUNK_BYTES, S3Meta, Stored
+from ..services.s3objects import S3Meta, Stored
 from . import checksums
 from .chunked import ChunkedBody
 from .errors import S3Error
@@ -65,7 +65,8 @@ async def receive(call: Call, target: Target, algorithm: str = "") -> Received:
                                         headers.get("x-amz-sdk-checksum-algorithm", "").lower()) if a}
     wanted &= set(checksums.ALGORITHMS)
     digests = checksums.BodyDigests(wanted, sha256=call.auth.payload is Payload.SIGNED)
-    held = await call.budget.acquire(CHUNK_BYTES if length is None else min(length, CHUNK_BYTES))
+    most = call.services.s3.chunk_bytes
+    held = await call.budget.acquire(most if length is None else min(length, most))
     try:
         chunks, size = await call.services.s3.store(target, length or 0, _bounded(pieces), digests.update)
     finally:

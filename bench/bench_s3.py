@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime as dt
 import hashlib
 import os
@@ -46,16 +47,17 @@ import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
+from typing import cast
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import httpx  # noqa: E402
 
 from bench.bench_ingest import NULL_SERVER, Chunks, disk_baseline, out, wrk  # noqa: E402
-from bench.common import RSSSampler  # noqa: E402
+from bench.common import RSSSampler, null_server  # noqa: E402
 from bench.s3_digest_rate import CASES, rate  # noqa: E402
 from tests.s3server import EMPTY_SHA256, SeaweedS3, sigv4_authorization  # noqa: E402
-from tests.server import Server, free_port  # noqa: E402
+from tests.server import Server  # noqa: E402
 
 MiB = 1 << 20
 GET_SET = 256  # 1 MiB objects read over and over by the GET figures
@@ -93,10 +95,13 @@ class Signer:
         return re.findall(r"<Key>([^<]+)</Key>", r.text)
 
     def sigs_file(self, where: Path, method: str, prefix: str, names: list[str], payloads: list[str]) -> Path:
-        """A SIGS_FILE for put.lua / get.lua: line i signs ``method prefix+names[i]``."""
+        """A SIGS_FILE for put.lua / get.lua: line i signs ``method prefix+names[i]`` (none for "-")."""
         amz_date = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
         with open(where, "w") as f:
             for name, payload in zip(names, payloads):
+                if name == "-":  # a line the run does not read
+                    f.write("-\t-\n")
+                    continue
                 h = self.headers(method, prefix + name, payload, amz_date=amz_date)
                 f.write(f"{h['x-amz-date']}\t{h['Authorization']}\n")
         return where
@@ -115,9 +120,10 @@ class Parts:
 
 
 async def multipart(s3: Signer, bucket: str, parts: Parts, objects: int, per_object: int,
-                    in_flight: int, tag: str) -> tuple[float, list[str]]:
-    """Upload ``objects`` objects of ``per_object`` parts, ``in_flight`` objects
-    at a time (every part of an object in parallel); returns (MB/s, keys)."""
+                    in_flight: int, tag: str, first: int = 0) -> tuple[float, list[str]]:
+    """Upload ``objects`` objects of ``per_object`` parts (object ``n`` of parts
+    ``n * per_object...``, from ``n = first``), ``in_flight`` objects at a time
+    (every part of an object in parallel); returns (MB/s, keys)."""
     import aiohttp
 
     async def one(session: aiohttp.ClientSession, n: int) -> str:
@@ -151,7 +157,7 @@ async def multipart(s3: Signer, bucket: str, parts: Parts, objects: int, per_obj
                 raise RuntimeError(f"complete {r.status}: {text}")
         return key
 
-    todo = iter(range(objects))
+    todo = iter(range(first, first + objects))
     keys: list[str] = []
 
     async def worker(session: aiohttp.ClientSession) -> None:
@@ -180,58 +186,117 @@ def get_rate(url: str, env: dict, secs: int, conns: int) -> float:
     return g["transfer"] / 1e6
 
 
-class Run:
-    """One benchmark run: the shared inputs and every round's figures."""
+# The multipart client's ceiling: a server that reads every body (in 1 MiB
+# pieces, as objvault does), stores nothing and answers as S3 does.
+NULL_S3 = """
+import sys, uvloop
+from aiohttp import web
+async def h(req):
+    while await req.content.read(1 << 20):
+        pass
+    if req.method == "PUT":
+        return web.Response(headers={"ETag": '"0"'})
+    if "uploads" in req.query:
+        return web.Response(text="<InitiateMultipartUploadResult><UploadId>0</UploadId></InitiateMultipartUploadResult>")
+    return web.Response(text="<CompleteMultipartUploadResult></CompleteMultipartUploadResult>")
+app = web.Application(client_max_size=1 << 30)
+app.router.add_route("*", "/{tail:.*}", h)
+web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print=None, loop=uvloop.new_event_loop())
+"""
 
-    def __init__(self, work: Path, quick: bool, conns: int) -> None:
-        self.work, self.quick, self.conns = work, quick, conns
-        self.secs = 5 if quick else 12
-        self.small = Chunks(work, MiB, 1100 * self.secs)
-        self.objects = 8 if quick else 16  # 64 MiB objects per multipart pass
-        self.parts = Parts(8 * MiB, self.objects * 8)
+
+class Target:
+    """One place to PUT and GET: a wrk URL prefix and how requests are authorized."""
+
+    def __init__(self, name: str, url: str, prefix: str, token: str = "", s3: Signer | None = None,
+                 bucket: str = "") -> None:
+        self.name, self.url, self.prefix, self.token, self.s3, self.bucket = name, url, prefix, token, s3, bucket
+
+
+class Run:
+    """One benchmark run: the shared inputs and the figures of every repetition.
+
+    The servers compared run side by side for the whole run, and each
+    repetition measures them one after the other in short slices, in a
+    rotating order: the machine's load changes by the minute, so a ratio is
+    taken between slices seconds apart, and the median of the repetitions
+    is reported."""
+
+    def __init__(self, work: Path, quick: bool, conns: int, reps: int) -> None:
+        self.work, self.quick, self.conns, self.reps = work, quick, conns, reps
+        self.secs = 4 if quick else 6
+        self.per_slice = 1100 * self.secs  # 1 MiB ids a PUT slice may use (more than this machine writes)
+        self.small = Chunks(work, MiB, self.per_slice * reps)
+        self.objects = 6 if quick else 10  # 64 MiB objects per multipart slice
+        self.parts = Parts(8 * MiB, self.objects * 8 * reps)
         self.chunk_sizes: list[int] = []
         self.parts16 = self.parts  # 16 MiB parts, made when chunk sizes are compared
         self.figures: dict[str, list[float]] = defaultdict(list)
+        self.servers: list[Server] = []
 
     def record(self, name: str, value: float) -> None:
         self.figures[name].append(value)
-        out(f"  round_{name}", f"{value:.2f}" if value < 10 else f"{value:.0f}")
+        out(f"  {name}", f"{value:.2f}" if value < 10 else f"{value:.0f}")
 
     def wrk_env(self, prefix: str, ids_file: Path, extra: dict | None = None) -> dict:
         return {"BASE_FILE": str(self.small.base), "IDS_FILE": str(ids_file), "URL_PREFIX": prefix, "TOKEN": "",
                 **(extra or {})}
 
-    def s3_pass(self, name: str, s3: Signer, bucket: str, large_gets: bool = True) -> None:
-        """1 MiB PUTs, 64 MiB multipart uploads, GETs of both, on one S3 endpoint."""
-        ids = self.small.ids()
-        prefix = f"/{bucket}/"
-        sigs = s3.sigs_file(self.work / f"sigs-{name}", "PUT", prefix, ids, ids)
-        env = self.wrk_env(prefix, self.small.ids_file, {"SIGS_FILE": str(sigs)})
-        self.record(f"{name}_put_1mib_mb_s", put_rate(s3.url, env, self.secs, self.conns, MiB))
-        # GET: up to GET_SET objects just stored (read once first: the figure is the server's, not the disk's)
-        have = s3.listed(bucket, GET_SET)
-        gets = self.work / f"gets-{name}"
-        gets.write_text("\n".join(have) + "\n")
-        genv = self.wrk_env(prefix, gets, {"COUNT": str(len(have)), "SIGS_FILE": str(
-            s3.sigs_file(self.work / f"gsigs-{name}", "GET", prefix, have, [EMPTY_SHA256] * len(have)))})
-        get_rate(s3.url, genv, 2, self.conns)
-        self.record(f"{name}_get_1mib_mb_s", get_rate(s3.url, genv, self.secs, self.conns))
-        if large_gets:
-            self.large(name, s3, bucket)
+    def _auth(self, t: Target, method: str, names: list[str], payloads: list[str], tag: str) -> dict:
+        if t.s3 is None:
+            return {"TOKEN": t.token}
+        return {"SIGS_FILE": str(t.s3.sigs_file(self.work / f"sigs-{t.name}-{tag}", method, t.prefix, names,
+                                                payloads))}
 
-    def large(self, name: str, s3: Signer, bucket: str, parts: Parts | None = None) -> None:
-        """64 MiB objects: multipart uploads (8 MiB parts, or ``parts``), then GETs, 4 in flight."""
-        parts = parts or self.parts
+    def put(self, t: Target, rep: int) -> None:
+        """A slice of 1 MiB PUTs on ids never sent before (no dedup hit)."""
+        ids = self.small.ids()
+        lo = rep * self.per_slice
+        names = ids[:lo + self.per_slice]  # signed only where this slice reads
+        payloads = ["-"] * lo + ids[lo:lo + self.per_slice]
+        if t.s3 is not None:
+            names = ["-"] * lo + names[lo:]
+        env = self.wrk_env(t.prefix, self.small.ids_file, {"START": str(lo), **self._auth(t, "PUT", names, payloads,
+                                                                                             "put")})
+        self.record(f"{t.name}_put_1mib_mb_s", put_rate(t.url, env, self.secs, self.conns, MiB))
+
+    def get_set(self, t: Target) -> list[str]:
+        """Up to GET_SET 1 MiB objects just stored there."""
+        if t.s3 is not None:
+            return t.s3.listed(t.bucket, GET_SET)
+        ids = self.small.ids()[:1500]
+        gone = set(httpx.post(f"{t.url}/v1/vaults/native/chunks/missing", json={"ids": ids}, timeout=60,
+                              headers={"Authorization": f"Bearer {t.token}"}).json()["missing"])
+        return [i for i in ids if i not in gone][:GET_SET]
+
+    def get(self, t: Target, names: list[str], label: str, conns: int) -> None:
+        """A slice of GETs of ``names`` (read once first: the figure is the server's, not the disk's)."""
+        keys = self.work / f"keys-{t.name}-{label}"
+        keys.write_text("\n".join(names) + "\n")
+        env = self.wrk_env(t.prefix, keys, {"COUNT": str(len(names)),
+                                            **self._auth(t, "GET", names, [EMPTY_SHA256] * len(names), label)})
+        get_rate(t.url, env, 2, conns)
+        self.record(f"{t.name}_get_{label}_mb_s", get_rate(t.url, env, self.secs, conns))
+
+    def multipart(self, t: Target, rep: int, parts: Parts, label: str = "") -> list[str]:
+        """A slice of multipart uploads of 64 MiB objects, 16 parts in flight, on parts never sent before."""
+        assert t.s3 is not None
         per_object = 64 * MiB // parts.size
-        mbs, keys = asyncio.run(multipart(s3, bucket, parts, self.objects, per_object, 16 // per_object, name))
-        self.record(f"{name}_multipart_64mib_mb_s", mbs)
-        prefix = f"/{bucket}/"
-        keyfile = self.work / f"keys-{name}"
-        keyfile.write_text("\n".join(keys) + "\n")
-        env = self.wrk_env(prefix, keyfile, {"COUNT": str(len(keys)), "SIGS_FILE": str(
-            s3.sigs_file(self.work / f"ksigs-{name}", "GET", prefix, keys, [EMPTY_SHA256] * len(keys)))})
-        get_rate(s3.url, env, 3, 4)
-        self.record(f"{name}_get_64mib_mb_s", get_rate(s3.url, env, self.secs, 4))
+        mbs, keys = asyncio.run(multipart(t.s3, t.bucket, parts, self.objects, per_object, 16 // per_object,
+                                          f"{rep}", rep * self.objects))
+        self.record(f"{t.name}_multipart_64mib{label}_mb_s", mbs)
+        return keys
+
+    def objvault(self, name: str, env: dict | None = None) -> tuple[Server, Target]:
+        srv = Server(self.work / name, env=env).start()
+        self.servers.append(srv)
+        srv.create_vault("s3-bench")
+        key = srv.admin.post("/v1/vaults/s3-bench/keys", json={"role": "full"}).json()["s3"]
+        s3 = Signer(srv.s3_port, key["access_key_id"], key["secret_access_key"])
+        r = s3.request("PUT", "/bench")
+        if r.status_code != 200:
+            raise RuntimeError(f"CreateBucket: {r.status_code} {r.text}")
+        return srv, Target(name, s3.url, "/bench/", s3=s3, bucket="bench")
 
     def digests(self) -> None:
         """What one core hashes (MD5, SHA-256) and so all cores, doing nothing
@@ -244,71 +309,65 @@ class Run:
         both = 1 / (1 / rates["md5"] + 1 / rates["sha256"])
         self.record("hash_ceiling_md5_sha256_all_cores_mb_s", both * (os.cpu_count() or 1))
 
-    def objvault(self, n: int, chunk_mib: int | None = None, native: bool = True) -> None:
-        env = {}
-        if chunk_mib:
-            env = {"OBJVAULT_S3_CHUNK_BYTES": str(chunk_mib * MiB),
-                   "OBJVAULT_STREAM_THRESHOLD_BYTES": str(max(8, chunk_mib) * MiB)}
-        srv = Server(self.work / f"objvault-{n}-{chunk_mib}", env=env).start()
-        try:
-            if native:
-                srv.create_vault("native")
-                token = srv.create_key("native", "full")
-                ids = self.small.ids()
-                env_n = self.wrk_env("/v1/vaults/native/chunks/", self.small.ids_file, {"TOKEN": token})
-                self.record("native_put_1mib_mb_s", put_rate(srv.url, env_n, self.secs, self.conns, MiB))
-                gone = set(srv.client(token).post("/v1/vaults/native/chunks/missing",
-                                                  json={"ids": ids[:1500]}).json()["missing"])
-                have = [i for i in ids[:1500] if i not in gone][:GET_SET]
-                gets = self.work / "gets-native"
-                gets.write_text("\n".join(have) + "\n")
-                genv = {**env_n, "IDS_FILE": str(gets), "COUNT": str(len(have))}
-                get_rate(srv.url, genv, 2, self.conns)
-                self.record("native_get_1mib_mb_s", get_rate(srv.url, genv, self.secs, self.conns))
-            srv.create_vault("s3-bench")
-            key = srv.admin.post("/v1/vaults/s3-bench/keys", json={"role": "full"}).json()["s3"]
-            s3 = Signer(srv.s3_port, key["access_key_id"], key["secret_access_key"])
-            r = s3.request("PUT", "/bench")
-            if r.status_code != 200:
-                raise RuntimeError(f"CreateBucket: {r.status_code} {r.text}")
-            if chunk_mib:
-                with RSSSampler(srv.proc.pid) as rss:
-                    self.large(f"objvault_chunk{chunk_mib}", s3, "bench", self.parts16)
-                self.record(f"objvault_chunk{chunk_mib}_rss_peak_mib", rss.peak / MiB)
-            else:
-                self.s3_pass("objvault_s3", s3, "bench")
-        finally:
-            srv.stop()
-            shutil.rmtree(srv.root, ignore_errors=True)
+    def main_figures(self, seaweed: bool) -> None:
+        """1 MiB PUTs and GETs on the native API, objvault's S3 and SeaweedFS's;
+        64 MiB multipart uploads and GETs on both S3 servers."""
+        srv, s3 = self.objvault("objvault_s3")
+        srv.create_vault("native")
+        native = Target("native", srv.url, "/v1/vaults/native/chunks/", token=srv.create_key("native", "full"))
+        targets = [native, s3]
+        with contextlib.ExitStack() as stack:
+            if seaweed:
+                weed = stack.enter_context(SeaweedS3(self.work / "weed", volume_max=400))
+                weed.create_bucket("bench")
+                targets.append(Target("seaweedfs", weed.endpoint, "/bench/", bucket="bench",
+                                      s3=Signer(weed.s3_port, weed.access_key, weed.secret_key)))
+            large: dict[str, list[str]] = {}
+            for rep in range(self.reps):
+                out("repetition", rep + 1)
+                order = targets[rep % len(targets):] + targets[:rep % len(targets)]
+                self.digests()
+                for t in order:
+                    self.put(t, rep)
+                for t in order:
+                    if t.s3 is not None:
+                        large[t.name] = self.multipart(t, rep, self.parts)
+                for t in order:
+                    self.get(t, self.get_set(t), "1mib", self.conns)
+                for t in order:
+                    if t.s3 is not None:
+                        self.get(t, large[t.name], "64mib", 4)
+        srv.stop()
 
-    def seaweed(self, n: int) -> None:
-        with SeaweedS3(self.work / f"weed-{n}", volume_max=400) as weed:
-            weed.create_bucket("bench")
-            self.s3_pass("seaweedfs", Signer(weed.s3_port, weed.access_key, weed.secret_key), "bench")
-        shutil.rmtree(self.work / f"weed-{n}", ignore_errors=True)
+    def chunk_figures(self) -> None:
+        """Per S3 chunk size: multipart uploads of 64 MiB in 16 MiB parts, GETs of them, the peak RSS."""
+        targets = [self.objvault(f"objvault_chunk{c}", {"OBJVAULT_S3_CHUNK_BYTES": str(c * MiB)})
+                   for c in self.chunk_sizes]
+        for rep in range(self.reps):
+            out("repetition", rep + 1)
+            order = targets[rep % len(targets):] + targets[:rep % len(targets)]
+            for srv, t in order:
+                with RSSSampler(cast(subprocess.Popen, srv.proc).pid) as rss:
+                    keys = self.multipart(t, rep, self.parts16)
+                    self.get(t, keys, "64mib", 4)
+                self.record(f"{t.name}_rss_peak_mib", rss.peak / MiB)
+        for srv, _ in targets:
+            srv.stop()
 
     def baselines(self) -> None:
         out("disk_baseline_write_mb_s", f"{disk_baseline(self.work, (1 if self.quick else 2) << 30):.0f}")
-        port = free_port()
-        null = subprocess.Popen([sys.executable, "-c", NULL_SERVER, str(port)])
-        try:
-            deadline = time.time() + 10
-            while time.time() < deadline:
-                try:
-                    httpx.put(f"http://127.0.0.1:{port}/x", content=b"x")
-                    break
-                except httpx.HTTPError:
-                    time.sleep(0.1)
-            url = f"http://127.0.0.1:{port}"
+        with null_server(NULL_SERVER) as url:
             env = self.wrk_env("/null/", self.small.ids_file)
-            out("null_put_1mib_mb_s", f"{put_rate(url, env, self.secs // 2 + 1, self.conns, MiB):.0f}")
-            out("null_get_1mib_mb_s", f"{get_rate(url, {**env, 'COUNT': '1000'}, self.secs // 2 + 1, self.conns):.0f}")
-        finally:
-            null.kill()
-            null.wait()
+            out("null_put_1mib_mb_s", f"{put_rate(url, env, self.secs, self.conns, MiB):.0f}")
+            out("null_get_1mib_mb_s", f"{get_rate(url, {**env, 'COUNT': '1000'}, self.secs, self.conns):.0f}")
+        with null_server(NULL_S3) as url:
+            mbs, _ = asyncio.run(multipart(Signer(int(url.rsplit(":", 1)[1]), "null", "null"), "null", self.parts,
+                                           self.objects, 8, 2, "null"))
+            out("null_multipart_64mib_mb_s", f"{mbs:.0f}")
 
     def report(self) -> None:
         f = self.figures
+        out("summary", f"median of {self.reps} repetitions (_best: the best one); ratios: median of each repetition's")
         for name, values in sorted(f.items()):
             out(name, f"{statistics.median(values):.0f}")
             if name.endswith("_mb_s"):
@@ -327,39 +386,41 @@ class Run:
         ratio("objvault_s3_multipart_64mib_mb_s", "hash_ceiling_md5_sha256_all_cores_mb_s")
         ratio("objvault_s3_put_1mib_mb_s", "hash_ceiling_md5_sha256_all_cores_mb_s")
 
+    def stop(self) -> None:
+        for srv in self.servers:
+            srv.stop()
+
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="one short round (not the quoted figures)")
-    ap.add_argument("--rounds", type=int, default=None, help="rounds (default 3, 1 with --quick)")
+    ap.add_argument("--quick", action="store_true", help="one short repetition (not the quoted figures)")
+    ap.add_argument("--reps", type=int, default=None, help="repetitions (default 3, 1 with --quick)")
     ap.add_argument("--concurrency", type=int, default=16, help="PUTs/GETs of 1 MiB in flight (default 16)")
-    ap.add_argument("--chunk-mib", default="", help="also measure these S3 chunk sizes, e.g. 4,8,16")
+    ap.add_argument("--chunk-mib", default="", help="also compare these S3 chunk sizes, e.g. 4,8,16")
     ap.add_argument("--no-seaweedfs", action="store_true", help="skip SeaweedFS (profiling runs)")
     ap.add_argument("--dir", default=os.environ.get("BENCH_DIR", str(BENCH.parent / ".bench")))
     args = ap.parse_args()
     if not shutil.which("wrk"):
         raise SystemExit("wrk is needed: apt-get install wrk (make bench installs it)")
-    rounds = args.rounds or (1 if args.quick else 3)
+    reps = args.reps or (1 if args.quick else 3)
     Path(args.dir).mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="s3bench-", dir=args.dir))
+    run = None
     try:
-        run = Run(work, args.quick, args.concurrency)
+        run = Run(work, args.quick, args.concurrency, reps)
         run.chunk_sizes = [int(c) for c in args.chunk_mib.split(",") if c]
         if run.chunk_sizes:
-            run.parts16 = Parts(16 * MiB, run.objects * 4)
+            run.parts16 = Parts(16 * MiB, run.objects * 4 * reps)
         out("machine", f"{os.cpu_count()} cores; client and server on the same machine")
         out("concurrency", args.concurrency)
         run.baselines()
-        for n in range(rounds):
-            out("round", n + 1)
-            run.digests()
-            run.objvault(n)
-            if not args.no_seaweedfs:
-                run.seaweed(n)
-            for c in run.chunk_sizes:
-                run.objvault(n, c, native=False)
+        run.main_figures(not args.no_seaweedfs)
+        if run.chunk_sizes:
+            run.chunk_figures()
         run.report()
     finally:
+        if run is not None:
+            run.stop()
         shutil.rmtree(work, ignore_errors=True)
 
 

@@ -1,7 +1,7 @@
 -- wrk script: PUT distinct chunks to objvault, every one checked for 200/201.
 -- Chunk i is a 16-char hex counter followed by the bytes of BASE_FILE (minus 16);
 -- its id (SHA-256) is line i of IDS_FILE, computed by the Python driver.
--- Each wrk thread takes every THREADS-th chunk. The driver sizes IDS_FILE so that
+-- Each wrk thread takes every THREADS-th chunk, from chunk START (default 0). The driver sizes IDS_FILE so that
 -- the run (-d) ends before the list does; past the end ids repeat (dedup hits).
 -- With SIGS_FILE (S3), line i of it is "x-amz-date<TAB>Authorization" of a
 -- SigV4 signature made by the driver for PUT URL_PREFIX..ids[i] with the
@@ -25,7 +25,7 @@ function init(args)
   local f = io.open(base_file, "rb"); rest = f:read("*a"):sub(17); f:close()
   ids = {}
   for line in io.lines(ids_file) do ids[#ids + 1] = line end
-  nexti = tid + 1
+  nexti = tid + 1 + (tonumber(os.getenv("START")) or 0)
   nresp, bad, sent = 0, 0, 0
   headers = {["Content-Type"] = "application/octet-stream"}
   if token ~= "" then headers["Authorization"] = "Bearer " .. token end

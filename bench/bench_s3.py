@@ -213,6 +213,19 @@ class Target:
         self.name, self.url, self.prefix, self.token, self.s3, self.bucket = name, url, prefix, token, s3, bucket
 
 
+def warm(t: Target, names: list[str]) -> None:
+    """GET every object once."""
+    with httpx.Client(timeout=120) as client:
+        for name in names:
+            path = t.prefix + name
+            headers = t.s3.headers("GET", path, EMPTY_SHA256) if t.s3 else {"Authorization": f"Bearer {t.token}"}
+            with client.stream("GET", t.url + path, headers=headers) as r:
+                if r.status_code != 200:
+                    raise RuntimeError(f"GET {t.url}{path}: {r.status_code}")
+                for _ in r.iter_raw(1 << 20):
+                    pass
+
+
 class Run:
     """One benchmark run: the shared inputs and the figures of every repetition.
 
@@ -270,12 +283,13 @@ class Run:
         return [i for i in ids if i not in gone][:GET_SET]
 
     def get(self, t: Target, names: list[str], label: str, conns: int) -> None:
-        """A slice of GETs of ``names`` (read once first: the figure is the server's, not the disk's)."""
+        """A slice of GETs of ``names`` (each read once first: the figure is the server's, not the disk's;
+        objvault writes with O_DIRECT, SeaweedFS through the page cache)."""
         keys = self.work / f"keys-{t.name}-{label}"
         keys.write_text("\n".join(names) + "\n")
         env = self.wrk_env(t.prefix, keys, {"COUNT": str(len(names)),
                                             **self._auth(t, "GET", names, [EMPTY_SHA256] * len(names), label)})
-        get_rate(t.url, env, 2, conns)
+        warm(t, names)
         self.record(f"{t.name}_get_{label}_mb_s", get_rate(t.url, env, self.secs, conns))
 
     def multipart(self, t: Target, rep: int, parts: Parts, label: str = "") -> list[str]:

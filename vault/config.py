@@ -284,8 +284,8 @@ def _validate(cfg: Config) -> None:
             raise ConfigError("config key 's3.listen': must differ from 'listen' and 'metrics_listen'")
     if not cfg.s3.region:
         raise ConfigError("config key 's3.region': must not be empty")
-    if not (1 << 20 <= cfg.s3.chunk_bytes <= min(64 << 20, cfg.max_chunk_bytes)):
-        raise ConfigError("config key 's3.chunk_bytes': between 1 MiB and 64 MiB (and at most max_chunk_bytes)")
+    if not 1 << 20 <= cfg.s3.chunk_bytes <= 64 << 20:
+        raise ConfigError("config key 's3.chunk_bytes': between 1 MiB and 64 MiB")
     if cfg.s3.upload_expiry_seconds < 3600 or cfg.s3.upload_expiry_interval_seconds < 0:
         raise ConfigError("config keys 's3.upload_expiry_seconds' (at least 3600) and "
                           "'s3.upload_expiry_interval_seconds' (not negative)")

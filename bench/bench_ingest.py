@@ -40,9 +40,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import httpx  # noqa: E402
 
-from bench.common import RSSSampler  # noqa: E402
+from bench.common import RSSSampler, null_server  # noqa: E402
 from tests.s3server import SeaweedS3  # noqa: E402
-from tests.server import Server, free_port  # noqa: E402
+from tests.server import Server  # noqa: E402
 
 BENCH = Path(__file__).resolve().parent
 
@@ -279,26 +279,13 @@ def run(work: Path, secs: int, quick: bool) -> None:
         srv.stop()
 
     # Baselines with the same client: a null aiohttp server and SeaweedFS S3.
-    port = free_port()
-    null = subprocess.Popen([sys.executable, "-c", NULL_SERVER, str(port)])
-    try:
-        deadline = time.time() + 10
-        while time.time() < deadline:
-            try:
-                httpx.put(f"http://127.0.0.1:{port}/x", content=b"x")
-                break
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        r = wrk("put.lua", f"http://127.0.0.1:{port}", secs // 2, 16, env)
+    with null_server(NULL_SERVER) as url:
+        r = wrk("put.lua", url, secs // 2, 16, env)
         out("null_server_put_1mib_16conc_mb_s", f"{r['rps'] * big.size / 1e6:.0f}")
-        r = wrk("put.lua", f"http://127.0.0.1:{port}", secs // 2, 64, env_s)
+        r = wrk("put.lua", url, secs // 2, 64, env_s)
         out("null_server_put_16kib_64conc_req_s", f"{r['rps']:.0f}")
-        r = wrk("get.lua", f"http://127.0.0.1:{port}", secs // 2, 16, {**env, "IDS_FILE": str(stored_ids),
-                                                                      "COUNT": "1000"})
+        r = wrk("get.lua", url, secs // 2, 16, {**env, "IDS_FILE": str(stored_ids), "COUNT": "1000"})
         out("null_server_get_1mib_16conc_mb_s", f"{r['transfer'] / 1e6:.0f}")
-    finally:
-        null.kill()
-        null.wait()
 
     with AnonymousSeaweed(work / "weed") as weed:
         weed.create_bucket("bench")

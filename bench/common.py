@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
+import subprocess
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
+
+import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.server import Server  # noqa: E402
+from tests.server import Server, free_port  # noqa: E402
 
 
 class ChunkSource:
@@ -89,3 +94,22 @@ async def upload_all(session, url: str, auth: str, src: ChunkSource, concurrency
     t0 = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     return time.perf_counter() - t0, sent
+
+
+@contextlib.contextmanager
+def null_server(script: str) -> Iterator[str]:
+    """A server that stores nothing (``script``, given a port) running; its URL."""
+    port = free_port()
+    null = subprocess.Popen([sys.executable, "-c", script, str(port)])
+    try:
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            try:
+                httpx.put(f"http://127.0.0.1:{port}/x", content=b"x")
+                break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        null.kill()
+        null.wait()

@@ -303,6 +303,8 @@ def test_bad_values_name_the_key(toml, text, key):
     ("OBJVAULT_GC_GRACE_SECONDS", "-3", "grace_seconds"),
     ("OBJVAULT_SCRUB_INTERVAL_SECONDS", "1.5", "interval_seconds"),
     ("OBJVAULT_DATA_DIRS", "", "data_dirs"),
+    ("OBJVAULT_S3_CHUNK_BYTES", "65536", "s3.chunk_bytes"),
+    ("OBJVAULT_S3_CHUNK_BYTES", str(128 << 20), "s3.chunk_bytes"),
 ])
 def test_bad_env_values_name_the_key(var, value, key):
     with pytest.raises(ConfigError) as e:

@@ -334,3 +334,49 @@ def test_the_operator_manages_buckets_through_the_admin_api_and_cli(srv, tenant)
     assert [b["name"] for b in json.loads(listed.stdout)["buckets"]] == [name]
     subprocess.run([*cli, "delete", tenant.vault, name], env=env, capture_output=True, check=True)
     assert srv.admin.get(f"/v1/vaults/{tenant.vault}/buckets").json()["buckets"] == []
+
+
+def test_each_object_keeps_the_chunk_size_it_was_cut_with(tmp_path):
+    from tests.apihelpers import SMALL_SEGMENTS
+    from tests.server import Server
+
+    srv = Server(tmp_path / "srv", env={**SMALL_SEGMENTS, "OBJVAULT_S3_CHUNK_BYTES": str(MIB)}).start()
+    try:
+        tenant = Tenant(srv)
+        s3 = tenant.client()
+        s3.create_bucket(Bucket="chunk-sizes")
+        data = os.urandom(5 * MIB + 123)
+        # A signed payload over several chunks: its SHA-256 continues from the first chunk's id.
+        sha = hashlib.sha256(data).hexdigest()
+        for claimed, status in ((hashlib.sha256(data[:-1]).hexdigest(), 400), (sha, 200)):
+            headers = _signed(tenant, "PUT", "/chunk-sizes/whole", data, {"x-amz-content-sha256": claimed})
+            r = httpx.put(f"{srv.s3_url}/chunk-sizes/whole", content=data, headers=headers)
+            assert r.status_code == status and (status == 200 or "XAmzContentSHA256Mismatch" in r.text), r.text
+        assert tenant.usage()["objects"] == 1 and tenant.usage()["chunks"] == 6  # cut at 1 MiB
+        ok = s3.create_multipart_upload(Bucket="chunk-sizes", Key="ok")["UploadId"]
+        bad = s3.create_multipart_upload(Bucket="chunk-sizes", Key="bad")["UploadId"]
+        first = {u: s3.upload_part(Bucket="chunk-sizes", Key=k, UploadId=u, PartNumber=1, Body=data[:5 * MIB])["ETag"]
+                 for k, u in (("ok", ok), ("bad", bad))}
+        srv.extra_env["OBJVAULT_S3_CHUNK_BYTES"] = str(2 * MIB)
+        srv.restart()
+        s3 = tenant.client()
+        assert s3.get_object(Bucket="chunk-sizes", Key="whole")["Body"].read() == data
+        span = s3.get_object(Bucket="chunk-sizes", Key="whole", Range=f"bytes={MIB - 5}-{3 * MIB + 5}")
+        assert span["Body"].read() == data[MIB - 5:3 * MIB + 6]
+
+        def finish(key: str, upload: str, tail: bytes):
+            etag = s3.upload_part(Bucket="chunk-sizes", Key=key, UploadId=upload, PartNumber=2, Body=tail)["ETag"]
+            return lambda: s3.complete_multipart_upload(
+                Bucket="chunk-sizes", Key=key, UploadId=upload,
+                MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": first[upload]}, {"PartNumber": 2, "ETag": etag}]})
+
+        # A last part of one chunk fits the layout of the parts cut at 1 MiB...
+        finish("ok", ok, data[5 * MIB:])()
+        assert s3.get_object(Bucket="chunk-sizes", Key="ok")["Body"].read() == data
+        got = s3.get_object(Bucket="chunk-sizes", Key="ok", Range=f"bytes={4 * MIB}-")["Body"].read()
+        assert got == data[4 * MIB:]
+        # ...one cut at 2 MiB into several chunks does not: refused, nothing written.
+        assert code_of(finish("bad", bad, data[:5 * MIB])) == (400, "InvalidPart")
+        assert code_of(lambda: s3.head_object(Bucket="chunk-sizes", Key="bad"))[0] == 404
+    finally:
+        srv.stop()

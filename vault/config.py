@@ -59,6 +59,9 @@ class S3Config:
     # Multipart uploads neither completed nor aborted this long are aborted.
     upload_expiry_seconds: int = 7 * 86400
     upload_expiry_interval_seconds: int = 3600
+    # S3 bodies are cut into chunks of this size (the last one shorter);
+    # docs/s3.md has the measurement behind the default.
+    chunk_bytes: int = 8 << 20
     # Bucket lifecycle rules are applied this often (0: only when asked).
     lifecycle_interval_seconds: int = 3600
     # How long a lifecycle "day" is: 86400 but in tests, where rules of a few
@@ -310,6 +313,8 @@ def _validate(cfg: Config) -> None:
             raise ConfigError("config key 's3.listen': must differ from 'listen' and 'metrics_listen'")
     if not cfg.s3.region:
         raise ConfigError("config key 's3.region': must not be empty")
+    if not 1 << 20 <= cfg.s3.chunk_bytes <= 64 << 20:
+        raise ConfigError("config key 's3.chunk_bytes': between 1 MiB and 64 MiB")
     if cfg.s3.upload_expiry_seconds < 3600 or cfg.s3.upload_expiry_interval_seconds < 0:
         raise ConfigError("config keys 's3.upload_expiry_seconds' (at least 3600) and "
                           "'s3.upload_expiry_interval_seconds' (not negative)")

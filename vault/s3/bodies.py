@@ -17,7 +17,7 @@ from urllib.parse import parse_qsl
 
 from ..policy import DAY
 from ..services.buckets import Target, object_lock, versioning
-from ..services.s3objects import CHUNK_BYTES, S3Meta, Stored
+from ..services.s3objects import S3Meta, Stored
 from . import checksums, xml
 from .chunked import ChunkedBody
 from .errors import S3Error
@@ -67,7 +67,8 @@ async def receive(call: Call, target: Target, algorithm: str = "") -> Received:
                                         headers.get("x-amz-sdk-checksum-algorithm", "").lower()) if a}
     wanted &= set(checksums.ALGORITHMS)
     digests = checksums.BodyDigests(wanted, sha256=call.auth.payload is Payload.SIGNED)
-    held = await call.budget.acquire(CHUNK_BYTES if length is None else min(length, CHUNK_BYTES))
+    most = call.services.s3.chunk_bytes
+    held = await call.budget.acquire(most if length is None else min(length, most))
     try:
         chunks, size = await call.services.s3.store(target, length or 0, _bounded(pieces), digests.update)
     finally:

@@ -118,10 +118,17 @@ class BodyDigests:
         self.checksums: dict[str, _Hash] = {name: ALGORITHMS[name]() for name in algorithms}
         self.length = 0
 
-    def update(self, data: bytes | memoryview) -> None:
+    def update(self, data: bytes | memoryview, sha256: hashlib._Hash | None = None) -> None:
+        """Feed the next bytes; ``sha256``, when given, has hashed exactly
+        ``data`` (a chunk's id, computed beside): for the body's first bytes
+        the payload's SHA-256 continues from a copy of it instead of hashing
+        them again."""
         self.md5.update(data)
         if self.sha256 is not None:
-            self.sha256.update(data)
+            if sha256 is not None and self.length == 0:
+                self.sha256 = sha256.copy()
+            else:
+                self.sha256.update(data)
         for checksum in self.checksums.values():
             checksum.update(data)
         self.length += len(data)

@@ -432,11 +432,17 @@ async def _send(call: Call, where: Target, obj: Stored, start: int, end: int, st
         return web.Response(status=304, headers={k: headers[k] for k in ("ETag", "Last-Modified")})
     if status == 206:
         headers["Content-Range"] = f"bytes {start}-{end - 1}/{obj.obj.size}"
+    pieces = call.services.s3.read(where, obj, start, end) if body else None
+    first = await anext(pieces, b"") if pieces is not None else b""
+    if pieces is not None and len(first) == end - start:
+        # All in one chunk: the headers and the body leave in one write.
+        return web.Response(status=status, headers=headers, body=first)
     resp = web.StreamResponse(status=status, headers=headers)
     resp.content_length = end - start
     await resp.prepare(call.request)
-    if body:
-        async for data in call.services.s3.read(where, obj, start, end):
+    if pieces is not None:
+        await resp.write(first)
+        async for data in pieces:
             await resp.write(data)
     await resp.write_eof()
     return resp

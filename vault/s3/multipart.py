@@ -10,7 +10,7 @@ from .. import errors as E
 from ..http import parse_range
 from ..meta import UploadRec
 from ..services.buckets import Target
-from ..services.s3objects import CHUNK_BYTES, MAX_PART_NUMBER, S3Meta, Stored, unpack_meta
+from ..services.s3objects import MAX_PART_NUMBER, S3Meta, Stored, unpack_meta
 from . import checksums, xml
 from .bodies import MAX_PUT_BYTES, check_acl, lock_of, lower, meta_of, preconditions, receive, version_headers
 from .errors import S3Error
@@ -79,7 +79,7 @@ async def _upload_part_copy(call: Call, where: Target, upload: UploadRec, number
         raise S3Error("EntityTooLarge")
     algorithm = _algorithm(upload)
     digests = checksums.BodyDigests({algorithm} if algorithm else set())
-    held = await call.budget.acquire(min(end - start, CHUNK_BYTES))
+    held = await call.budget.acquire(min(end - start, call.services.s3.chunk_bytes))
     try:
         chunks, size = await call.services.s3.store(where, end - start,
                                                     _pieces(call, source, src, start, end), digests.update)

@@ -322,9 +322,18 @@ def _request_time(request: Request) -> str:
         raise S3Error("AccessDenied", "AWS authentication requires a valid Date or x-amz-date header") from None
 
 
+_AMZ_DATE_FIELDS = re.compile(r"(\d{4})(\d\d)(\d\d)T(\d\d)(\d\d)(\d\d)Z")
+
+
 def _parse_time(timestamp: str) -> float:
+    """Seconds since the epoch of a ``YYYYMMDDTHHMMSSZ`` time (strptime costs
+    ~15 us a request)."""
     try:
-        return datetime.strptime(timestamp, AMZ_DATE).replace(tzinfo=timezone.utc).timestamp()
+        fields = _AMZ_DATE_FIELDS.fullmatch(timestamp)
+        if fields is None:
+            raise ValueError(timestamp)
+        year, month, day, hour, minute, second = map(int, fields.groups())
+        return datetime(year, month, day, hour, minute, second, tzinfo=timezone.utc).timestamp()
     except ValueError:
         raise S3Error("AccessDenied", "AWS authentication requires a valid Date or x-amz-date header") from None
 

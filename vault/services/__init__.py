@@ -49,4 +49,4 @@ class Services:
         # Caches are cleared after a batch that changes what they hold is durable.
         index.event_hooks += [vaults.invalidate_caches_on, auth.invalidate_caches_on]
         return cls(vaults, auth, chunks, objects, BucketService(index, vaults, objects),
-                   S3ObjectService(index, objects, chunks))
+                   S3ObjectService(index, objects, chunks, config.s3.chunk_bytes))

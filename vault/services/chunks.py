@@ -42,6 +42,9 @@ class Recorder:
 # Called with a chunk that failed verification on read; True if it was repaired
 # (from a replica) and may be read again.
 Healer = Callable[[VaultRec, bytes, ChunkMeta], Awaitable[bool]]
+# Sees each chunk of a stream with its SHA-256 state (a hashlib object that has
+# hashed exactly that chunk: copy it, never update it).
+Observer = Callable[[memoryview, "hashlib._Hash"], None]
 
 
 class ChunkService:
@@ -65,14 +68,20 @@ class ChunkService:
         the call returns only after the bytes and the index entry are durable.
         A chunk already held is verified and revived, not stored again.
         """
-        hexid, length = digest.hex(), body.length
+        return await self._guarded(rec, digest, body.length,
+                                   lambda existing: self._put(rec, digest, body, existing))
+
+    async def _guarded(self, rec: VaultRec, digest: bytes, length: int,
+                       store: Callable[[ChunkMeta | None], Awaitable[bool]]) -> bool:
+        """``store(what the index holds of the chunk)`` within the size limit,
+        with the vault's quota held for a new chunk meanwhile."""
         if length > self.config.max_chunk_bytes:
-            raise E.TooLarge(f"vault {rec.name!r}: chunk {hexid} is {length} bytes, the limit is "
+            raise E.TooLarge(f"vault {rec.name!r}: chunk {digest.hex()} is {length} bytes, the limit is "
                              f"{self.config.max_chunk_bytes}")
         existing = self.meta(rec, digest)
         held = self._reserve(rec, length) if existing is None else 0
         try:
-            return await self._put(rec, digest, body, existing)
+            return await store(existing)
         finally:
             self._release(rec.vid, held)
 
@@ -84,42 +93,48 @@ class ChunkService:
                            self._reserved.get(rec.vid, 0), length)
 
     async def put_stream(self, rec: VaultRec, pieces: AsyncIterator[bytes | memoryview], chunk_bytes: int,
-                         observe: Callable[[memoryview], None]) -> tuple[list[bytes], int]:
+                         observe: Observer) -> tuple[list[bytes], int]:
         """Cut a stream into chunks of ``chunk_bytes`` (the last one shorter) and
         store each; return their ids in order and the total length.
 
-        ``observe`` sees every chunk's bytes once, in order, in a worker thread
-        beside the SHA-256 (the S3 front door's MD5 and checksums). At most
-        one chunk is held at a time. A stream that fails leaves its stored
-        chunks unreferenced: GC collects them after the grace period.
+        Each chunk is joined once into an immutable ``bytes`` and, in a worker
+        thread, hashed once (SHA-256, the id) together with its block sums:
+        the id is computed from the very bytes that are written. ``observe``
+        sees every chunk there, once, in order, with its SHA-256 state (the
+        S3 front door's MD5 and checksums; a signed payload's SHA-256 starts
+        from the first chunk's). At most one chunk is held at a time. A
+        stream that fails leaves its stored chunks unreferenced: GC collects
+        them after the grace period.
         """
-        view = memoryview(bytearray(chunk_bytes))
+        held: list[memoryview] = []
         digests: list[bytes] = []
         filled = total = 0
         async for received in pieces:
             total += len(received)
-            piece = memoryview(received)
+            # Held until the chunk is full: only immutable bytes may wait across reads.
+            piece = memoryview(received if isinstance(received, bytes) else bytes(received))
             while piece:
                 take = min(len(piece), chunk_bytes - filled)
-                view[filled:filled + take] = piece[:take]
+                held.append(piece[:take])
                 piece, filled = piece[take:], filled + take
                 if filled == chunk_bytes:
-                    digests.append(await self._put_cut(rec, view, observe))
-                    # A new buffer: the one just stored is the store's until durable.
-                    view, filled = memoryview(bytearray(chunk_bytes)), 0
+                    digests.append(await self._put_cut(rec, held, observe))
+                    held, filled = [], 0
         if filled:
-            digests.append(await self._put_cut(rec, view[:filled], observe))
+            digests.append(await self._put_cut(rec, held, observe))
         return digests, total
 
-    async def _put_cut(self, rec: VaultRec, data: memoryview, observe: Callable[[memoryview], None]) -> bytes:
-        def digest() -> bytes:
-            observe(data)
+    async def _put_cut(self, rec: VaultRec, parts: list[memoryview], observe: Observer) -> bytes:
+        def digest() -> tuple[bytes, bytes, bytes]:
+            whole = parts[0].obj if len(parts) == 1 else None
+            data = whole if isinstance(whole, bytes) and len(whole) == len(parts[0]) else b"".join(parts)
             h = _SHA256.copy()
             h.update(data)
-            return h.digest()
+            observe(memoryview(data), h)
+            return h.digest(), data, block_sums(data)
 
-        cid = await asyncio.get_running_loop().run_in_executor(None, digest)
-        await self.put(rec, cid, Body.of_bytes(data))
+        cid, data, sums = await asyncio.get_running_loop().run_in_executor(None, digest)
+        await self._guarded(rec, cid, len(data), lambda existing: self._keep(rec, cid, data, sums, existing))
         return cid
 
     def _reserve(self, rec: VaultRec, length: int) -> int:
@@ -167,40 +182,50 @@ class ChunkService:
                 ok, sums = await loop.run_in_executor(None, _digest_and_sums, data, digest)
             if not ok:
                 raise E.DigestMismatch(f"vault {rec.name!r}: body does not hash to chunk id {hexid}")
-            if existing is not None and existing.length == length:
-                if await self.index.run(lambda txn: _touch(txn, rec, digest)):
-                    self.recorder.chunk_deduplicated(length)
-                    return True
-            dir_idx = self.store.pick_dir()
-            fut = loop.create_future()
+            return await self._keep(rec, digest, data, sums, existing)
+        loc = await self._stream(rec, digest, body)
+        try:
+            existed = await self.index.run(lambda txn: _insert_chunk(txn, rec, digest, length, loc))
+        except (E.QuotaExceeded, E.NoSuchVault):
+            # The index refused the record (the quota was lowered or the
+            # vault deleted meanwhile): its segment, of its own, holds
+            # nothing anyone knows of. (After any other failure the index
+            # state is unknown; the next start removes files it never recorded.)
+            await loop.run_in_executor(None, self.store.forget_segment, loc.seg_id)
+            raise
+        return self._recorded(existed, length)
 
-            def durable(loc: Location | None, exc: Exception | None) -> None:
-                # Runs on the segment syncer thread: hand the index entry
-                # straight to the committer, without a trip through the loop.
-                if exc is not None:
-                    loop.call_soon_threadsafe(_fail_future, fut, exc)
-                else:
-                    where = cast(Location, loc)  # Done's contract: no error, a location
-                    self.index.enqueue(lambda txn: _insert_chunk(txn, rec, digest, length, where), fut, loop)
-
-            self.store.append(dir_idx, rec.vid, digest, data, sums, durable)
-            existed = await fut
-        else:
-            loc = await self._stream(rec, digest, body)
-            try:
-                existed = await self.index.run(lambda txn: _insert_chunk(txn, rec, digest, length, loc))
-            except (E.QuotaExceeded, E.NoSuchVault):
-                # The index refused the record (the quota was lowered or the
-                # vault deleted meanwhile): its segment, of its own, holds
-                # nothing anyone knows of. (After any other failure the index
-                # state is unknown; the next start removes files it never recorded.)
-                await loop.run_in_executor(None, self.store.forget_segment, loc.seg_id)
-                raise
+    def _recorded(self, existed: bool, length: int) -> bool:
         if existed:
             self.recorder.chunk_deduplicated(length)
         else:
             self.recorder.chunk_written(length)
         return existed
+
+    async def _keep(self, rec: VaultRec, digest: bytes, data: ByteData, sums: bytes,
+                    existing: ChunkMeta | None) -> bool:
+        """Store a verified chunk (``digest`` is the SHA-256 of ``data``, ``sums``
+        its block sums) through the shared segment, or revive the copy held;
+        True if it already existed. Returns once durable and indexed."""
+        length = len(data)
+        if existing is not None and existing.length == length:
+            if await self.index.run(lambda txn: _touch(txn, rec, digest)):
+                return self._recorded(True, length)
+        loop = asyncio.get_running_loop()
+        dir_idx = self.store.pick_dir()
+        fut = loop.create_future()
+
+        def durable(loc: Location | None, exc: Exception | None) -> None:
+            # Runs on the segment syncer thread: hand the index entry
+            # straight to the committer, without a trip through the loop.
+            if exc is not None:
+                loop.call_soon_threadsafe(_fail_future, fut, exc)
+            else:
+                where = cast(Location, loc)  # Done's contract: no error, a location
+                self.index.enqueue(lambda txn: _insert_chunk(txn, rec, digest, length, where), fut, loop)
+
+        self.store.append(dir_idx, rec.vid, digest, data, sums, durable)
+        return self._recorded(await fut, length)
 
     async def put_many(self, rec: VaultRec, chunks: list[tuple[bytes, memoryview]]) -> list[bool]:
         """Store many small chunks at once; returns, per chunk, whether it already existed.

@@ -1,8 +1,8 @@
 """S3 objects and multipart uploads, stored as vault objects.
 
 An S3 object is the vault object ``s3/<bucket>/<key>``; its body is cut
-into chunks of a fixed size (:data:`CHUNK_BYTES`) stored through the chunk
-service, and its S3 metadata (:class:`S3Meta`) is the object's ``meta``.
+into chunks of a fixed size (``[s3] chunk_bytes``, recorded with each
+object) stored through the chunk service, and its S3 metadata (:class:`S3Meta`) is the object's ``meta``.
 Each part of a multipart upload is the object ``s3mp/<upload id>/<part>``,
 so its chunks are held by references until Complete, which writes the
 final object of all the parts' chunks in order and then removes the parts,
@@ -24,7 +24,7 @@ from ..events import ObjectDeleted, ObjectPut
 from ..meta import Index, ObjectMeta, Txn, UploadRec, VaultRec
 from ..policy import Principal
 from .buckets import Target, object_name, versioning
-from .chunks import ChunkService
+from .chunks import ChunkService, Observer
 from .objects import UPLOAD_PREFIX, Before, Condition, ObjectService, delete_object, write_object
 from .s3meta import (CHUNK_BYTES, NULL, POSITION_CHARS, S3Meta, pack_meta, position, seq_of, unpack_meta,
                      valid_version_id, version_name, versions_prefix)
@@ -33,12 +33,14 @@ from .vaults import live_vault
 __all__ = ["CHUNK_BYTES", "MIN_PART_BYTES", "MAX_PART_NUMBER", "S3Meta", "pack_meta", "unpack_meta", "Stored",
            "S3ObjectService", "Deleted"]
 
-# Fixed-size chunks (CHUNK_BYTES, 8 MiB), not content-defined: backup tools
-# encrypt before they upload, so two uploads share no byte runs that CDC
-# could find, and a retried or copied upload is the same bytes at the same
-# offsets, which fixed cuts dedup as well. 8 MiB keeps a 5 TiB object under
-# the 1,000,000 references an object may hold, and equals the store's stream
-# threshold: each chunk goes through the group-committed segment writer.
+# Fixed-size chunks, not content-defined: backup tools encrypt before they
+# upload, so two uploads share no byte runs that CDC could find, and a
+# retried or copied upload is the same bytes at the same offsets, which fixed
+# cuts dedup as well. The size is configured ([s3] chunk_bytes, 8 MiB by
+# default, chosen by measurement: docs/s3.md) and recorded in each object's
+# S3Meta; 8 MiB keeps a 5 TiB object under the 1,000,000 references an object
+# may hold. CHUNK_BYTES is the size S3Meta assumes when it records none (the
+# records written before the size was configurable): it never changes.
 MIN_PART_BYTES = 5 << 20
 MAX_PART_NUMBER = 10_000
 
@@ -105,19 +107,21 @@ def _move(txn: Txn, rec: VaultRec, name: str, to: str, raw: bytes) -> None:
 
 
 class S3ObjectService:
-    def __init__(self, index: Index, objects: ObjectService, chunks: ChunkService) -> None:
+    def __init__(self, index: Index, objects: ObjectService, chunks: ChunkService,
+                 chunk_bytes: int = CHUNK_BYTES) -> None:
         self.index = index
         self.objects = objects
         self.chunks = chunks
+        self.chunk_bytes = chunk_bytes
 
     # -- bodies --------------------------------------------------------------------
 
     async def store(self, target: Target, length: int, pieces: AsyncIterator[bytes | memoryview],
-                    observe: Callable[[memoryview], None]) -> tuple[list[bytes], int]:
+                    observe: Observer) -> tuple[list[bytes], int]:
         """Store a body of ``length`` bytes as chunks (refused with QuotaExceeded
         before any of it is read when it cannot fit); ids in order and size."""
         self.chunks.check_room(target.vault, length)
-        return await self.chunks.put_stream(target.vault, pieces, CHUNK_BYTES, observe)
+        return await self.chunks.put_stream(target.vault, pieces, self.chunk_bytes, observe)
 
     async def read(self, target: Target, stored: Stored, start: int, end: int) -> AsyncIterator[bytes | memoryview]:
         """Bytes ``[start, end)`` of the object, chunk by chunk, each verified."""
@@ -153,7 +157,7 @@ class S3ObjectService:
         ``full`` and no lock, see policy). ``if_none_match``/``if_match`` are
         the conditions of the request's headers (see :meth:`check_conditions`)."""
         create_only = self.check_conditions(target, key, if_none_match, if_match)
-        meta.parts = [(len(digests), size)]
+        meta.parts, meta.chunk_bytes = [(len(digests), size)], self.chunk_bytes
         return await self._write(who, target, key, digests, meta, create_only,
                                  _condition(target, key, if_none_match, if_match))
 
@@ -372,6 +376,7 @@ class S3ObjectService:
         """Keep a stored part (replacing one of the same number); raises
         NoSuchUpload if the upload ended meanwhile (its chunks are then GC's)."""
         meta.parts = [(len(digests), size)]  # one entry per part, even an empty one
+        meta.chunk_bytes = self.chunk_bytes
         packed = pack_meta(meta)
         name = part_name(upload.id, number)
 
@@ -405,7 +410,7 @@ class S3ObjectService:
         chunks = [d for part in parts for d in part.obj.chunks]
         meta = finish(unpack_meta(upload.meta), parts)
         meta.parts = [layout for part in parts for layout in part.meta.parts]
-        meta.chunk_bytes, meta.upload = CHUNK_BYTES, upload.id
+        meta.chunk_bytes, meta.upload = _common_chunk_bytes(upload, parts, self.chunk_bytes), upload.id
         done = await self._write(who, target, upload.key, chunks, meta, create_only,
                                  _condition(target, upload.key, if_none_match, if_match))
         await self.end_upload(target.vault, upload)
@@ -491,6 +496,19 @@ def _condition(target: Target, key: str, if_none_match: str | None, if_match: st
 def _etag_in(header: str, etag: str | None) -> bool:
     """Whether an If-Match/If-None-Match value names ``etag`` (``*`` names any)."""
     return any(t.strip() in ("*", f'"{etag}"', etag) for t in header.split(","))
+
+
+def _common_chunk_bytes(upload: UploadRec, parts: list[Stored], default: int) -> int:
+    """The one chunk size that describes every part's layout (parts cut
+    before and after a change of ``[s3] chunk_bytes`` may not share one):
+    that of the parts of several chunks, and at least as large as any
+    single-chunk part. Raises InvalidPart when there is none."""
+    cut = {p.meta.chunk_bytes for p in parts if p.meta.parts and p.meta.parts[0][0] > 1}
+    size = cut.pop() if len(cut) == 1 else default
+    if cut or any(p.obj.size > size for p in parts if not (p.meta.parts and p.meta.parts[0][0] > 1)):
+        raise E.InvalidPart(f"upload {upload.id}: its parts were stored in chunks of different sizes (the "
+                            "server's s3.chunk_bytes changed during the upload); upload them again")
+    return size
 
 
 def _spans(stored: Stored, start: int, end: int) -> Iterator[tuple[bytes, int, int]]:

@@ -26,7 +26,7 @@ from tests.gchelpers import GC_ENV
 from tests.s3tenant import MIB, REGION, Tenant, bucket, code_of, raw_exchange, tenant, unchanged  # noqa: F401
 from tests.server import Server
 from vault.s3.errors import S3Error
-from vault.s3.post import parse_policy
+from vault.s3.post import FIELD_OVERHEAD, MAX_FIELD_BYTES, parse_policy
 from vault.s3.sigv4 import signing_key
 
 
@@ -195,6 +195,17 @@ def test_the_fields_before_the_file_are_bounded(tenant, bucket, unchanged):
     assert _error(post(tenant, bucket, fields)) == (400, "MaxPostPreDataLengthExceededError")
     r = httpx.post(f"{tenant.srv.s3_url}/{bucket}", files={"key": (None, "k")}, timeout=30)
     assert _error(r) == (400, "IncorrectNumberOfFilesInPostRequest")
+
+
+def test_fields_that_fill_the_bound_to_within_a_few_bytes_are_accepted(tenant, bucket):
+    fields = form(tenant, bucket, {"key": "full-form"})
+    used = sum(len(name) + FIELD_OVERHEAD + len(value) for name, value in fields.items())
+    last = "x-ignore-last"
+    pad = MAX_FIELD_BYTES - used - 2 * FIELD_OVERHEAD - len("x-ignore-pad") - len(last) - 5
+    r = post(tenant, bucket, {**fields, "x-ignore-pad": "p" * pad, last: "abcde"})
+    assert r.status_code == 204, r.text
+    r = post(tenant, bucket, {**fields, "x-ignore-pad": "p" * pad, last: "abcdef"})
+    assert _error(r) == (400, "MaxPostPreDataLengthExceededError")
 
 
 # -- the size range, while the file streams ------------------------------------------------

@@ -47,6 +47,7 @@ from .xml import NAMESPACE, parse_tagging
 MAX_FIELD_BYTES = 20 << 10  # the form fields before the file, names and values (S3's bound)
 FIELD_OVERHEAD = 64  # counted per field besides its name and value: bounds how many there are
 FIELDS_SECONDS = BODY_IDLE_SECONDS  # to receive every field before the file
+FIELD_PIECE = 8 << 10
 FILE_PIECE = 1 << 20
 MAX_TRAILING_BYTES = 64 << 10  # after the file: drained to keep the connection, else it closes
 # Fields no condition needs to name: the signature's own, the file, the
@@ -295,7 +296,7 @@ async def read_form(request: web.Request) -> Form:
 async def _field(part: BodyPartReader, budget: int) -> bytes:
     value = bytearray()
     while budget >= 0 and not part.at_eof():
-        value += await part.read_chunk(min(8192, budget + 1))
+        value += await part.read_chunk(FIELD_PIECE)  # at most this much past the bound
         if len(value) > budget:
             break
     if budget < 0 or len(value) > budget:

@@ -26,6 +26,7 @@ import binascii
 import hashlib
 import hmac
 import json
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -41,7 +42,7 @@ from ..services.s3objects import CHUNK_BYTES
 from . import checksums, sigv4
 from .bodies import MAX_PUT_BYTES, check_acl, meta_of
 from .errors import S3Error
-from .front import BODY_IDLE_SECONDS, BUDGET, CONFIG, SERVICES, SUBRESOURCES, _resource
+from .front import BODY_IDLE_SECONDS, BUDGET, CONFIG, MAX_KEY_BYTES, SERVICES, SUBRESOURCES, _resource
 from .xml import NAMESPACE, parse_tagging
 
 MAX_FIELD_BYTES = 20 << 10  # the form fields before the file, names and values (S3's bound)
@@ -353,9 +354,11 @@ async def post_object(request: web.Request) -> web.StreamResponse:
     who = authenticate(fields, services.auth.s3_secret, config.region)
     policy = parse_policy(fields["policy"])
     key = _required(fields, "key").replace("${filename}", form.filename)
-    if len(key.encode()) > 1024:
+    if not key:
+        raise S3Error("InvalidArgument", "The key is empty once ${filename} is replaced", ArgumentName="key")
+    if len(key.encode()) > MAX_KEY_BYTES:
         raise S3Error("KeyTooLongError")
-    low, high = policy.check({**fields, "bucket": bucket, "key": key}, _now())
+    low, high = policy.check({**fields, "bucket": bucket, "key": key}, time.time())
     check_acl({"x-amz-acl": fields.get("acl", "private"),
                **{name: value for name, value in fields.items() if name.startswith("x-amz-grant-")}})
     where = services.buckets.target(who, bucket, "append")
@@ -383,10 +386,6 @@ async def post_object(request: web.Request) -> web.StreamResponse:
     if not await _drain(request):
         resp.force_close()
     return resp
-
-
-def _now() -> float:
-    return datetime.now(timezone.utc).timestamp()
 
 
 def _answer(request: web.Request, fields: dict[str, str], bucket: str, key: str, etag: str) -> web.Response:

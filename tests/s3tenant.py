@@ -1,7 +1,8 @@
 """What the S3 tests against a real server share (test_s3_front.py,
-test_s3_clients.py, test_s3_policy.py, test_s3_bad_input.py): a vault with a
-key of each role and boto3 clients for them, the S3 error of a call, and the
-environment and files the command-line clients use."""
+test_s3_clients.py, test_s3_policy.py, test_s3_bad_input.py, test_s3_post.py):
+a vault with a key of each role and boto3 clients for them, the S3 error of a
+call, a check that a refused request left nothing behind, and the environment
+and files the command-line clients use."""
 
 from __future__ import annotations
 
@@ -98,6 +99,23 @@ def bucket(tenant) -> str:
     name = unique("bkt")
     tenant.client().create_bucket(Bucket=name)
     return name
+
+
+@pytest.fixture
+def unchanged(srv, tenant, bucket):
+    """For a test whose requests must leave nothing behind. After it: no
+    object in the bucket but the one put before, no upload, and after GC the
+    vault's usage as before."""
+    s3 = tenant.client()
+    s3.put_object(Bucket=bucket, Key="existing", Body=b"was here before")
+    before = tenant.usage()
+    yield
+    assert [o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])] == ["existing"]
+    assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+    r = srv.admin.post("/v1/admin/gc", json={}, timeout=120)
+    assert r.status_code == 200, r.text
+    assert tenant.usage() == before
+    assert s3.get_object(Bucket=bucket, Key="existing")["Body"].read() == b"was here before"
 
 
 # -- requests built by hand (bad input) ------------------------------------------------

@@ -25,7 +25,7 @@ import pytest
 
 from tests.gchelpers import GC_ENV
 from tests.s3tenant import (MIB, REGION, Tenant, bucket, code_of, raw_exchange, signed, streaming,  # noqa: F401
-                            tenant)
+                            tenant, unchanged)
 from tests.server import Server
 
 DATA = os.urandom(70_000)
@@ -49,21 +49,6 @@ def _raw_error(answer: bytes) -> tuple[int, str]:
     status = int(answer.split(b" ", 2)[1])
     assert b"x-amz-request-id" in answer.lower(), answer
     return status, answer.split(b"<Code>", 1)[1].split(b"</Code>", 1)[0].decode()
-
-
-@pytest.fixture
-def unchanged(srv, tenant, bucket):
-    """After the test: no object in the bucket, and after GC the vault's usage is as before."""
-    s3 = tenant.client()
-    s3.put_object(Bucket=bucket, Key="existing", Body=b"was here before")
-    before = tenant.usage()
-    yield
-    assert [o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])] == ["existing"]
-    assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
-    r = srv.admin.post("/v1/admin/gc", json={}, timeout=120)
-    assert r.status_code == 200, r.text
-    assert tenant.usage() == before
-    assert s3.get_object(Bucket=bucket, Key="existing")["Body"].read() == b"was here before"
 
 
 def _put(tenant: Tenant, path: str, body: bytes, headers: dict) -> httpx.Response:

@@ -349,7 +349,7 @@ def test_each_object_keeps_the_chunk_size_it_was_cut_with(tmp_path):
         # A signed payload over several chunks: its SHA-256 continues from the first chunk's id.
         sha = hashlib.sha256(data).hexdigest()
         for claimed, status in ((hashlib.sha256(data[:-1]).hexdigest(), 400), (sha, 200)):
-            headers = _signed(tenant, "PUT", "/chunk-sizes/whole", data, {"x-amz-content-sha256": claimed})
+            headers = signed(tenant, "PUT", "/chunk-sizes/whole", data, {"x-amz-content-sha256": claimed})
             r = httpx.put(f"{srv.s3_url}/chunk-sizes/whole", content=data, headers=headers)
             assert r.status_code == status and (status == 200 or "XAmzContentSHA256Mismatch" in r.text), r.text
         assert tenant.usage()["objects"] == 1 and tenant.usage()["chunks"] == 6  # cut at 1 MiB

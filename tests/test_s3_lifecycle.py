@@ -156,6 +156,22 @@ def test_expiration_header_on_put_head_and_get(tenant, bucket):
     assert "x-amz-expiration" not in c.head_object(Bucket=bucket, Key="logs/a")["ResponseMetadata"]["HTTPHeaders"]
 
 
+def test_expiration_header_on_copy_and_complete_multipart(tenant, bucket):
+    c = tenant.client()
+    _lifecycle(c, bucket, {"ID": "logs", "Prefix": "logs/", "Status": "Enabled", "Expiration": {"Days": 3}})
+    c.put_object(Bucket=bucket, Key="data/src", Body=b"x")
+    copied = c.copy_object(Bucket=bucket, Key="logs/copy", CopySource={"Bucket": bucket, "Key": "data/src"})
+    assert _expiry(copied["ResponseMetadata"]["HTTPHeaders"])[1] == "logs"
+    upload = c.create_multipart_upload(Bucket=bucket, Key="logs/mp")["UploadId"]
+    part = c.upload_part(Bucket=bucket, Key="logs/mp", UploadId=upload, PartNumber=1, Body=b"y")
+    done = c.complete_multipart_upload(Bucket=bucket, Key="logs/mp", UploadId=upload, MultipartUpload={
+        "Parts": [{"PartNumber": 1, "ETag": part["ETag"]}]})
+    created = c.head_object(Bucket=bucket, Key="logs/mp")["LastModified"].timestamp()
+    assert _expiry(done["ResponseMetadata"]["HTTPHeaders"]) == (midnight_after(created + 3 * DAY), "logs")
+    outside = c.copy_object(Bucket=bucket, Key="data/copy", CopySource={"Bucket": bucket, "Key": "data/src"})
+    assert "x-amz-expiration" not in outside["ResponseMetadata"]["HTTPHeaders"]
+
+
 # -- the worker ------------------------------------------------------------------------------------
 
 

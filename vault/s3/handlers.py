@@ -332,8 +332,7 @@ def written_headers(call: Call, where: Target, done: Stored) -> dict[str, str]:
 
 
 def _expiration(call: Call, where: Target, obj: Stored) -> dict[str, str]:
-    return expiration_header(where.bucket.settings, call.key, obj.obj.size, obj.meta.tags, obj.obj.created,
-                             call.request.app[CONFIG].lifecycle_day_seconds)
+    return expiration_header(where.bucket.settings, call.key, obj.obj.size, obj.meta.tags, obj.obj.created)
 
 
 def write_conditions(call: Call) -> tuple[str | None, str | None]:

@@ -6,13 +6,14 @@ hold, which still refuse every delete after the restore."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import shutil
 
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.replhelpers import s3_target, wait_drained, wait_restore
+from tests.replhelpers import layout, s3_target, wait_drained, wait_restore
 from tests.s3tenant import Tenant, code_of
 
 VAULT = "acme"
@@ -95,6 +96,10 @@ def test_buckets_versions_and_locks_survive_a_disaster_restore(mkserver, s3bucke
     assert r.status_code == 202, r.text
     st = wait_restore(b)
     assert st["state"] == "done", st
+    # the restore sent none of its own steps back: the target still holds every bucket record
+    assert wait_drained(b)["sent_entries"] == 0
+    kept = asyncio.run(layout(s3bucket, key=bytes(range(32)) if encrypted else None).get_vault(vault))
+    assert [x["name"] for x in kept["buckets"]] == sorted([empty, locked])
     c = Tenant.of(b, vault).client()
     assert (_settings(c, locked, empty, gone), _versions(c, locked),
             [_lock_state(c, locked, "backup/a", v) for v in (v1, v2)]) == before

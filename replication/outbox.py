@@ -13,13 +13,15 @@ for which target, and seeds a target added to a server that holds data.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Callable
 
 from vault.config import TargetConfig
-from vault.events import ChunkDeleted, ChunkPut, Event, ObjectPut, VaultPut
+from vault.events import BucketChanged, ChunkDeleted, ChunkPut, Event, ObjectPut, VaultPut
 from vault.meta import Index, ObjectMeta, Txn, VaultRec
 from vault.meta.outbox import REPLICATED, Replicated, next_seq, target_id, write_entry
+from vault.meta.schema import restoring_key
 
 
 @dataclass
@@ -39,6 +41,10 @@ class OutboxHook:
     (``(tid, vid, chunk id)``: that target holds that chunk, so a put of it,
     by the restore or by anyone, needs no entry for it), and tags its object
     puts with the target's name (:attr:`vault.events.ObjectPut.restored_from`).
+    Nor does the configuration of a vault being restored (its settings and
+    bucket records) go to the target it is restored from: that target holds
+    it as it was, and a restore that is interrupted and resumed reads it
+    again; once the restore is over, changes travel as usual.
     """
 
     def __init__(self, targets: list[TargetConfig], index: Index,
@@ -81,6 +87,10 @@ class OutboxHook:
             slots = [s for s in slots if (s.tid, vid, event.digest) not in self.from_target]
         elif isinstance(event, ObjectPut) and event.restored_from:
             slots = [s for s in slots if s.cfg.name != event.restored_from]
+        elif isinstance(event, (VaultPut, BucketChanged)):
+            source = _restoring_from(txn, name)
+            if source is not None:
+                slots = [s for s in slots if s.cfg.name != source]
         if not slots:
             return
         seq = next_seq(txn)
@@ -89,6 +99,18 @@ class OutboxHook:
         if self.wake is not None:
             wake, tids = self.wake, [s.tid for s in slots]
             txn.after.append(lambda: [wake(t) for t in tids])
+
+
+def _restoring_from(txn: Txn, vault: str) -> str | None:
+    """The target the vault is being restored from (None: no restore of it is under way)."""
+    raw = txn.marker(restoring_key(vault))
+    if raw is None:
+        return None
+    try:
+        source = json.loads(raw).get("from")
+    except (ValueError, AttributeError):
+        return None
+    return source if isinstance(source, str) else None
 
 
 # -- seeding: a target added to a server that already holds data ----------------

@@ -10,10 +10,12 @@ Steps: read the vault's configuration from the target and create the vault
 refused); list its objects; for each object fetch the chunks this server
 lacks, check each one's SHA-256 against its id (the store checks it again),
 store them, and put the object with its original creation time; then
-create the S3 buckets that the restored objects belong to (bucket records
-do not travel: a bucket's settings and an empty bucket are not restored,
-and a name another vault here already owns is reported); finally apply the
-configuration. Only chunks that some object references are
+put back the vault's S3 bucket records the target keeps with its
+configuration (creation time and settings: versioning, Object Lock,
+lifecycle, CORS, tags; empty buckets too), create a bucket for restored
+objects whose record the target does not hold (a replica written before
+bucket records travelled, or a peer objvault, which keeps none), and report
+a name another vault here already owns; finally apply the configuration. Only chunks that some object references are
 restored: a chunk nobody references is garbage on the replica too.
 
 An object that cannot be restored (a chunk missing on the target, or bad
@@ -65,6 +67,10 @@ def restore_object_op(rec: VaultRec, m: Manifest, source: str = ""):
                             txn.object_packed(rec.vid, m.key), source)
 
     return op
+
+
+def _unreachable(bucket: str, e: E.VaultError) -> str:
+    return f"bucket {bucket[:80]!r}: {e}; its objects are in the vault but not reachable through S3"
 
 
 class Restorer(Job):
@@ -208,14 +214,29 @@ class Restorer(Job):
                 await one(h)
 
         await asyncio.gather(*(worker() for _ in range(OBJECTS_AT_ONCE)))
-        for name in sorted(buckets):
+        kept = doc.get("buckets")
+        if not isinstance(kept, list):
+            kept = []
+        for b in kept:
+            try:
+                name, created, settings = b["name"], float(b["created"]), b.get("settings") or {}
+                if not isinstance(name, str) or not isinstance(settings, dict):
+                    raise TypeError("malformed")
+            except (KeyError, TypeError, ValueError):
+                problems.append(f"a bucket record of the target is malformed: {str(b)[:80]}")
+                continue
+            buckets.discard(name)
+            try:
+                await svc.buckets.restore(rec, name, created, settings)
+            except (E.BucketExists, E.BadBucketName) as e:
+                problems.append(_unreachable(name, e))
+        for name in sorted(buckets):  # of objects whose bucket record the target does not hold
             try:
                 await svc.buckets.create(ADMIN, vault, name)
             except E.BucketOwned:
                 pass  # an interrupted restore made it
             except (E.BucketExists, E.BadBucketName) as e:
-                problems.append(f"bucket {name[:80]!r}: {e}; its objects are in the vault but not reachable "
-                                "through S3")
+                problems.append(_unreachable(name, e))
         fields = {k: doc[k] for k in ("quota_bytes", "append_only", "retention_days") if k in doc}
         if fields:
             await svc.vaults.update(vault, VaultSettings(**fields), ADMIN)

@@ -22,6 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # The public ceph/s3-tests kit, vendored unmodified (third_party/s3-conformance/suite/SOURCE).
 KIT = Path(os.environ.get("S3T_KIT") or ROOT / "third_party" / "s3-conformance")
 PASSING = Path(__file__).with_name("s3_conformance_passing.txt")
+LC_DEBUG_INTERVAL = "10"  # seconds the kit and the server take for a lifecycle day
 IDENTITIES = ("main", "alt", "tenant")
 
 
@@ -37,7 +38,8 @@ def credentials(server: Server) -> list[str]:
 
 
 def kit_env(out: Path, tests: list[str] | None) -> dict[str, str]:
-    env = {**os.environ, "S3T_PYTHON": sys.executable, "S3T_OUT": str(out), "S3T_TIMEOUT": "120"}
+    env = {**os.environ, "S3T_PYTHON": sys.executable, "S3T_OUT": str(out), "S3T_TIMEOUT": "120",
+           "S3T_LC_DEBUG_INTERVAL": LC_DEBUG_INTERVAL}
     for who in IDENTITIES:
         env[f"S3T_{who.upper()}_USER_ID"] = env[f"S3T_{who.upper()}_DISPLAY_NAME"] = f"s3{who}"
     if tests:
@@ -48,7 +50,10 @@ def kit_env(out: Path, tests: list[str] | None) -> dict[str, str]:
 def run(out: Path, tests: list[str] | None = None, pytest_args: list[str] = ()) -> dict:
     """Run the kit (``tests``: node ids, else its default selection); its summary.json."""
     with tempfile.TemporaryDirectory(prefix="objvault-s3t-") as tmp:
-        server = Server(Path(tmp), env={"OBJVAULT_SEGMENT_BYTES": str(64 << 20)}).start()
+        # A lifecycle "day" as long as the kit's lc_debug_interval, applied every second.
+        server = Server(Path(tmp), env={"OBJVAULT_SEGMENT_BYTES": str(64 << 20),
+                                        "OBJVAULT_S3_LIFECYCLE_DAY_SECONDS": LC_DEBUG_INTERVAL,
+                                        "OBJVAULT_S3_LIFECYCLE_INTERVAL_SECONDS": "1"}).start()
         try:
             args = [str(KIT / "run.sh"), "127.0.0.1", str(server.s3_port), *credentials(server), *pytest_args]
             subprocess.run(args, env=kit_env(out, tests), check=False)

@@ -5,12 +5,14 @@ without a secret the route is 404; the [comet] settings and their checks."""
 
 from __future__ import annotations
 
+import datetime
 import socket
 import uuid
 
 import boto3
 import httpx
 import pytest
+from botocore.exceptions import ClientError
 
 from tests.rawhttp import recv_head, request_head
 from tests.server import Server
@@ -81,6 +83,43 @@ def test_each_body_encoding_makes_a_usable_bucket(comet, encoding):
     assert s3.get_object(Bucket=bucket, Key="comet/index")["Body"].read() == b"backup data"
     assert [o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]] == ["comet/index"]
     assert [b["Name"] for b in s3.list_buckets()["Buckets"]] == [bucket]
+
+
+def test_a_compliance_retained_object_in_the_locked_bucket_cannot_be_deleted(comet):
+    """The lock Comet is told about is real: a COMPLIANCE version set the way
+    Comet sets it (per object, no bucket default) refuses every delete by the
+    returned credentials, while a delete marker and an extension are allowed."""
+    loc = post(comet).json()
+    bucket = loc["S3BucketName"]
+    s3 = boto3.client("s3", endpoint_url=f"http://{loc['S3Server']}", region_name=loc["S3CustomRegion"],
+                      aws_access_key_id=loc["S3AccessKey"], aws_secret_access_key=loc["S3SecretKey"])
+    assert s3.get_bucket_versioning(Bucket=bucket)["Status"] == "Enabled"
+    lock = s3.get_object_lock_configuration(Bucket=bucket)["ObjectLockConfiguration"]
+    assert lock == {"ObjectLockEnabled": "Enabled"}  # Comet wants no default retention
+    until = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0) + datetime.timedelta(days=LOCK_DAYS)
+    version = s3.put_object(Bucket=bucket, Key="comet/pack", Body=b"backup data", ObjectLockMode="COMPLIANCE",
+                            ObjectLockRetainUntilDate=until)["VersionId"]
+    for call in (lambda: s3.delete_object(Bucket=bucket, Key="comet/pack", VersionId=version),
+                 lambda: s3.delete_object(Bucket=bucket, Key="comet/pack", VersionId=version,
+                                          BypassGovernanceRetention=True),
+                 lambda: s3.put_object_retention(Bucket=bucket, Key="comet/pack", VersionId=version, Retention={
+                     "Mode": "COMPLIANCE", "RetainUntilDate": until - datetime.timedelta(days=1)}),
+                 lambda: s3.put_object_retention(Bucket=bucket, Key="comet/pack", VersionId=version, Retention={
+                     "Mode": "GOVERNANCE", "RetainUntilDate": until})):
+        with pytest.raises(ClientError) as caught:
+            call()
+        assert caught.value.response["Error"]["Code"] == "AccessDenied"
+    deleted = s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": "comet/pack", "VersionId": version}]})
+    assert [e["Code"] for e in deleted.get("Errors", [])] == ["AccessDenied"]
+    marker = s3.delete_object(Bucket=bucket, Key="comet/pack")  # hides it; removes nothing
+    assert marker["DeleteMarker"] is True
+    later = until + datetime.timedelta(days=1)
+    s3.put_object_retention(Bucket=bucket, Key="comet/pack", VersionId=version,
+                            Retention={"Mode": "COMPLIANCE", "RetainUntilDate": later})
+    assert s3.get_object_retention(Bucket=bucket, Key="comet/pack", VersionId=version)["Retention"] == {
+        "Mode": "COMPLIANCE", "RetainUntilDate": later}
+    assert s3.get_object(Bucket=bucket, Key="comet/pack", VersionId=version)["Body"].read() == b"backup data"
+    assert comet.admin.delete(f"/v1/vaults/{bucket}").status_code >= 400  # nor can the operator's vault delete
 
 
 def test_calls_make_distinct_vaults(comet):

@@ -156,6 +156,22 @@ def test_expiration_header_on_put_head_and_get(tenant, bucket):
     assert "x-amz-expiration" not in c.head_object(Bucket=bucket, Key="logs/a")["ResponseMetadata"]["HTTPHeaders"]
 
 
+def test_expiration_header_on_copy_and_complete_multipart(tenant, bucket):
+    c = tenant.client()
+    _lifecycle(c, bucket, {"ID": "logs", "Prefix": "logs/", "Status": "Enabled", "Expiration": {"Days": 3}})
+    c.put_object(Bucket=bucket, Key="data/src", Body=b"x")
+    copied = c.copy_object(Bucket=bucket, Key="logs/copy", CopySource={"Bucket": bucket, "Key": "data/src"})
+    assert _expiry(copied["ResponseMetadata"]["HTTPHeaders"])[1] == "logs"
+    upload = c.create_multipart_upload(Bucket=bucket, Key="logs/mp")["UploadId"]
+    part = c.upload_part(Bucket=bucket, Key="logs/mp", UploadId=upload, PartNumber=1, Body=b"y")
+    done = c.complete_multipart_upload(Bucket=bucket, Key="logs/mp", UploadId=upload, MultipartUpload={
+        "Parts": [{"PartNumber": 1, "ETag": part["ETag"]}]})
+    created = c.head_object(Bucket=bucket, Key="logs/mp")["LastModified"].timestamp()
+    assert _expiry(done["ResponseMetadata"]["HTTPHeaders"]) == (midnight_after(created + 3 * DAY), "logs")
+    outside = c.copy_object(Bucket=bucket, Key="data/copy", CopySource={"Bucket": bucket, "Key": "data/src"})
+    assert "x-amz-expiration" not in outside["ResponseMetadata"]["HTTPHeaders"]
+
+
 # -- the worker ------------------------------------------------------------------------------------
 
 
@@ -229,6 +245,102 @@ def test_worker_skips_objects_under_retention_or_append_only_and_counts_them(fas
     assert stats["skipped_retention"] >= 1 and stats["skipped_locked"] >= 1, stats
     for c, bucket in held.values():
         assert _keys(c, bucket) == ["a"]
+
+
+def _versions(client, bucket: str, prefix: str = "") -> tuple[list[tuple[str, bool]], list[tuple[str, bool]]]:
+    """((key, is latest) of each version, of each delete marker), newest first per key."""
+    got = client.list_object_versions(Bucket=bucket, Prefix=prefix)
+    return ([(v["Key"], v["IsLatest"]) for v in got.get("Versions", [])],
+            [(m["Key"], m["IsLatest"]) for m in got.get("DeleteMarkers", [])])
+
+
+def test_noncurrent_versions_expire_from_when_they_became_noncurrent(fast):
+    c = Tenant(fast).client()
+    bucket = _name("lcn")
+    c.create_bucket(Bucket=bucket)
+    c.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    ids = [c.put_object(Bucket=bucket, Key="n/a", Body=b"%d" % i)["VersionId"] for i in range(3)]
+    c.put_object(Bucket=bucket, Key="keep/a", Body=b"1")
+    c.put_object(Bucket=bucket, Key="keep/a", Body=b"2")
+    old = c.put_object(Bucket=bucket, Key="t/a", Body=b"old")["VersionId"]
+    _lifecycle(c, bucket, {"ID": "nc", "Prefix": "n/", "Status": "Enabled",
+                           "NoncurrentVersionExpiration": {"NoncurrentDays": 2, "NewerNoncurrentVersions": 1}},
+               {"ID": "t", "Prefix": "t/", "Status": "Enabled", "NoncurrentVersionExpiration": {"NoncurrentDays": 2}})
+    time.sleep(2.2)
+    late = c.put_object(Bucket=bucket, Key="n/a", Body=b"late")["VersionId"]
+    c.put_object(Bucket=bucket, Key="t/a", Body=b"new")
+    stats = _run(fast)
+    assert stats["noncurrent_expired"] == 2, stats  # ids[0] and ids[1]; ids[2] is the one newest noncurrent kept
+    left = [v["VersionId"] for v in c.list_object_versions(Bucket=bucket, Prefix="n/")["Versions"]]
+    assert left == [late, ids[2]]
+    # t/a's old version is two "days" old but became noncurrent just now: not due yet
+    assert old in [v["VersionId"] for v in c.list_object_versions(Bucket=bucket, Prefix="t/")["Versions"]]
+    time.sleep(2.2)
+    assert _run(fast)["noncurrent_expired"] == 1  # t/a's; NewerNoncurrentVersions keeps n/a's newest at any age
+    assert [v["VersionId"] for v in c.list_object_versions(Bucket=bucket, Prefix="n/")["Versions"]] == [late, ids[2]]
+    assert len(_versions(c, bucket, "keep/")[0]) == 2  # outside the rule's prefix
+
+
+def test_expiration_in_a_versioned_bucket_adds_a_delete_marker_and_lone_markers_go(fast):
+    c = Tenant(fast).client()
+    bucket = _name("lcm")
+    c.create_bucket(Bucket=bucket)
+    c.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    kept = c.put_object(Bucket=bucket, Key="e/a", Body=b"data")["VersionId"]
+    c.put_object(Bucket=bucket, Key="m/a", Body=b"data")
+    c.delete_object(Bucket=bucket, Key="m/a")  # a marker over one version
+    c.put_object(Bucket=bucket, Key="m/b", Body=b"data")
+    c.delete_object(Bucket=bucket, Key="m/b")
+    _lifecycle(c, bucket, {"ID": "exp", "Prefix": "e/", "Status": "Enabled", "Expiration": DAY1},
+               {"ID": "dm", "Prefix": "m/", "Status": "Enabled", "Expiration": {"ExpiredObjectDeleteMarker": True},
+                "NoncurrentVersionExpiration": {"NoncurrentDays": 1}})
+    time.sleep(1.2)
+    stats = _run(fast)
+    assert stats["expired"] == 1 and stats["noncurrent_expired"] == 2 and stats["delete_markers_removed"] == 2, stats
+    assert _versions(c, bucket, "m/") == ([], [])
+    versions, markers = _versions(c, bucket, "e/")
+    assert versions == [("e/a", False)] and markers == [("e/a", True)]
+    assert c.get_object(Bucket=bucket, Key="e/a", VersionId=kept)["Body"].read() == b"data"
+    # the marker Expiration added is removed once it too is a "day" old, when no version is left under it
+    c.delete_object(Bucket=bucket, Key="e/a", VersionId=kept)
+    time.sleep(1.2)
+    assert _run(fast)["delete_markers_removed"] == 1
+    assert _versions(c, bucket, "e/") == ([], [])
+
+
+def test_lifecycle_never_removes_locked_or_retained_versions_and_counts_them(fast):
+    t = Tenant(fast)
+    c = t.client()
+    bucket = _name("lcl")
+    c.create_bucket(Bucket=bucket, ObjectLockEnabledForBucket=True)
+    until = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(hours=1)
+    retained = c.put_object(Bucket=bucket, Key="a", Body=b"1", ObjectLockMode="COMPLIANCE",
+                            ObjectLockRetainUntilDate=until)["VersionId"]
+    held = c.put_object(Bucket=bucket, Key="b", Body=b"1", ObjectLockLegalHoldStatus="ON")["VersionId"]
+    c.put_object(Bucket=bucket, Key="a", Body=b"2")
+    c.delete_object(Bucket=bucket, Key="b")  # a marker over the held version: never a lone marker
+    _lifecycle(c, bucket, {"ID": "all", "Filter": {}, "Status": "Enabled",
+                           "NoncurrentVersionExpiration": {"NoncurrentDays": 1},
+                           "Expiration": {"ExpiredObjectDeleteMarker": True}})
+    time.sleep(1.2)
+    stats = _run(fast)
+    assert stats["skipped_locked"] >= 2 and stats["delete_markers_removed"] == 0, stats
+    ids = {v["VersionId"] for v in c.list_object_versions(Bucket=bucket)["Versions"]}
+    assert {retained, held} <= ids
+    # the vault's retention floor holds a fresh noncurrent version too
+    other = Tenant(fast)
+    o = other.client()
+    plain = _name("lcf")
+    o.create_bucket(Bucket=plain)
+    o.put_bucket_versioning(Bucket=plain, VersioningConfiguration={"Status": "Enabled"})
+    first = o.put_object(Bucket=plain, Key="k", Body=b"1")["VersionId"]
+    o.put_object(Bucket=plain, Key="k", Body=b"2")
+    _lifecycle(o, plain, {"ID": "nc", "Filter": {}, "Status": "Enabled",
+                          "NoncurrentVersionExpiration": {"NoncurrentDays": 1}})
+    fast.admin.patch(f"/v1/vaults/{other.vault}", json={"retention_days": 1}).raise_for_status()
+    time.sleep(1.2)
+    assert _run(fast)["skipped_retention"] >= 1
+    assert first in {v["VersionId"] for v in o.list_object_versions(Bucket=plain)["Versions"]}
 
 
 def test_lifecycle_and_cors_survive_a_restart(fast):

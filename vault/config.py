@@ -64,8 +64,9 @@ class S3Config:
     chunk_bytes: int = 8 << 20
     # Bucket lifecycle rules are applied this often (0: only when asked).
     lifecycle_interval_seconds: int = 3600
-    # How long a lifecycle "day" is: 86400 but in tests, where rules of a few
-    # days run out in seconds (expiry is then not rounded to midnight).
+    # How long a lifecycle "day" is to the worker: 86400 but in tests, where
+    # rules of a few days run out in seconds (expiry is then not rounded to
+    # midnight). x-amz-expiration always states S3 days.
     lifecycle_day_seconds: int = 86400
 
 

@@ -40,6 +40,11 @@ class VaultDeleted(_VaultChange):
     """A vault was deleted (its data goes later, in bounded GC passes)."""
 
 
+class BucketChanged(_VaultChange):
+    """An S3 bucket of the vault was created, had a setting changed, or was
+    deleted: the vault's bucket records travel with its configuration."""
+
+
 @dataclass(frozen=True)
 class KeyChanged:
     """A key of the vault named ``vault`` was created or revoked."""
@@ -93,5 +98,5 @@ class ChunkQuarantined:
     damaged: bool
 
 
-Event = Union[VaultPut, VaultDeleted, KeyChanged, ChunkPut, ChunkDeleted, ObjectPut, ObjectDeleted,
+Event = Union[VaultPut, BucketChanged, VaultDeleted, KeyChanged, ChunkPut, ChunkDeleted, ObjectPut, ObjectDeleted,
               ChunkQuarantined]

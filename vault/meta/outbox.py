@@ -30,9 +30,9 @@ import struct
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Iterator, Union
 
-from ..events import ChunkDeleted, ChunkPut, ObjectDeleted, ObjectPut, VaultDeleted, VaultPut
+from ..events import BucketChanged, ChunkDeleted, ChunkPut, ObjectDeleted, ObjectPut, VaultDeleted, VaultPut
 from . import schema as S
-from .records import ObjectMeta, VaultRec
+from .records import BucketRec, ObjectMeta, VaultRec
 
 if TYPE_CHECKING:
     from .engine import Index, Txn
@@ -45,8 +45,8 @@ CHUNK_PUT, CHUNK_DELETE = "C", "D"
 OBJECT_PUT, OBJECT_DELETE = "O", "R"
 DELETES = (VAULT_DELETE, CHUNK_DELETE, OBJECT_DELETE)
 
-Replicated = Union[VaultPut, VaultDeleted, ChunkPut, ChunkDeleted, ObjectPut, ObjectDeleted]
-REPLICATED = (VaultPut, VaultDeleted, ChunkPut, ChunkDeleted, ObjectPut, ObjectDeleted)
+Replicated = Union[VaultPut, BucketChanged, VaultDeleted, ChunkPut, ChunkDeleted, ObjectPut, ObjectDeleted]
+REPLICATED = (VaultPut, BucketChanged, VaultDeleted, ChunkPut, ChunkDeleted, ObjectPut, ObjectDeleted)
 """The events that become outbox entries (a key change does not travel)."""
 
 _HEAD = struct.Struct("<cddQB")  # kind, event time, due, vid, len(vault name)
@@ -184,11 +184,11 @@ def write_entry(txn: Txn, tid: bytes, delete_delay: float, seq: int, vid: int, n
     now = txn.now
     due = now + delete_delay
     sk = None
-    if isinstance(event, VaultPut):
-        entry = encode(VAULT_PUT, now, 0.0, vid, name, _vault_doc(event.rec))
+    if isinstance(event, (VaultPut, BucketChanged)):
+        entry = encode(VAULT_PUT, now, 0.0, vid, name, _vault_doc(event.rec, vault_buckets(txn, vid)))
         queue, size = PUTQ, 0
     elif isinstance(event, VaultDeleted):
-        entry = encode(VAULT_DELETE, now, due, vid, name, _vault_doc(event.rec))
+        entry = encode(VAULT_DELETE, now, due, vid, name, _vault_doc(event.rec, []))
         queue, size = DELQ, 0
     elif isinstance(event, ChunkPut):
         digest, length = event.digest, event.length
@@ -232,9 +232,19 @@ def _supersede(txn: Txn, tid: bytes, sk: bytes) -> None:
     txn.delete(S.OUTBOX, sk)
 
 
-def _vault_doc(rec: VaultRec) -> bytes:
+def vault_buckets(txn: Txn, vid: int) -> list[BucketRec]:
+    """The S3 buckets of the vault ``vid`` as the op sees them (its own writes included)."""
+    found = (BucketRec.load(raw) for _, raw in txn.scan(S.META, S.BUCKET))
+    return [b for b in found if b.vid == vid]
+
+
+def _vault_doc(rec: VaultRec, buckets: list[BucketRec]) -> bytes:
+    """The configuration a VAULT_PUT entry carries: the vault's settings and its
+    S3 bucket records (name, creation time, settings), by name."""
     return json.dumps({"name": rec.name, "created": rec.created, "quota_bytes": rec.quota_bytes,
-                       "append_only": rec.append_only, "retention_days": rec.retention_days},
+                       "append_only": rec.append_only, "retention_days": rec.retention_days,
+                       "buckets": [{"name": b.name, "created": b.created, "settings": b.settings}
+                                   for b in sorted(buckets, key=lambda b: b.name)]},
                       separators=(",", ":"), sort_keys=True).encode()
 
 

@@ -321,13 +321,18 @@ async def put_object(call: Call) -> web.StreamResponse:
     done = await call.services.s3.put(call.who, where, call.key, got.chunks, got.size, meta, if_none_match,
                                       if_match)
     headers = {"ETag": f'"{got.etag}"', **{f"x-amz-checksum-{a}": v for a, v in got.checksums.items()},
-               **version_headers(where, done, written=True), **_expiration(call, where, done)}
+               **written_headers(call, where, done)}
     return web.Response(headers=headers)
 
 
+def written_headers(call: Call, where: Target, done: Stored) -> dict[str, str]:
+    """The headers of a write's answer about the version it wrote: its id and,
+    when a lifecycle rule will expire it, ``x-amz-expiration``."""
+    return {**version_headers(where, done, written=True), **_expiration(call, where, done)}
+
+
 def _expiration(call: Call, where: Target, obj: Stored) -> dict[str, str]:
-    return expiration_header(where.bucket.settings, call.key, obj.obj.size, obj.meta.tags, obj.obj.created,
-                             call.request.app[CONFIG].lifecycle_day_seconds)
+    return expiration_header(where.bucket.settings, call.key, obj.obj.size, obj.meta.tags, obj.obj.created)
 
 
 def write_conditions(call: Call) -> tuple[str | None, str | None]:
@@ -357,7 +362,7 @@ async def copy_object(call: Call) -> web.StreamResponse:
     if_none_match, if_match = write_conditions(call)
     create_only = call.services.s3.check_conditions(where, call.key, if_none_match, if_match)
     done = await call.services.s3.copy(call.who, src, where, call.key, meta, create_only)
-    answer = version_headers(where, done, written=True)
+    answer = written_headers(call, where, done)
     if versioning(source.bucket) or source_version is not None:
         answer["x-amz-copy-source-version-id"] = src.meta.version_id
     return _xml(xml.copy_result(done.meta.etag, done.obj.created, done.meta.checksums), headers=answer)

@@ -12,10 +12,10 @@ from ..meta import UploadRec
 from ..services.buckets import Target
 from ..services.s3objects import MAX_PART_NUMBER, S3Meta, Stored, unpack_meta
 from . import checksums, xml
-from .bodies import MAX_PUT_BYTES, check_acl, lock_of, lower, meta_of, preconditions, receive, version_headers
+from .bodies import MAX_PUT_BYTES, check_acl, lock_of, lower, meta_of, preconditions, receive
 from .errors import S3Error
 from .front import Call, read_small
-from .handlers import copy_source, owner, stored, target, write_conditions
+from .handlers import copy_source, owner, stored, target, write_conditions, written_headers
 
 MAX_LIST = 1000
 
@@ -145,7 +145,7 @@ async def complete_upload(call: Call) -> web.StreamResponse:
 def _completed(call: Call, where: Target, done: Stored) -> web.StreamResponse:
     body = xml.complete_multipart(f"/{call.bucket}/{call.key}", call.bucket, call.key, done.meta.etag,
                                   {a: v for a, v in done.meta.checksums.items() if v}, done.meta.checksum_type)
-    return web.Response(body=body, content_type="application/xml", headers=version_headers(where, done, written=True))
+    return web.Response(body=body, content_type="application/xml", headers=written_headers(call, where, done))
 
 
 def _final_checksums(meta: S3Meta, chosen: list[Stored]) -> dict[str, str]:

@@ -19,6 +19,7 @@ from typing import Any
 
 from .. import errors as E
 from .. import policy
+from ..events import BucketChanged
 from ..meta import BucketRec, Index, ObjectMeta, Txn, VaultRec
 from ..policy import Principal
 from .objects import UPLOAD_PREFIX, ObjectService, delete_object
@@ -150,9 +151,26 @@ class BucketService:
             settings = {"versioning": "Enabled", "object_lock": {}} if object_lock else {}
             rec = BucketRec(name, live.name, live.vid, txn.now, settings)
             txn.put_bucket(rec)
+            txn.emit(BucketChanged(live))
             return rec
 
         return await self.index.run(op)
+
+    async def restore(self, vault: VaultRec, name: str, created: float, settings: dict[str, Any]) -> None:
+        """Put back a bucket record a replica kept (``objvault restore``, the
+        operator's): its creation time and settings as they were. Raises
+        BadBucketName, BucketExists (a name another vault here owns)."""
+        bucket_name(name)
+
+        def op(txn: Txn) -> None:
+            live = live_vault(txn, vault)
+            cur = txn.bucket(name)
+            if cur is not None and cur.vid != live.vid:
+                raise E.BucketExists(f"bucket name {name!r} is taken")
+            txn.put_bucket(BucketRec(name, live.name, live.vid, created, dict(settings)))
+            txn.emit(BucketChanged(live))
+
+        await self.index.run(op)
 
     async def set_setting(self, who: Principal, name: str, kind: str, value: Any) -> None:
         """Keep (or with None drop) the bucket's ``kind`` document (role ``full``).
@@ -163,7 +181,7 @@ class BucketService:
         target = self.target(who, name, "full")
 
         def op(txn: Txn) -> None:
-            live_vault(txn, target.vault)
+            live = live_vault(txn, target.vault)
             cur = txn.bucket(name)
             if cur is None or cur.vid != target.bucket.vid:
                 raise E.NoSuchBucket(f"no such bucket {name!r}")
@@ -172,6 +190,7 @@ class BucketService:
             if value is not None:
                 settings[kind] = value
             txn.put_bucket(dataclasses.replace(cur, settings=settings))
+            txn.emit(BucketChanged(live))
 
         await self.index.run(op)
 
@@ -196,6 +215,7 @@ class BucketService:
             if any(u not in uploads for u in self.index.uploads(vid, name)):
                 raise E.Conflict(f"bucket {name!r}: a multipart upload began meanwhile; retry")
             txn.delete_bucket(name)
+            txn.emit(BucketChanged(live))
 
         await self.objects.run_releasing(op)
 

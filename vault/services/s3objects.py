@@ -145,6 +145,11 @@ class S3ObjectService:
             raise E.NoSuchObject(f"bucket {target.bucket.name!r}: no such key {key!r}")
         return found
 
+    def has_older(self, target: Target, key: str) -> bool:
+        """Whether ``key`` has a version older than its current one."""
+        vid = target.bucket.vid
+        return next(_older(lambda prefix: self.index.objects(vid, prefix), target.bucket.name, key), None) is not None
+
     @staticmethod
     def decode(raw: bytes) -> Stored:
         """An object of a listing, from its packed record."""
@@ -246,10 +251,8 @@ class S3ObjectService:
         locks and the vault's retention may refuse (``bypass``: of GOVERNANCE
         retention). A missing key or version is no error, as in S3."""
         policy.require_role(who, target.vault.name, "full")
-        state = versioning(target.bucket)
-        if version_id is None and state:
-            marker = S3Meta(etag="", marker=True)
-            done = await self._write(who, target, key, [], marker, False)
+        if version_id is None and versioning(target.bucket):
+            done = await self.add_marker(who, target, key)
             return Deleted(done.meta.version_id, True)
         if version_id is None:
             try:
@@ -257,17 +260,35 @@ class S3ObjectService:
             except E.NoSuchObject:
                 pass
             return Deleted(None, False)
+        return await self.remove_version(target, key, version_id, bypass) or Deleted(version_id, False)
+
+    async def add_marker(self, who: Principal, target: Target, key: str,
+                         condition: Condition | None = None) -> Stored:
+        """Add a delete marker as the current version of ``key`` in a versioned
+        bucket (``condition(current record or None)`` raises to refuse it)."""
+        return await self._write(who, target, key, [], S3Meta(etag="", marker=True), False, condition)
+
+    async def remove_version(self, target: Target, key: str, version_id: str, bypass: bool = False,
+                             still: Callable[[ObjectMeta, S3Meta], bool] | None = None) -> Deleted | None:
+        """Remove the version ``version_id`` of ``key`` through the one delete
+        path: its Object Lock, the vault's retention floor and append-only
+        setting refuse it whoever asks (``bypass``: of GOVERNANCE retention, for
+        a ``full`` key). When the current version goes, the newest older one
+        takes its place. ``still(record, meta)`` False: the version is no longer
+        the one the caller judged, and nothing is done (None)."""
         bucket, vault = target.bucket.name, target.vault
         current = object_name(bucket, key)
 
-        def op(txn: Txn, released: list[int]) -> Deleted:
+        def op(txn: Txn, released: list[int]) -> Deleted | None:
             live = live_vault(txn, vault)
             found = _locate(lambda name: txn.object_packed(vault.vid, name),
                             lambda prefix: txn.objects_seen(vault.vid, prefix), bucket, key, version_id)
             if found is None:
-                return Deleted(version_id, False)
+                return Deleted(version_id, False) if still is None else None
             name, raw = found
-            meta = _s3(raw)[1]
+            obj, meta = _s3(raw)
+            if still is not None and not still(obj, meta):
+                return None
             delete_object(txn, vault, live, name, meta.marker, released, bypass)
             if name == current:  # the newest older version becomes the current one
                 newest = next(_older(lambda prefix: txn.objects_seen(vault.vid, prefix), bucket, key), None)

@@ -40,8 +40,13 @@ CODES: dict[str, tuple[int, str]] = {
                                    "policy document."),
     "InvalidRange": (416, "The requested range is not satisfiable."),
     "InvalidRequest": (400, "Invalid Request"),
+    "UnresolvableGrantByEmailAddress": (400, "The email address you provided does not match any account on "
+                                             "record."),
+    "InvalidURI": (400, "Couldn't parse the specified URI."),
     "InvalidTag": (400, "The tag provided was not a valid tag."),
     "KeyTooLongError": (400, "Your key is too long."),
+    "MalformedACLError": (400, "The XML you provided was not well-formed or did not validate against our "
+                               "published schema."),
     "MalformedPOSTRequest": (400, "The body of your POST request is not well-formed multipart/form-data."),
     "MalformedTrailerError": (400, "The request contained trailing data that was not well-formed."),
     "MalformedXML": (400, "The XML you provided was not well-formed or did not validate against our published schema."),
@@ -55,6 +60,7 @@ CODES: dict[str, tuple[int, str]] = {
     "ObjectLockConfigurationNotFoundError": (404, "Object Lock configuration does not exist for this bucket"),
     "NoSuchObjectLockConfiguration": (404, "The specified object does not have an ObjectLock configuration"),
     "NoSuchCORSConfiguration": (404, "The CORS configuration does not exist"),
+    "OwnershipControlsNotFoundError": (404, "The bucket ownership controls were not found"),
     "NoSuchPublicAccessBlockConfiguration": (404, "The public access block configuration was not found"),
     "NoSuchTagSet": (404, "The TagSet does not exist"),
     "NoSuchKey": (404, "The specified key does not exist."),

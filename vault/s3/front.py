@@ -13,6 +13,7 @@ import asyncio
 import logging
 import secrets
 import time
+import unicodedata
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -86,12 +87,13 @@ Handler = Callable[[Call], Awaitable[web.StreamResponse]]
 
 def build_app(services: Services, budget: MemoryBudget, config: S3Config, metrics: Any = None) -> web.Application:
     """The S3 application; ``budget`` is the server's one memory budget."""
-    from . import cors, handlers, lifecycle, locks, multipart
+    from . import cors, handlers, lifecycle, locks, multipart, ownership
     app = web.Application(middlewares=[_answer], client_max_size=1 << 20)
     app[SERVICES], app[BUDGET], app[CONFIG] = services, budget, config
     if metrics is not None:
         app[METRICS] = metrics
-    app[ROUTES] = {**handlers.ROUTES, **multipart.ROUTES, **locks.ROUTES, **lifecycle.ROUTES, **cors.ROUTES}
+    app[ROUTES] = {**handlers.ROUTES, **multipart.ROUTES, **locks.ROUTES, **lifecycle.ROUTES, **cors.ROUTES,
+                      **ownership.ROUTES}
     app.on_response_prepare.append(cors.on_prepare)
     app.router.add_route("*", "/{tail:.*}", _dispatch, expect_handler=_expect)
     return app
@@ -196,10 +198,19 @@ def _resource(request: web.Request, domain: str) -> tuple[str, str]:
     else:
         bucket, _, rest = path[1:].partition("/")
         bucket = _decode(bucket)
-    key = _decode(rest)
+    return bucket, check_key(_decode(rest))
+
+
+def check_key(key: str) -> str:
+    """An object key as S3 allows it here: at most 1,024 bytes of UTF-8, no
+    control characters (as in the native API's keys, vault.names: an XML 1.0
+    listing cannot carry most of them, and a version's name uses NUL as its
+    separator)."""
     if len(key.encode()) > MAX_KEY_BYTES:
         raise S3Error("KeyTooLongError")
-    return bucket, key
+    if any(unicodedata.category(c) == "Cc" for c in key):
+        raise S3Error("InvalidURI")
+    return key
 
 
 def _decode(raw: str) -> str:

@@ -93,11 +93,17 @@ async def create_bucket(call: Call) -> web.StreamResponse:
     if constraint not in (None, "", call.region):
         raise S3Error("InvalidLocationConstraint")
     locked = call.headers.get("x-amz-bucket-object-lock-enabled", "").lower() == "true"
+    from .ownership import SETTING, checked
+    ownership = call.headers.get("x-amz-object-ownership")
+    chosen = checked(ownership) if ownership is not None else None
     try:
         await call.services.buckets.create(call.who, call.who.vault, call.bucket, locked)
     except E.BucketOwned:
         if call.region != LEGACY_REGION:
             raise
+        return web.Response(headers={"Location": f"/{call.bucket}"})
+    if chosen is not None:
+        await call.services.buckets.set_setting(call.who, call.bucket, SETTING, chosen)
     return web.Response(headers={"Location": f"/{call.bucket}"})
 
 
@@ -138,14 +144,32 @@ async def get_bucket_acl(call: Call) -> web.StreamResponse:
 
 async def put_bucket_acl(call: Call) -> web.StreamResponse:
     target(call, "full")
-    _canned_only(call)
+    await _private_only(call)
     return web.Response()
 
 
-def _canned_only(call: Call) -> None:
+async def _private_only(call: Call) -> None:
+    """Accept an ACL that leaves the vault's own keys the only ones in: a
+    canned ``private`` (or ``bucket-owner-full-control``), or a document that
+    grants FULL_CONTROL to the vault and nothing to anyone else."""
     check_acl(call.headers)
-    if call.request.content_length:
-        raise S3Error("NotImplemented", "ACL documents are not served: send a canned ACL (private)")
+    if not call.request.content_length:
+        return
+    grants = xml.parse_acl(await read_small(call.request, xml.MAX_SMALL_BODY))
+    me = owner(call).id
+    for grant in grants:
+        if grant.kind == "Group":
+            raise S3Error("AccessDenied", "objvault grants no access beyond the vault's own keys: "
+                          "groups (all users, authenticated users) cannot be granted anything")
+        if grant.kind == "AmazonCustomerByEmail":
+            raise S3Error("UnresolvableGrantByEmailAddress",
+                          "The e-mail address you provided does not match any account on record.")
+        if grant.who != me:  # no other vault is known to this one, so none can be named
+            raise S3Error("InvalidArgument", "Invalid id: an ACL can only name the vault that owns the bucket",
+                          ArgumentName="CanonicalUser/ID", ArgumentValue=grant.who[:256])
+    if not any(grant.permission == "FULL_CONTROL" for grant in grants):
+        raise S3Error("NotImplemented", "the vault always keeps FULL_CONTROL of its buckets and objects: "
+                      "an ACL must grant it to the vault")
 
 
 def _setting(call: Call, kind: str, missing: str) -> Any:
@@ -498,7 +522,7 @@ async def get_object_acl(call: Call) -> web.StreamResponse:
 async def put_object_acl(call: Call) -> web.StreamResponse:
     where = target(call, "full")
     obj = stored(call, where, call.key, version_id(call))
-    _canned_only(call)
+    await _private_only(call)
     return web.Response(headers=version_headers(where, obj))
 
 

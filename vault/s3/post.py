@@ -42,7 +42,7 @@ from ..services.s3objects import CHUNK_BYTES
 from . import checksums, sigv4
 from .bodies import MAX_PUT_BYTES, check_acl, meta_of
 from .errors import S3Error
-from .front import BODY_IDLE_SECONDS, BUDGET, CONFIG, MAX_KEY_BYTES, SERVICES, SUBRESOURCES, _resource
+from .front import BODY_IDLE_SECONDS, BUDGET, CONFIG, SERVICES, SUBRESOURCES, _resource, check_key
 from .xml import NAMESPACE, parse_tagging
 
 MAX_FIELD_BYTES = 20 << 10  # the form fields before the file, names and values (S3's bound)
@@ -356,8 +356,7 @@ async def post_object(request: web.Request) -> web.StreamResponse:
     key = _required(fields, "key").replace("${filename}", form.filename)
     if not key:
         raise S3Error("InvalidArgument", "The key is empty once ${filename} is replaced", ArgumentName="key")
-    if len(key.encode()) > MAX_KEY_BYTES:
-        raise S3Error("KeyTooLongError")
+    check_key(key)
     low, high = policy.check({**fields, "bucket": bucket, "key": key}, time.time())
     check_acl({"x-amz-acl": fields.get("acl", "private"),
                **{name: value for name, value in fields.items() if name.startswith("x-amz-grant-")}})

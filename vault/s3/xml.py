@@ -648,6 +648,38 @@ def parse_legal_hold(body: bytes) -> bool:
     return status == "ON"
 
 
+@dataclass(frozen=True)
+class Grant:
+    """One grant of an AccessControlPolicy: the grantee's type and its ID,
+    email address or group URI (``who``), and the permission."""
+
+    kind: str
+    who: str
+    permission: str
+
+
+PERMISSIONS = ("FULL_CONTROL", "READ", "WRITE", "READ_ACP", "WRITE_ACP")
+
+
+def parse_acl(body: bytes) -> list[Grant]:
+    """The grants of an AccessControlPolicy document; MalformedACLError for
+    a grant without a grantee or with an unknown permission."""
+    root = _parse(body, "AccessControlPolicy", MAX_SMALL_BODY)
+    grants = []
+    for holder in _children(root, "AccessControlList"):
+        for element in _children(holder, "Grant"):
+            grantee = _children(element, "Grantee")
+            permission = (_optional(element, "Permission") or "").strip()
+            if len(grantee) != 1 or permission not in PERMISSIONS:
+                raise S3Error("MalformedACLError")
+            kind = next((v for k, v in grantee[0].attrib.items() if _local(k) == "type"), "")
+            who = {"CanonicalUser": "ID", "AmazonCustomerByEmail": "EmailAddress", "Group": "URI"}.get(kind)
+            if who is None:
+                raise S3Error("MalformedACLError")
+            grants.append(Grant(kind, _text(grantee[0], who), permission))
+    return grants
+
+
 def parse_create_bucket(body: bytes) -> str | None:
     """The LocationConstraint of a CreateBucketConfiguration; None for an
     empty body or none given."""

@@ -27,7 +27,7 @@ from replication.scrub import Healer
 from replication.setup import Replication
 from replication.worker import Context
 
-from . import admin_http, console, http, refs, restic
+from . import admin_http, console, http, memdiag, refs, restic
 from .alerts import Alerts
 from . import errors as E
 from .budget import MemoryBudget
@@ -479,6 +479,7 @@ async def _serve(cfg: Config) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    memdiag.install(loop)
     await stop.wait()
     log.info("shutting down: draining requests")
     if metrics_runner is not None:  # before the vault closes under a scrape

@@ -56,7 +56,15 @@ writes the samples and the summary as JSON. The temp directory (with
 A run shorter than about 15 minutes mostly measures warm-up: the data set
 grows for the first two minutes, and the heap for a while after.
 ``--server-env MALLOC_ARENA_MAX=2`` (or any NAME=VALUE) is passed to the
-server, to tell allocator fragmentation from a leak.
+server, to tell allocator fragmentation from a leak. ``--tracemalloc`` runs
+the server with ``OBJVAULT_TRACEMALLOC`` (vault/memdiag.py), has it snapshot
+its Python heap at the start of the window and at the end of the load, and
+prints what grew by line and by traceback, next to RSS and glibc's own
+account of its heaps (in use, free): Python's bytes flat while glibc's "in
+use" grows points at a C library (heaptrack then tells which: run the server
+with ``--server-env LD_PRELOAD=.../libheaptrack_preload.so --server-env
+DUMP_HEAPTRACK_OUTPUT=FIFO``). Tracing slows the server, so its figures are
+not those of a plain run.
 """
 
 from __future__ import annotations

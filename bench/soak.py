@@ -56,7 +56,15 @@ writes the samples and the summary as JSON. The temp directory (with
 A run shorter than about 15 minutes mostly measures warm-up: the data set
 grows for the first two minutes, and the heap for a while after.
 ``--server-env MALLOC_ARENA_MAX=2`` (or any NAME=VALUE) is passed to the
-server, to tell allocator fragmentation from a leak.
+server, to tell allocator fragmentation from a leak. ``--tracemalloc`` runs
+the server with ``OBJVAULT_TRACEMALLOC`` (vault/memdiag.py), has it snapshot
+its Python heap at the start of the window and at the end of the load, and
+prints what grew by line and by traceback, next to RSS and glibc's own
+account of its heaps (in use, free): Python's bytes flat while glibc's "in
+use" grows points at a C library (heaptrack then tells which: run the server
+with ``--server-env LD_PRELOAD=.../libheaptrack_preload.so --server-env
+DUMP_HEAPTRACK_OUTPUT=FIFO``). Tracing slows the server, so its figures are
+not those of a plain run.
 """
 
 from __future__ import annotations
@@ -1003,12 +1011,15 @@ class Soak:
                 self.restic_client(rv, src),
             )]
             sampler = asyncio.create_task(self.sampler(t0, "load", load_done))
+            snapper = asyncio.create_task(self.window_snapshot())
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self.stopping.wait(), self.args.minutes * 60)
             self.stopping.set()
             # Every client finishes the step it is in (a restic backup included).
             await asyncio.gather(*tasks)
             self.load_seconds = time.monotonic() - t0
+            snapper.cancel()
+            self.snapshot()
             if self.load_seconds - self.samples[-1]["t"] > 2:
                 await self.sample(self.load_seconds, "load")
             load_done.set()
@@ -1017,6 +1028,17 @@ class Soak:
                 return
             await self.finish(rv, src, time.monotonic())
             await self.sample(time.monotonic() - t0, "final")
+
+    def snapshot(self) -> None:
+        """With ``--tracemalloc``: the server writes a snapshot of its heap (vault/memdiag.py)."""
+        if self.args.tracemalloc and self.srv.proc.poll() is None:
+            self.srv.proc.send_signal(signal.SIGUSR2)
+
+    async def window_snapshot(self) -> None:
+        """The first snapshot at the start of the window RSS is judged over."""
+        minutes = self.args.minutes * 60
+        await asyncio.sleep(minutes - min(FLAT_WINDOW, minutes * 2 / 3))
+        self.snapshot()
 
     async def guard(self, coro) -> None:
         """A client that crashes is a bug of this script: shown at once, counted as an error."""
@@ -1454,6 +1476,48 @@ def print_summary(summary: dict, failures: list[str]) -> None:
         p("PASS: nothing lost, fsck clean, RSS and fds flat, no failed operation")
 
 
+def tracemalloc_report(snap_dir: Path, top: int = 25) -> dict:
+    """What grew between the first and the last snapshot: Python's traced
+    bytes against RSS and glibc's heaps, and the tracebacks that grew most."""
+    import tracemalloc
+    infos = sorted(snap_dir.glob("snap-*.json"), key=lambda p: int(p.stem.split("-")[1]))
+    if len(infos) < 2:
+        return {"error": f"{len(infos)} snapshot(s) in {snap_dir}"}
+    a, b = (json.loads(p.read_text()) for p in (infos[0], infos[-1]))
+
+    def mib(x: int) -> float:
+        return round(x / MiB, 2)
+    out: dict = {"seconds_apart": round(b["time"] - a["time"], 1),
+                 "traced_mib": [mib(a["traced_bytes"]), mib(b["traced_bytes"])],
+                 "rss_mib": [mib(a["status"].get("VmRSS", 0)), mib(b["status"].get("VmRSS", 0))],
+                 "anon_mib": [mib(a["status"].get("RssAnon", 0)), mib(b["status"].get("RssAnon", 0))],
+                 "tracemalloc_overhead_mib": [mib(a["tracemalloc_overhead_bytes"]),
+                                              mib(b["tracemalloc_overhead_bytes"])],
+                 "malloc_mib": {k: [mib(a["malloc"].get(k, 0)), mib(b["malloc"].get(k, 0))] for k in a["malloc"]}}
+    old, new = (tracemalloc.Snapshot.load(str(p.with_suffix(".tracemalloc"))) for p in (infos[0], infos[-1]))
+    filters = [tracemalloc.Filter(False, tracemalloc.__file__)]
+    old, new = old.filter_traces(filters), new.filter_traces(filters)
+    for key in ("lineno", "traceback"):
+        diff = new.compare_to(old, key)
+        diff.sort(key=lambda d: d.size_diff, reverse=True)
+        out[f"grew_by_{key}"] = [{"kib": round(d.size_diff / KiB, 1), "count": d.count_diff,
+                                  "total_kib": round(d.size / KiB, 1),
+                                  "where": [f"{f.filename}:{f.lineno}" for f in d.traceback][-8:]}
+                                 for d in diff[:top]]
+    return out
+
+
+def print_tracemalloc(rep: dict) -> None:
+    print("# tracemalloc, first vs last snapshot: " + json.dumps({k: v for k, v in rep.items()
+                                                                 if not k.startswith("grew_by")}))
+    for d in rep.get("grew_by_lineno", []):
+        print(f"#   {d['kib']:>9} KiB {d['count']:>+7} blocks (now {d['total_kib']} KiB)  {d['where'][-1]}")
+    for d in rep.get("grew_by_traceback", [])[:10]:
+        print(f"#   {d['kib']:>9} KiB {d['count']:>+7} blocks:")
+        for w in d["where"]:
+            print(f"#       {w}")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--minutes", type=float, default=30.0, help="minutes of load (default 30)")
@@ -1465,6 +1529,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--server-env", action="append", default=[], metavar="NAME=VALUE",
                     help="extra environment of the server (repeatable), e.g. MALLOC_ARENA_MAX=2 to tell "
                          "allocator fragmentation from a leak")
+    ap.add_argument("--tracemalloc", action="store_true",
+                    help="trace the server's Python allocations (OBJVAULT_TRACEMALLOC, slows it down), snapshot "
+                         "them at the start of the window and at the end of the load, and show what grew")
     a = ap.parse_args(argv)
     if not RESTIC:
         print("restic is not installed (make system-deps)", file=sys.stderr)
@@ -1480,6 +1547,7 @@ def main(argv: list[str] | None = None) -> int:
         bucket = s3.bucket(hint="soak")
         srv = Server(tmp / "objvault", config=config_toml(bucket), admin_token=secrets.token_hex(16),
                      env={"OBJVAULT_SEGMENT_BYTES": str(SEGMENT_BYTES),
+                          **({"OBJVAULT_TRACEMALLOC": str(tmp / "tracemalloc")} if a.tracemalloc else {}),
                           **dict(kv.split("=", 1) for kv in a.server_env)})
         srv.start()
         print(f"# server pid {srv.proc.pid} at {srv.url}; weed pid {s3.pid}; log {srv.log_path}", flush=True)
@@ -1498,6 +1566,9 @@ def main(argv: list[str] | None = None) -> int:
         log = server_log_summary(srv.log_path)
         summary, failures = summarize(soak, stop, fsck, log)
         print_summary(summary, failures)
+        if a.tracemalloc:
+            summary["tracemalloc"] = tracemalloc_report(tmp / "tracemalloc")
+            print_tracemalloc(summary["tracemalloc"])
         if a.out:
             Path(a.out).write_text(json.dumps({"args": vars(a), "samples": soak.samples, "summary": summary,
                                                "failures": failures}, indent=1, default=str))

@@ -287,3 +287,32 @@ def test_memory_the_allocator_keeps_is_given_back():
     assert stats["released_bytes"] >= 20 << 20, (before, stats)
     assert _rss_bytes() < before - (20 << 20)
     del keep
+
+
+def test_tracemalloc_diagnostic_writes_a_snapshot_and_the_heap_figures_on_sigusr2(tmp_path):
+    """OBJVAULT_TRACEMALLOC=DIR: each SIGUSR2 writes a loadable snapshot that
+    has the server's own allocations, and the RSS and glibc heap figures."""
+    import json
+    import signal
+    import tracemalloc
+
+    from tests.server import Server
+
+    out = tmp_path / "tm"
+    srv = Server(tmp_path / "srv", env={"OBJVAULT_TRACEMALLOC": str(out)}).start()
+    try:
+        srv.create_vault("diag")
+        for n in (1, 2):
+            srv.proc.send_signal(signal.SIGUSR2)
+            deadline = time.monotonic() + 10
+            while not (out / f"snap-{n}.json").exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
+        assert srv.admin.get("/healthz").status_code == 200  # the signal did not stop it
+    finally:
+        assert srv.stop() == 0
+    info = json.loads((out / "snap-2.json").read_text())
+    assert info["traced_bytes"] > 0 and info["status"]["VmRSS"] > info["traced_bytes"]
+    assert info["malloc"]["in_use_bytes"] > 0 and info["malloc"]["heap_bytes"] >= info["malloc"]["in_use_bytes"]
+    snap = tracemalloc.Snapshot.load(str(out / "snap-2.tracemalloc"))
+    files = {f.filename for t in snap.traces for f in t.traceback}
+    assert any(f.endswith(os.path.join("vault", "http.py")) for f in files), sorted(files)[:20]

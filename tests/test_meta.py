@@ -15,7 +15,7 @@ from vault.meta import (DELETABLE, PENDING, ChunkIds, ChunkMeta, Index, KeyRec, 
 from vault.meta.checkpoint import CheckpointError, read_checkpoint
 from vault.meta.outbox import (CHUNK_DELETE, CHUNK_PUT, DELQ, OBJECT_PUT, PUTQ, first_entry, iter_queue, next_seq,
                                outbox_stats, remove_op, target_id, write_entry)
-from vault.meta.schema import chunk_digest, chunk_key, vid_of
+from vault.meta.schema import CHUNKS, chunk_digest, chunk_key, vid_of
 
 
 @pytest.fixture
@@ -228,6 +228,37 @@ def test_usage_adds_up_within_a_batch_and_snapshots_are_written_once(index):
     assert list(index.usage_snapshots("2026-01-02")) == []
     assert list(index.usage_snapshots("2026-01-05")) == [doc]
     assert dict(index.usages()) == {1: Usage(15, 7, 2, 1)}
+
+
+# -- memory ------------------------------------------------------------------------------
+
+
+def test_block_cache_holds_the_live_blocks_not_those_of_files_compaction_removed(index):
+    """Chunks rewritten round after round, each round flushed, compacted and
+    read back: the cache holds what the reads bring in, and dropping the
+    obsolete files drops their blocks too, so it stays at the size of the live
+    data instead of growing with every round (it grew 30-fold here when the
+    blocks of dead files stayed until the LRU reached them)."""
+    n = 1000
+    usage = []
+    for r in range(12):
+        digests = [os.urandom(32) for _ in range(n)]
+
+        def op(txn, digests=digests):
+            for i, d in enumerate(digests):
+                txn.put_chunk(1, d, _chunk(seg_id=r + 1, offset=4096 * (i + 1)))
+            for k, _ in list(index.iter_prefix(CHUNKS, b"")):
+                if chunk_digest(k) not in digests:
+                    txn.delete_chunk_at(k)
+
+        index.run_sync(op)
+        # What RocksDB does by itself as writes accumulate, here at once.
+        index.cf[CHUNKS].flush()
+        index.cf[CHUNKS].compact_range(None, None)
+        assert all(m is not None and m.seg_id == r + 1 for m in index.chunks_at([chunk_key(1, d) for d in digests]))
+        usage.append(index.memory()["block_cache"])
+    assert usage[0] > 30_000  # the reads put the live blocks in the cache, and it is measured
+    assert max(usage) < 2 * usage[0], usage
 
 
 # -- segments ------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ from replication.scrub import Healer
 from replication.setup import Replication
 from replication.worker import Context
 
-from . import admin_http, console, http, refs, restic
+from . import admin_http, console, http, memdiag, refs, restic
 from .alerts import Alerts
 from .integrations import comet
 from . import errors as E
@@ -454,6 +454,7 @@ async def _serve(cfg: Config) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    memdiag.install(loop)
     app = build_app(cfg)
     # auto_decompress off: a Content-Encoding on a chunk is refused (415), never decoded.
     runner = _Runner(app, header_timeout=cfg.header_timeout_seconds, max_connections=cfg.max_connections,

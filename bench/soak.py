@@ -41,9 +41,11 @@ tree. Then the server is stopped (SIGTERM) and ``objvault fsck`` runs on
 its data directory.
 
 The summary gives RSS and fds over the last 20 minutes of load (the last
-two thirds when the run is shorter): min, max and whether max stays within
-10% of min (flat), with the median of the window's last quarter against its
-first (a leak moves it; a burst caught by one sample does not); the fd peak
+two thirds when the run is shorter): min and max, the median of the
+window's last quarter against its first and the rise of the least-squares
+line over the window; flat = both within 10% (a leak moves both; a burst
+caught by one sample, or bodies in flight between memory trims, moves
+neither); the fd peak
 between samples (polled twice a second) and what those fds pointed at;
 threads; p99 per operation kind and per route; totals of operations and
 errors, and the server's own count of 5xx answers (restic retries quietly);
@@ -1297,15 +1299,26 @@ def server_log_summary(path: Path) -> dict:
 
 
 def flat(values: list[float]) -> dict:
-    """Min, max, and flat = max within FLAT_TOLERANCE of min. ``trend`` compares the
-    medians of the window's first and last quarters: a leak moves it, a burst that
-    one sample happened to catch does not."""
+    """Whether ``values`` (equally spaced samples) grow: ``trend`` compares the
+    medians of the window's first and last quarters, ``slope`` is the
+    least-squares line's rise over the whole window, both relative to where
+    the window starts; flat = both within FLAT_TOLERANCE. A leak moves both;
+    the swing of single samples (bodies in flight between memory trims, a
+    burst of connections) moves neither, so it is reported (min, max,
+    ``growth`` = max over min) but does not decide."""
     lo, hi = min(values), max(values)
-    q = max(1, len(values) // 4)
+    n = len(values)
+    q = max(1, n // 4)
     first, last = sorted(values[:q])[(q - 1) // 2], sorted(values[-q:])[(q - 1) // 2]
+    mx, my = (n - 1) / 2, sum(values) / n
+    den = sum((i - mx) ** 2 for i in range(n))
+    rise = sum((i - mx) * (v - my) for i, v in enumerate(values)) / den * (n - 1) if den else 0.0
+    base = my - rise / 2  # the line's value at the window's start
+    trend = (last - first) / first if first else 0.0
+    slope = rise / base if base else 0.0
     return {"min": lo, "max": hi, "growth": round((hi - lo) / lo, 4) if lo else None,
-            "flat": hi <= lo * (1 + FLAT_TOLERANCE),
-            "trend": round((last - first) / first, 4) if first else None}
+            "trend": round(trend, 4), "slope": round(slope, 4),
+            "flat": abs(trend) <= FLAT_TOLERANCE and slope <= FLAT_TOLERANCE}
 
 
 def summarize(soak: Soak, stop: dict, fsck: dict, log: dict) -> tuple[dict, list[str]]:
@@ -1334,8 +1347,8 @@ def summarize(soak: Soak, stop: dict, fsck: dict, log: dict) -> tuple[dict, list
         for k in ("rss_mib", "fds"):
             if not summary[k]["flat"]:
                 x = summary[k]
-                failures.append(f"{k} not flat over the window ({x['min']} .. {x['max']}; the median of its last "
-                                f"quarter {x['trend'] * 100:+.1f}% from its first)")
+                failures.append(f"{k} not flat over the window (the median of its last quarter "
+                                f"{x['trend'] * 100:+.1f}% from its first; least-squares rise {x['slope'] * 100:+.1f}%)")
     else:
         failures.append("too few samples in the window to judge RSS and fds")
     # Client-side latency over the window: the intervals that ended inside it.
@@ -1412,8 +1425,9 @@ def print_summary(summary: dict, failures: list[str]) -> None:
         if k in summary:
             x = summary[k]
             p(f"{k:<12} min {x['min']} {unit}  max {x['max']} {unit}  (+{x['growth'] * 100:.1f}%)  "
-              f"{'flat' if x['flat'] else 'NOT FLAT'} (tolerance {FLAT_TOLERANCE * 100:.0f}%); "
-              f"median of the last quarter vs the first: {x['trend'] * 100:+.1f}%")
+              f"median of the last quarter vs the first {x['trend'] * 100:+.1f}%, least-squares rise "
+              f"{x['slope'] * 100:+.1f}%: {'flat' if x['flat'] else 'NOT FLAT'} "
+              f"(tolerance {FLAT_TOLERANCE * 100:.0f}%)")
     if "fds" in summary:
         p(f"{'':<12} fds peak between samples {summary['fds']['peak_between_samples']} "
           f"(the server's limit: {summary['fds']['limit']})")

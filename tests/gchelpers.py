@@ -14,6 +14,8 @@ from collections import Counter
 from pathlib import Path
 
 import httpx
+from hypothesis import HealthCheck, settings
+from hypothesis.stateful import run_state_machine_as_test
 
 from vault.meta import Index, ObjectMeta, Usage
 from vault.meta.schema import chunk_digest, vid_of
@@ -110,3 +112,15 @@ def check_index(data_dir: Path, live_vaults_only: bool = False) -> dict:
                 "live_bytes": sum(live.values())}
     finally:
         idx.close()
+
+
+def run_model(model, server, examples: int, steps: int) -> None:
+    """Run the state machine ``model`` (a class with ``server``, ``restarts``
+    and a ``seen`` Counter) against ``server``: derandomized, so every run
+    explores the same interleavings."""
+    model.server, model.restarts = server, 0
+    model.seen.clear()
+    run_state_machine_as_test(
+        model, settings=settings(max_examples=examples, stateful_step_count=steps, deadline=None, database=None,
+                                 derandomize=True, suppress_health_check=list(HealthCheck)))
+    print(dict(model.seen), "restarts:", model.restarts)

@@ -18,12 +18,10 @@ import random
 from collections import Counter
 
 import httpx
-from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import (RuleBasedStateMachine, initialize, invariant, precondition, rule,
-                                 run_state_machine_as_test)
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from tests.gchelpers import GC_ENV, check_index, recount
+from tests.gchelpers import GC_ENV, check_index, recount, run_model
 from tests.server import Server, sha
 
 _rnd = random.Random(1234)
@@ -181,14 +179,7 @@ class VaultModel(RuleBasedStateMachine):
 
 def test_refcounts_under_random_interleavings(make_server):
     server = make_server(env=GC_ENV)
-    VaultModel.server = server
-    VaultModel.restarts = 0
-    VaultModel.seen.clear()
-    run_state_machine_as_test(
-        VaultModel,
-        settings=settings(max_examples=15, stateful_step_count=30, deadline=None, database=None, derandomize=True,
-                          suppress_health_check=list(HealthCheck)))
-    print(dict(VaultModel.seen), "restarts:", VaultModel.restarts)
+    run_model(VaultModel, server, examples=15, steps=30)
     assert VaultModel.seen["segments_compacted"] > 0 and VaultModel.seen["records_copied"] > 0
     c = server.client()
     stats = c.post("/v1/admin/gc", json={}).json()

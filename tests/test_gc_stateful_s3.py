@@ -23,12 +23,10 @@ from collections import Counter
 from dataclasses import dataclass
 
 from botocore.exceptions import ClientError
-from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import (RuleBasedStateMachine, initialize, invariant, precondition, rule,
-                                 run_state_machine_as_test)
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from tests.gchelpers import GC_ENV, check_index
+from tests.gchelpers import GC_ENV, check_index, run_model
 from tests.s3tenant import Tenant
 from tests.server import Server
 
@@ -163,14 +161,7 @@ class VersionsModel(RuleBasedStateMachine):
 
 def test_gc_never_takes_a_live_or_locked_version(make_server):
     server = make_server("gcv", env=GC_ENV)
-    VersionsModel.server = server
-    VersionsModel.restarts = 0
-    VersionsModel.seen.clear()
-    run_state_machine_as_test(
-        VersionsModel,
-        settings=settings(max_examples=10, stateful_step_count=25, deadline=None, database=None, derandomize=True,
-                          suppress_health_check=list(HealthCheck)))
-    print(dict(VersionsModel.seen), "restarts:", VersionsModel.restarts)
+    run_model(VersionsModel, server, examples=10, steps=25)
     # The run did what it is for: locks refused deletes, GC freed chunks and compacted around live ones.
     assert VersionsModel.seen["refused"] > 0 and VersionsModel.seen["chunks_deleted"] > 0
     assert VersionsModel.seen["segments_compacted"] > 0

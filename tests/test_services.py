@@ -124,7 +124,7 @@ async def test_abandoned_multipart_uploads_expire(vault):
     async def body():
         yield b"part bytes"
 
-    chunks, size = await svc.s3.store(target, 10, body(), lambda data: None)
+    chunks, size = await svc.s3.store(target, 10, body(), lambda data, sha256: None)
     await svc.s3.put_part(target, upload, 1, chunks, size, S3Meta(etag="e"))
     assert svc.vaults.usage(target.vault.vid).objects == 1
     assert await svc.s3.expire_uploads(upload.created - 1, 10) == 0  # not old enough

@@ -146,7 +146,6 @@ def connected() -> tuple[socket.socket, socket.socket]:
     return client, conn
 
 
-@pytest.mark.skipif(not hasattr(os, "splice"), reason="splice(2) is Linux only")
 def test_splice_from_a_socket(tmp_path, store):
     data, digest = body(5 * MiB + 777, 4)
     head = 10_000  # what the HTTP parser had already read off the socket
@@ -166,7 +165,6 @@ def test_splice_from_a_socket(tmp_path, store):
     assert bytes(store.read(loc.seg_id, loc.offset, len(data), mapped=False)) == data
 
 
-@pytest.mark.skipif(not hasattr(os, "splice"), reason="splice(2) is Linux only")
 @pytest.mark.parametrize("hang_up, error", [(True, EOFError), (False, TimeoutError)])
 def test_splice_of_a_body_cut_short_or_stalled(tmp_path, store, hang_up, error):
     before = segment_files(tmp_path / "d0")

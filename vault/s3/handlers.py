@@ -339,6 +339,9 @@ async def put_object(call: Call) -> web.StreamResponse:
     where = target(call, "append")
     meta = lock_of(call.headers, where, meta_of(call.headers))
     if_none_match, if_match = write_conditions(call)
+    # Refused before the body is read when the key already says no; the
+    # write decides again, atomically, with what is there by then.
+    call.services.s3.check_conditions(where, call.key, if_none_match, if_match)
     got = await receive(call, where)
     meta.etag, meta.checksums = got.etag, got.checksums
     meta.checksum_type = "FULL_OBJECT" if got.checksums else ""
@@ -384,8 +387,7 @@ async def copy_object(call: Call) -> web.StreamResponse:
     meta.tags = tags_of(headers.get("x-amz-tagging", "")) if retag else src.meta.tags
     lock_of(call.headers, where, meta)
     if_none_match, if_match = write_conditions(call)
-    create_only = call.services.s3.check_conditions(where, call.key, if_none_match, if_match)
-    done = await call.services.s3.copy(call.who, src, where, call.key, meta, create_only)
+    done = await call.services.s3.copy(call.who, src, where, call.key, meta, if_none_match, if_match)
     answer = written_headers(call, where, done)
     if versioning(source.bucket) or source_version is not None:
         answer["x-amz-copy-source-version-id"] = src.meta.version_id

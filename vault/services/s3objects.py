@@ -161,9 +161,8 @@ class S3ObjectService:
         versioned bucket, else in place of the current one (which needs role
         ``full`` and no lock, see policy). ``if_none_match``/``if_match`` are
         the conditions of the request's headers (see :meth:`check_conditions`)."""
-        create_only = self.check_conditions(target, key, if_none_match, if_match)
         meta.parts, meta.chunk_bytes = [(len(digests), size)], self.chunk_bytes
-        return await self._write(who, target, key, digests, meta, create_only,
+        return await self._write(who, target, key, digests, meta, _create_only(if_none_match),
                                  _condition(target, key, if_none_match, if_match))
 
     async def _write(self, who: Principal, target: Target, key: str, chunks: list[bytes] | ObjectMeta,
@@ -231,17 +230,19 @@ class S3ObjectService:
             return False
         _judge(target, key, self.objects.index.object_packed(target.vault.vid, object_name(target.bucket.name, key)),
                if_none_match, if_match)
-        return if_none_match is not None and if_none_match.strip() == "*"
+        return _create_only(if_none_match)
 
     async def copy(self, who: Principal, src: Stored, target: Target, key: str, meta: S3Meta,
-                   if_none_match: bool = False) -> Stored:
+                   if_none_match: str | None = None, if_match: str | None = None) -> Stored:
         """Copy the object version ``src`` within a vault with the metadata
         ``meta``: the same chunks, referenced again (no bytes move), its ETag
         and checksums kept."""
         meta.etag, meta.parts, meta.chunk_bytes = src.meta.etag, src.meta.parts, src.meta.chunk_bytes
         meta.checksums, meta.checksum_type = src.meta.checksums, src.meta.checksum_type
         meta.part_checksums, meta.upload = src.meta.part_checksums, src.meta.upload
-        return await self._write(who, target, key, src.obj, meta, if_none_match)
+        create_only = self.check_conditions(target, key, if_none_match, if_match)
+        return await self._write(who, target, key, src.obj, meta, create_only,
+                                 _condition(target, key, if_none_match, if_match))
 
     async def delete(self, who: Principal, target: Target, key: str, version_id: str | None = None,
                      bypass: bool = False) -> Deleted:
@@ -505,6 +506,11 @@ def _judge(target: Target, key: str, raw: bytes | None, if_none_match: str | Non
         raise E.PreconditionFailed(f"bucket {target.bucket.name!r}: {key!r} has another ETag")
     if if_none_match is not None and current is not None and _etag_in(if_none_match, current):
         raise E.PreconditionFailed(f"bucket {target.bucket.name!r}: {key!r} exists")
+
+
+def _create_only(if_none_match: str | None) -> bool:
+    """Whether a write may only create its key (``If-None-Match: *``)."""
+    return if_none_match is not None and if_none_match.strip() == "*"
 
 
 def _condition(target: Target, key: str, if_none_match: str | None, if_match: str | None) -> Condition | None:

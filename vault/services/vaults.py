@@ -136,8 +136,8 @@ class VaultsService:
         the deletion is refused too if a lock was set meanwhile."""
         found = self.index.vault(name)
         epoch = self.index.lock_epoch(found.vid) if found is not None else 0
-        if found is not None:
-            self._refuse_locked(found)
+        if found is not None:  # a scan of the vault's S3 objects: off the event loop
+            await asyncio.to_thread(self._refuse_locked, found)
 
         def op(txn: Txn) -> VaultRec:
             rec = vault_in(txn, name)

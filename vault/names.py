@@ -40,6 +40,13 @@ def decode_path_segment(raw: str) -> str:
         raise BadName("name is not valid UTF-8") from None
 
 
+def has_control(text: str) -> bool:
+    """Whether ``text`` holds a control character (C0, DEL, C1): no key may
+    (an XML 1.0 listing cannot carry most of them; a version's name uses NUL
+    as its separator)."""
+    return any(unicodedata.category(c) == "Cc" for c in text)
+
+
 def object_key(key: str) -> str:
     """Validate an (already decoded) object key and return it."""
     raw = key.encode("utf-8", "surrogatepass")
@@ -51,7 +58,7 @@ def object_key(key: str) -> str:
         raise BadName("object key is not valid UTF-8") from None
     if unicodedata.normalize("NFC", key) != key:
         raise BadName("object key must be in Unicode NFC")
-    if any(unicodedata.category(c) == "Cc" for c in key):
+    if has_control(key):
         raise BadName("object key must not contain control characters")
     if key.startswith("/"):
         raise BadName("object key must not start with '/'")

@@ -13,7 +13,6 @@ import asyncio
 import logging
 import secrets
 import time
-import unicodedata
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +24,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from .. import errors as E
 from ..budget import MemoryBudget
 from ..config import S3Config
+from ..names import has_control
 from ..policy import Principal
 from ..services import Services
 from ..workers import Job
@@ -203,12 +203,10 @@ def _resource(request: web.Request, domain: str) -> tuple[str, str]:
 
 def check_key(key: str) -> str:
     """An object key as S3 allows it here: at most 1,024 bytes of UTF-8, no
-    control characters (as in the native API's keys, vault.names: an XML 1.0
-    listing cannot carry most of them, and a version's name uses NUL as its
-    separator)."""
+    control characters (as in the native API's keys)."""
     if len(key.encode()) > MAX_KEY_BYTES:
         raise S3Error("KeyTooLongError")
-    if any(unicodedata.category(c) == "Cc" for c in key):
+    if has_control(key):
         raise S3Error("InvalidURI")
     return key
 

@@ -129,7 +129,7 @@ def test_spans_and_rates_for_people(seconds, text):
 def test_trends_rates_over_the_last_minute():
     clock, totals = Clock(), Totals()
     target = {"name": "off", "sent_bytes": 0, "oldest_pending_seconds": 0.0}
-    trends = T.Trends(totals, lambda: [dict(target)], clock)
+    trends = T.Trends(lambda: totals, lambda: [dict(target)], clock)
     assert trends.rates() == T.Rates(None, None, None, None) and trends.throughput(target) is None
     trends.run_once()
     assert trends.rates().ingest_bytes is None  # not a second yet
@@ -149,7 +149,7 @@ def test_trends_rates_over_the_last_minute():
 def test_trends_keep_a_lag_point_a_minute_for_a_day():
     clock = Clock()
     lag = {"name": "off", "sent_bytes": 0, "oldest_pending_seconds": 5.0}
-    trends = T.Trends(Totals(), lambda: [dict(lag)], clock)
+    trends = T.Trends(Totals, lambda: [dict(lag)], clock)
     for _ in range(int(2 * T.LAG_POINTS * T.LAG_EVERY_SECONDS / T.SAMPLE_SECONDS)):
         trends.run_once()
         clock.now += T.SAMPLE_SECONDS

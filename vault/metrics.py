@@ -49,9 +49,8 @@ class _Callback:
 
 @dataclass
 class Totals:
-    """Plain running totals since start, read by :mod:`vault.trends` for the
-    console's rates (cheaper to read than the counters' samples). Adds from
-    several threads may rarely lose one: they feed a display, not a bill."""
+    """Totals since start, read off the counters by :meth:`Metrics.totals`
+    for the console's rates (:mod:`vault.trends`)."""
 
     ingest_bytes: int = 0   # chunk bytes uploaded, stored or deduplicated
     read_bytes: int = 0     # chunk bytes served
@@ -61,7 +60,6 @@ class Totals:
 
 class Metrics(Recorder, NullRecorder, IndexRecorder, JobRecorder):
     def __init__(self) -> None:
-        self.totals = Totals()
         r = self.registry = CollectorRegistry(auto_describe=True)
         # Per-tenant series: a separate registry, so the reduced view cannot
         # pick one up by accident.
@@ -113,9 +111,18 @@ class Metrics(Recorder, NullRecorder, IndexRecorder, JobRecorder):
             self._children[key] = children
         children[0].inc()
         children[1].observe(seconds)
-        self.totals.requests += 1
-        if status >= 500:
-            self.totals.errors += 1
+
+    def totals(self) -> Totals:
+        """Chunk bytes taken in (stored or deduplicated) and served, requests
+        answered and those answered 5xx, since start: the counters' sums."""
+        requests = errors = 0.0
+        for family in self.requests.collect():
+            for sample in family.samples:
+                if sample.name.endswith("_total"):
+                    requests += sample.value
+                    errors += sample.value if sample.labels["status"].startswith("5") else 0
+        return Totals(int(_sum(self.chunk_bytes_written) + _sum(self.chunk_bytes_dedup)),
+                      int(_sum(self.bytes_out_total)), int(requests), int(errors))
 
     def add_callback(self, fn: Callable[[], Iterable[GaugeMetricFamily]], tenant: bool = False) -> None:
         """Compute ``fn``'s gauges at every scrape. ``tenant=True`` when any of
@@ -145,16 +152,13 @@ class Metrics(Recorder, NullRecorder, IndexRecorder, JobRecorder):
     def chunk_written(self, nbytes: int) -> None:
         self.chunks_written.inc()
         self.chunk_bytes_written.inc(nbytes)
-        self.totals.ingest_bytes += nbytes
 
     def chunk_deduplicated(self, nbytes: int) -> None:
         self.chunks_dedup.inc()
         self.chunk_bytes_dedup.inc(nbytes)
-        self.totals.ingest_bytes += nbytes
 
     def bytes_out(self, nbytes: int) -> None:
         self.bytes_out_total.inc(nbytes)
-        self.totals.read_bytes += nbytes
 
     def corrupt_chunk(self) -> None:
         self.corrupt.inc()
@@ -188,3 +192,9 @@ def gauge(name: str, doc: str, labels: list[str], rows: Iterable[tuple[list[str]
     for lv, v in rows:
         g.add_metric(lv, v)
     return g
+
+
+def _sum(counter: Counter) -> float:
+    """The value of an unlabelled counter."""
+    return sum(sample.value for family in counter.collect() for sample in family.samples
+               if sample.name.endswith("_total"))

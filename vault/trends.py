@@ -1,7 +1,7 @@
 """Recent trends for the console: ingest, read and error rates, and each
 replication target's throughput and lag over the last day.
 
-:class:`Trends` is a job that samples :class:`vault.metrics.Totals` and the
+:class:`Trends` is a job that samples the server's totals (:meth:`vault.metrics.Metrics.totals`) and the
 targets' status every :data:`SAMPLE_SECONDS`. It keeps, in memory and
 bounded, the samples of the last minute (for rates) and one lag point per
 target a minute for a day (for the lag chart). A restart starts them afresh.
@@ -59,7 +59,7 @@ class Trends(Job):
     name = "console_trends"
     log_level = logging.DEBUG
 
-    def __init__(self, totals: Totals, targets: Callable[[], list[dict[str, Any]]],
+    def __init__(self, totals: Callable[[], Totals], targets: Callable[[], list[dict[str, Any]]],
                  clock: Callable[[], float] = time.time) -> None:
         super().__init__()
         self.totals = totals
@@ -69,7 +69,7 @@ class Trends(Job):
         self._lag: deque[tuple[float, dict[str, float]]] = deque(maxlen=LAG_POINTS)
 
     def _sample(self, now: float, targets: list[dict[str, Any]]) -> _Sample:
-        t = self.totals
+        t = self.totals()
         return _Sample(now, t.ingest_bytes, t.read_bytes, t.requests, t.errors,
                        {x["name"]: x["sent_bytes"] for x in targets})
 

@@ -24,6 +24,9 @@ KIT = Path(os.environ.get("S3T_KIT") or ROOT / "third_party" / "s3-conformance")
 PASSING = Path(__file__).with_name("s3_conformance_passing.txt")
 LC_DEBUG_INTERVAL = "10"  # seconds the kit and the server take for a lifecycle day
 IDENTITIES = ("main", "alt", "tenant")
+# The server's region (its default): the kit creates a bucket with it as the
+# LocationConstraint and expects GetBucketLocation to answer it back.
+REGION = "us-east-1"
 
 
 def credentials(server: Server) -> list[str]:
@@ -39,7 +42,7 @@ def credentials(server: Server) -> list[str]:
 
 def kit_env(out: Path, tests: list[str] | None) -> dict[str, str]:
     env = {**os.environ, "S3T_PYTHON": sys.executable, "S3T_OUT": str(out), "S3T_TIMEOUT": "120",
-           "S3T_LC_DEBUG_INTERVAL": LC_DEBUG_INTERVAL}
+           "S3T_LC_DEBUG_INTERVAL": LC_DEBUG_INTERVAL, "S3T_API_NAME": REGION}
     for who in IDENTITIES:
         env[f"S3T_{who.upper()}_USER_ID"] = env[f"S3T_{who.upper()}_DISPLAY_NAME"] = f"s3{who}"
     if tests:

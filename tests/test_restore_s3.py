@@ -1,8 +1,9 @@
 """S3 buckets through a disaster restore from a replica in a real SeaweedFS
 bucket: bucket records (versioning, Object Lock with its default retention,
-lifecycle, CORS, tags, empty buckets) come back exactly, and so do the
-versions of a lock-enabled bucket with their COMPLIANCE retention and legal
-hold, which still refuse every delete after the restore."""
+lifecycle, CORS, tags, location constraint, empty buckets) come back
+exactly, and so do the versions of a lock-enabled bucket with their
+COMPLIANCE retention and legal hold, which still refuse every delete after
+the restore."""
 
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ def _settings(c, locked: str, empty: str, gone: str) -> dict:
         "names": names,
         "gone": code_of(lambda: c.head_bucket(Bucket=gone)),
         "versioning": [c.get_bucket_versioning(Bucket=n).get("Status") for n in names],
+        "location": [c.get_bucket_location(Bucket=n)["LocationConstraint"] for n in names],
         "lock": c.get_object_lock_configuration(Bucket=locked)["ObjectLockConfiguration"],
         "lifecycle": c.get_bucket_lifecycle_configuration(Bucket=locked)["Rules"],
         "cors": c.get_bucket_cors(Bucket=empty)["CORSRules"],
@@ -72,7 +74,7 @@ def test_buckets_versions_and_locks_survive_a_disaster_restore(mkserver, s3bucke
     c.create_bucket(Bucket=locked, ObjectLockEnabledForBucket=True)
     c.put_object_lock_configuration(Bucket=locked, ObjectLockConfiguration=LOCK)
     c.put_bucket_lifecycle_configuration(Bucket=locked, LifecycleConfiguration={"Rules": LIFECYCLE})
-    c.create_bucket(Bucket=empty)
+    c.create_bucket(Bucket=empty, CreateBucketConfiguration={"LocationConstraint": "us-east-1"})
     c.put_bucket_cors(Bucket=empty, CORSConfiguration={"CORSRules": CORS})
     c.put_bucket_tagging(Bucket=empty, Tagging={"TagSet": TAGS})
     c.put_bucket_versioning(Bucket=empty, VersioningConfiguration={"Status": "Suspended"})
@@ -87,6 +89,7 @@ def test_buckets_versions_and_locks_survive_a_disaster_restore(mkserver, s3bucke
     before = (_settings(c, locked, empty, gone), _versions(c, locked),
               [_lock_state(c, locked, "backup/a", v) for v in (v1, v2)])
     assert before[2][0][0] == ("COMPLIANCE", until) and before[2][1][1] == "ON"
+    assert before[0]["location"] == ["us-east-1", None]  # empty-..., locked-...
     a.stop()
     for d in a.data_dirs:
         shutil.rmtree(d)  # the disaster

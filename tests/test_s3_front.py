@@ -105,6 +105,20 @@ def test_a_bucket_of_another_vault_reveals_nothing(srv, tenant, bucket):
     assert tenant.client().get_object(Bucket=bucket, Key="secret")["Body"].read() == b"x"
 
 
+def test_a_bucket_answers_the_location_constraint_it_was_created_with(tenant):
+    """The server's own region is accepted as a constraint even in us-east-1
+    (as MinIO, Ceph and Garage accept it), kept, and answered back; without
+    one the answer stays empty; any other region is refused."""
+    s3 = tenant.client()
+    s3.create_bucket(Bucket=(placed := _name("loc")), CreateBucketConfiguration={"LocationConstraint": REGION})
+    s3.create_bucket(Bucket=(plain := _name("loc")))
+    assert s3.get_bucket_location(Bucket=placed)["LocationConstraint"] == REGION
+    assert s3.get_bucket_location(Bucket=plain)["LocationConstraint"] is None
+    for other in ("eu-west-1", "default"):
+        assert code_of(lambda: s3.create_bucket(Bucket=_name("loc"), CreateBucketConfiguration={
+            "LocationConstraint": other})) == (400, "InvalidLocationConstraint")
+
+
 def test_roles_apply_per_operation(tenant, bucket):
     full, append, read = tenant.client("full"), tenant.client("append"), tenant.client("read")
     full.put_object(Bucket=bucket, Key="k", Body=b"1")

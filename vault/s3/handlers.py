@@ -12,7 +12,7 @@ from aiohttp import web
 
 from .. import errors as E
 from ..http import parse_range
-from ..services.buckets import Target, versioning
+from ..services.buckets import Target, location, versioning
 from ..services.s3lifecycle import header as expiration_header
 from ..services.s3meta import valid_version_id
 from ..services.s3objects import Deleted, Stored
@@ -97,7 +97,7 @@ async def create_bucket(call: Call) -> web.StreamResponse:
     ownership = call.headers.get("x-amz-object-ownership")
     chosen = checked(ownership) if ownership is not None else None
     try:
-        await call.services.buckets.create(call.who, call.who.vault, call.bucket, locked)
+        await call.services.buckets.create(call.who, call.who.vault, call.bucket, locked, constraint or "")
     except E.BucketOwned:
         if call.region != LEGACY_REGION:
             raise
@@ -118,8 +118,10 @@ async def delete_bucket(call: Call) -> web.StreamResponse:
 
 
 async def get_location(call: Call) -> web.StreamResponse:
-    target(call, "read")
-    return _xml(xml.location(call.region))
+    """The LocationConstraint the bucket was created with; without one, the
+    server's region (empty for us-east-1, as S3 answers)."""
+    given = location(target(call, "read").bucket)
+    return _xml(xml.location(given or ("" if call.region == LEGACY_REGION else call.region)))
 
 
 async def get_versioning(call: Call) -> web.StreamResponse:

@@ -421,11 +421,10 @@ def acl(owner: Owner) -> bytes:
     return _document(root)
 
 
-def location(region: str) -> bytes:
-    """LocationConstraint: empty for us-east-1, as S3 answers."""
+def location(constraint: str) -> bytes:
+    """A bucket's LocationConstraint document (empty for "")."""
     root = _root("LocationConstraint")
-    if region != "us-east-1":
-        root.text = region
+    root.text = constraint or None
     return _document(root)
 
 

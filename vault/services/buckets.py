@@ -57,6 +57,11 @@ def versioning(bucket: BucketRec) -> str:
     return str(bucket.settings.get("versioning", ""))
 
 
+def location(bucket: BucketRec) -> str:
+    """The LocationConstraint the bucket was created with, "" when none was given."""
+    return str(bucket.settings.get("location", ""))
+
+
 def object_lock(bucket: BucketRec) -> dict | None:
     """The bucket's Object Lock configuration (``{"rule": ...}``), None when not enabled."""
     return bucket.settings.get("object_lock")
@@ -130,11 +135,13 @@ class BucketService:
         """The buckets of the vault ``vid``, by name."""
         return sorted((b for b in self.index.buckets() if b.vid == vid), key=lambda b: b.name)
 
-    async def create(self, who: Principal, vault_name: str, name: str, object_lock: bool = False) -> BucketRec:
+    async def create(self, who: Principal, vault_name: str, name: str, object_lock: bool = False,
+                     location: str = "") -> BucketRec:
         """Create the bucket ``name`` in the vault ``vault_name`` (a key of it with
         role ``full``, or the admin); ``object_lock`` enables Object Lock and
-        versioning, for good. Raises BadBucketName, BucketOwned, BucketExists
-        (another vault's), NoSuchVault."""
+        versioning, for good; ``location`` is kept as the bucket's
+        LocationConstraint (the caller checked it). Raises BadBucketName,
+        BucketOwned, BucketExists (another vault's), NoSuchVault."""
         bucket_name(name)
         vault = self.vaults.get(vault_name)
         if not who.admin and who.vid != vault.vid:
@@ -148,7 +155,9 @@ class BucketService:
                 raise E.BucketOwned(f"vault {vault.name!r} already has bucket {name!r}")
             if cur is not None:
                 raise E.BucketExists(f"bucket name {name!r} is taken")
-            settings = {"versioning": "Enabled", "object_lock": {}} if object_lock else {}
+            settings: dict[str, Any] = {"versioning": "Enabled", "object_lock": {}} if object_lock else {}
+            if location:
+                settings["location"] = location
             rec = BucketRec(name, live.name, live.vid, txn.now, settings)
             txn.put_bucket(rec)
             txn.emit(BucketChanged(live))

@@ -180,7 +180,8 @@ def test_too_small_and_out_of_order_parts(tenant, bucket, unchanged):
 
     assert code_of(complete((1, e1), (2, e2))) == (400, "EntityTooSmall")
     assert code_of(complete((3, e3), (2, e2))) == (400, "InvalidPartOrder")
-    assert code_of(complete((2, e2), (2, e2))) == (400, "InvalidPartOrder")
+    assert code_of(complete((2, e2), (3, e3), (2, e2))) == (400, "InvalidPartOrder")
+    assert code_of(complete((2, e2), (2, e3))) == (400, "InvalidPart")  # the last entry names the part
     assert code_of(complete((2, e1), (3, e3))) == (400, "InvalidPart")
     for number in (0, 10_001):
         assert code_of(lambda: s3.upload_part(Bucket=bucket, Key="mp", UploadId=upload, PartNumber=number,

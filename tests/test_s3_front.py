@@ -246,6 +246,28 @@ def test_multipart_refusals(tenant, bucket):
     assert tenant.usage()["objects"] == 0
 
 
+def test_a_part_sent_again_is_completed_by_its_last_listed_etag(tenant, bucket):
+    """Part 1 uploaded twice (a resend while the first upload still ran): the
+    client lists both ETags, and the part as stored, the upload that finished
+    last, must be the last entry of its number; else InvalidPart."""
+    s3 = tenant.client()
+    upload = s3.create_multipart_upload(Bucket=bucket, Key="mp")["UploadId"]
+
+    def send(body: bytes) -> str:
+        return s3.upload_part(Bucket=bucket, Key="mp", UploadId=upload, PartNumber=1, Body=body)["ETag"]
+
+    first, second = send(b"B" * 8), send(b"A" * 8)
+
+    def complete(*etags: str):
+        return s3.complete_multipart_upload(Bucket=bucket, Key="mp", UploadId=upload, MultipartUpload={
+            "Parts": [{"PartNumber": 1, "ETag": etag} for etag in etags]})
+
+    assert code_of(lambda: complete(second, first)) == (400, "InvalidPart")
+    complete(first, second)
+    assert s3.get_object(Bucket=bucket, Key="mp")["Body"].read() == b"A" * 8
+    assert s3.head_object(Bucket=bucket, Key="mp")["ETag"].endswith('-1"')
+
+
 # -- other clients ---------------------------------------------------------------------
 
 

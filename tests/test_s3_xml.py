@@ -163,10 +163,19 @@ def test_malformed_delete_bodies(body):
     (b"<CompleteMultipartUpload><Part><PartNumber>2</PartNumber><ETag>a</ETag></Part>"
      b"<Part><PartNumber>1</PartNumber><ETag>b</ETag></Part></CompleteMultipartUpload>", "InvalidPartOrder"),
     (b"<CompleteMultipartUpload><Part><PartNumber>1</PartNumber><ETag>a</ETag></Part>"
-     b"<Part><PartNumber>1</PartNumber><ETag>b</ETag></Part></CompleteMultipartUpload>", "InvalidPartOrder"),
+     b"<Part><PartNumber>2</PartNumber><ETag>b</ETag></Part>"
+     b"<Part><PartNumber>1</PartNumber><ETag>c</ETag></Part></CompleteMultipartUpload>", "InvalidPartOrder"),
 ])
 def test_bad_complete_multipart_bodies(body, code):
     refused(code, xml.parse_complete_multipart, body)
+
+
+def test_a_part_listed_twice_in_a_row_is_named_by_its_last_entry():
+    body = (b"<CompleteMultipartUpload><Part><PartNumber>1</PartNumber><ETag>a</ETag></Part>"
+            b"<Part><PartNumber>1</PartNumber><ETag>b</ETag><ChecksumCRC32>AAAAAA==</ChecksumCRC32></Part>"
+            b"<Part><PartNumber>2</PartNumber><ETag>c</ETag></Part></CompleteMultipartUpload>")
+    assert xml.parse_complete_multipart(body) == [xml.CompletedPart(1, "b", {"crc32": "AAAAAA=="}),
+                                                  xml.CompletedPart(2, "c", {})]
 
 
 def tagging_body(*tags: tuple[str, str]) -> bytes:

@@ -517,19 +517,26 @@ def legal_hold(on: bool) -> bytes:
 
 
 def parse_complete_multipart(body: bytes) -> list[CompletedPart]:
-    """The parts of a CompleteMultipartUpload body, in the order given.
+    """The parts of a CompleteMultipartUpload body, in ascending order, one
+    per part number: consecutive entries of the same number count as one
+    part, named by the last of them.
 
-    Raises S3Error: MalformedXML (no parts, more than 10,000, a part number
-    or ETag missing or not a number) or InvalidPartOrder (not ascending).
+    Raises S3Error: MalformedXML (no parts, more than 10,000 entries, a part
+    number or ETag missing or not a number) or InvalidPartOrder (a number
+    below the one before it).
     """
     root = _parse(body, "CompleteMultipartUpload", MAX_BODY)
     parts = [_completed_part(element) for element in _children(root, "Part")]
     if not 0 < len(parts) <= MAX_PARTS:
         raise S3Error("MalformedXML")
     for before, after in zip(parts, parts[1:]):
-        if after.number <= before.number:
+        if after.number < before.number:
             raise S3Error("InvalidPartOrder")
-    return parts
+    # A client that sent a part again while its first upload was still running
+    # lists both ETags; the stored part is the upload that finished last, which
+    # the client lists last (ceph/s3-tests' resend_first_finishes_last).
+    last = {part.number: part for part in parts}  # first positions, last entries
+    return list(last.values())
 
 
 def _completed_part(element: Element) -> CompletedPart:

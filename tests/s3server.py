@@ -130,7 +130,8 @@ def sigv4_authorization(
     ``path`` is the raw (unencoded) request path, encoded here once per
     segment as S3 expects; ``headers`` are exactly the headers to sign and
     must include ``host`` and ``x-amz-date`` (equal to ``amz_date``,
-    ``YYYYMMDDTHHMMSSZ``)."""
+    ``YYYYMMDDTHHMMSSZ``); lone surrogates in a value sign as the bytes they
+    escape (``surrogateescape``), so a value need not be UTF-8."""
     canonical_uri = _uri_encode(path or "/", safe="/")
     items = list(query.items()) if isinstance(query, Mapping) else list(query)
     canonical_query = "&".join(
@@ -144,9 +145,8 @@ def sigv4_authorization(
     )
     date = amz_date[:8]
     scope = f"{date}/{region}/{service}/aws4_request"
-    string_to_sign = "\n".join(
-        ["AWS4-HMAC-SHA256", amz_date, scope, hashlib.sha256(canonical_request.encode("utf-8")).hexdigest()]
-    )
+    canonical_sha256 = hashlib.sha256(canonical_request.encode("utf-8", "surrogateescape")).hexdigest()
+    string_to_sign = "\n".join(["AWS4-HMAC-SHA256", amz_date, scope, canonical_sha256])
     key = _hmac(("AWS4" + secret_key).encode("utf-8"), date)
     key = _hmac(key, region)
     key = _hmac(key, service)

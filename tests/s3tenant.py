@@ -152,10 +152,11 @@ def streaming(tenant: Tenant, method: str, path: str, data: bytes, corrupt: int 
 
 
 def raw_exchange(port: int, head: str, body: bytes = b"", close: bool = True, timeout: float = 30) -> bytes:
-    """Send ``head`` (request line and headers, without the blank line) and ``body``
-    over a plain socket, end the sending side if ``close``; the answer's first bytes."""
+    """Send ``head`` (request line and headers, without the blank line; lone
+    surrogates in it go as the bytes they escape) and ``body`` over a plain
+    socket, end the sending side if ``close``; the answer's first bytes."""
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
-        sock.sendall(head.encode() + b"\r\n\r\n" + body)
+        sock.sendall(head.encode("utf-8", "surrogateescape") + b"\r\n\r\n" + body)
         if close:
             sock.shutdown(socket.SHUT_WR)
         answer = b""

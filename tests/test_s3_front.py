@@ -4,6 +4,7 @@ input refused with its S3 error and nothing stored."""
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import io
 import json
@@ -16,13 +17,15 @@ from pathlib import Path
 
 import boto3
 import httpx
+import pytest
 from boto3.s3.transfer import TransferConfig
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
-from tests.s3tenant import (MIB, REGION, Tenant, bucket, client_env, code_of, sample_files, signed,  # noqa: F401
-                            streaming, tenant)
+from tests.s3server import sigv4_authorization
+from tests.s3tenant import (MIB, REGION, Tenant, bucket, client_env, code_of, raw_exchange,  # noqa: F401
+                            sample_files, signed, streaming, tenant)
 from tests.s3tenant import unique as _name
 
 
@@ -51,6 +54,38 @@ def test_boto3_defaults_round_trip(tenant, bucket):
     acl = s3.get_object_acl(Bucket=bucket, Key="copy.txt")
     assert acl["Grants"][0]["Permission"] == "FULL_CONTROL" and acl["Owner"]["ID"] == tenant.vault
     assert s3.get_bucket_location(Bucket=bucket)["LocationConstraint"] is None
+
+
+def _exchange(tenant: Tenant, method: str, path: str, headers: dict[str, str]) -> bytes:
+    """An empty-bodied request signed over every header (a value's lone
+    surrogates go, and sign, as the bytes they escape); its answer's head."""
+    s3, empty = tenant.keys["full"]["s3"], hashlib.sha256(b"").hexdigest()
+    amz_date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    headers = {"host": f"127.0.0.1:{tenant.srv.s3_port}", "x-amz-date": amz_date, "x-amz-content-sha256": empty,
+               **headers}
+    auth = sigv4_authorization(method=method, path=path, headers=headers, payload_sha256=empty,
+                               access_key=s3["access_key_id"], secret_key=s3["secret_access_key"], amz_date=amz_date)
+    lines = [f"{method} {path} HTTP/1.1", *(f"{k}: {v}" for k, v in headers.items()), f"Authorization: {auth}",
+             "Content-Length: 0", "Connection: close"]
+    return raw_exchange(tenant.srv.s3_port, "\r\n".join(lines), close=False)
+
+
+@pytest.mark.parametrize("name", ["x-amz-meta-note", "content-disposition", "content-type", "x-amz-tagging"])
+def test_header_values_that_are_not_utf8_are_refused_and_utf8_ones_go_back_as_sent(tenant, bucket, name):
+    """A stored header value must come as UTF-8: a Latin-1 byte (signed as
+    sent) is 400 InvalidArgument with nothing stored, not a 500; a UTF-8
+    value is answered as the very bytes it came as."""
+    latin1 = b"Hello World\xe9".decode("utf-8", "surrogateescape")  # as aiohttp's parser hands it over
+    refused = _exchange(tenant, "PUT", f"/{bucket}/latin1", {name: ("a=" if name == "x-amz-tagging" else "") + latin1})
+    assert refused.startswith(b"HTTP/1.1 400 ") and b"<Code>InvalidArgument</Code>" in refused, refused
+    assert _exchange(tenant, "HEAD", f"/{bucket}/latin1", {}).startswith(b"HTTP/1.1 404 ")
+    if name == "x-amz-tagging":
+        return
+    sent = "caf\u00e9 \u20ac".encode()
+    assert _exchange(tenant, "PUT", f"/{bucket}/utf8", {name: sent.decode()}).startswith(b"HTTP/1.1 200 ")
+    for method in ("GET", "HEAD"):
+        head = _exchange(tenant, method, f"/{bucket}/utf8", {}).partition(b"\r\n\r\n")[0].lower()
+        assert b"\r\n" + name.encode() + b": " + sent.lower() + b"\r\n" in head, (method, head)
 
 
 def test_boto3_multipart_upload_streams_and_dedups(tenant, bucket):

@@ -139,6 +139,7 @@ def meta_of(headers: Mapping[str, str]) -> S3Meta:
     (REPLACE) states: content headers, user metadata, tags."""
     low = lower(headers)
     user = {name[len("x-amz-meta-"):]: value for name, value in low.items() if name.startswith("x-amz-meta-")}
+    _utf8_only(low, [*(f"x-amz-meta-{name}" for name in user), *CONTENT_HEADERS, "content-type", "x-amz-tagging"])
     if sum(len(k) + len(v) for k, v in user.items()) > MAX_USER_META_BYTES:
         raise S3Error("MetadataTooLarge")
     stored = {name: low[name] for name in CONTENT_HEADERS if name in low}
@@ -147,6 +148,19 @@ def meta_of(headers: Mapping[str, str]) -> S3Meta:
         stored["content-encoding"] = ", ".join(encoding)
     return S3Meta(etag="", content_type=low.get("content-type", ""), headers=stored, user=user,
                   tags=tags_of(low.get("x-amz-tagging", "")))
+
+
+def _utf8_only(headers: Mapping[str, str], names: list[str]) -> None:
+    """Refuse a stored header value that did not come as UTF-8 (aiohttp hands
+    such a byte over as a lone surrogate): it could not be answered as sent."""
+    for name in names:
+        value = headers.get(name)
+        if value is not None and not value.isascii():
+            try:
+                value.encode()
+            except UnicodeEncodeError:
+                raise S3Error("InvalidArgument", f"the value of {name} is not UTF-8",
+                              ArgumentName=name) from None
 
 
 def lock_of(headers: Mapping[str, str], target: Target, meta: S3Meta) -> S3Meta:

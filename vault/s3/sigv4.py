@@ -216,13 +216,16 @@ def _verify(request: Request, claim: _Claim, signing: Signing, payload: str) -> 
     scope = signing.scope
     for path in canonical_paths(request.path):
         canonical = canonical_request(request, path, claim.signed_headers, payload, claim.presigned)
-        text = "\n".join((ALGORITHM, claim.timestamp, scope,
-                          hashlib.sha256(canonical.encode()).hexdigest()))
+        # Header values as the bytes that came, as the client hashed them:
+        # aiohttp hands a byte that is not UTF-8 over as a lone surrogate.
+        raw = canonical.encode("utf-8", "surrogateescape")
+        text = "\n".join((ALGORITHM, claim.timestamp, scope, hashlib.sha256(raw).hexdigest()))
         expected = hmac.new(signing.key, text.encode(), hashlib.sha256).hexdigest()
         if hmac.compare_digest(expected, claim.signature):
             return
     raise S3Error("SignatureDoesNotMatch", AWSAccessKeyId=claim.access_key_id, StringToSign=text,
-                  SignatureProvided=claim.signature, CanonicalRequest=canonical)
+                  SignatureProvided=claim.signature,
+                  CanonicalRequest=raw.decode("utf-8", "replace"))  # XML holds no lone surrogate
 
 
 # -- the claim: header or query ----------------------------------------------------------

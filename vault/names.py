@@ -40,11 +40,15 @@ def decode_path_segment(raw: str) -> str:
         raise BadName("name is not valid UTF-8") from None
 
 
+# Unicode's category Cc: exactly these code points.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+
+
 def has_control(text: str) -> bool:
     """Whether ``text`` holds a control character (C0, DEL, C1): no key may
     (an XML 1.0 listing cannot carry most of them; a version's name uses NUL
     as its separator)."""
-    return any(unicodedata.category(c) == "Cc" for c in text)
+    return _CONTROL.search(text) is not None
 
 
 def object_key(key: str) -> str:

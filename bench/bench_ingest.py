@@ -79,8 +79,20 @@ def wrk(script: str, url: str, seconds: int, conns: int, env: dict) -> dict:
     t0 = time.perf_counter()
     res = subprocess.run(["wrk", f"-t{threads}", f"-c{conns}", f"-d{seconds}s", "--timeout", "30s",
                           "-s", str(BENCH / script), url], env=env, capture_output=True, text=True)
-    wall = time.perf_counter() - t0
-    text = res.stdout + res.stderr
+    return client_summary(res.stdout + res.stderr, time.perf_counter() - t0)
+
+
+def lean_put(url: str, seconds: int, conns: int, env: dict) -> dict:
+    """Like :func:`wrk` with put.lua, from ``bench/put_client.py`` (a client
+    that costs the shared cores a fifth of wrk's CPU; see there)."""
+    t0 = time.perf_counter()
+    res = subprocess.run([sys.executable, str(BENCH / "put_client.py"), url, str(seconds), str(conns)],
+                         env=dict(os.environ, **env), capture_output=True, text=True)
+    return client_summary(res.stdout + res.stderr, time.perf_counter() - t0)
+
+
+def client_summary(text: str, wall: float) -> dict:
+    """Requests per second, errors and transfer rate from wrk's summary (or put_client.py's)."""
     m = re.search(r"Requests/sec:\s+([\d.]+)", text)
     tr = re.search(r"Transfer/sec:\s+([\d.]+)(\w+)", text)
     lua = re.search(r"LUA responses=(\d+) non2xx=(\d+)", text)
@@ -89,7 +101,8 @@ def wrk(script: str, url: str, seconds: int, conns: int, env: dict) -> dict:
         raise RuntimeError(f"wrk failed: {text}")
     mult = {"B": 1, "KB": 1 << 10, "MB": 1 << 20, "GB": 1 << 30}
     errors = int(lua.group(2)) if lua else int(non2xx.group(1)) if non2xx else 0
-    return {"rps": float(m.group(1)), "errors": errors,
+    first = re.search(r"LUA first non-2xx: (.*)", text)
+    return {"rps": float(m.group(1)), "errors": errors, "first_error": first.group(1) if first else "",
             "wall": wall, "transfer": float(tr.group(1)) * mult.get(tr.group(2), 1) if tr else 0.0}
 
 

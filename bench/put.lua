@@ -26,7 +26,7 @@ function init(args)
   ids = {}
   for line in io.lines(ids_file) do ids[#ids + 1] = line end
   nexti = tid + 1 + (tonumber(os.getenv("START")) or 0)
-  nresp, bad, sent = 0, 0, 0
+  nresp, bad, sent, firstbad, firstbody = 0, 0, 0, 0, ""
   headers = {["Content-Type"] = "application/octet-stream"}
   if token ~= "" then headers["Authorization"] = "Bearer " .. token end
   sigs = load_sigs(sigs_file)
@@ -56,7 +56,10 @@ function request()
 end
 
 function response(status, hdrs, body)
-  if status ~= 201 and status ~= 200 then bad = bad + 1 end
+  if status ~= 201 and status ~= 200 then
+    bad = bad + 1
+    if firstbad == 0 then firstbad, firstbody = status, body:sub(1, 300) end
+  end
   nresp = nresp + 1
 end
 
@@ -67,4 +70,10 @@ function done(summary, latency, requests)
     total = total + t:get("nresp")
   end
   io.write(string.format("LUA responses=%d non2xx=%d\n", total, errs))
+  for _, t in ipairs(threads) do
+    if t:get("firstbad") ~= 0 then
+      io.write(string.format("LUA first non-2xx: %d %s\n", t:get("firstbad"), t:get("firstbody")))
+      break
+    end
+  end
 end

@@ -29,6 +29,8 @@ def load(path: str) -> list[str]:
 
 
 def main() -> None:
+    if len(sys.argv) != 4:
+        raise SystemExit(__doc__)
     url, seconds, conns = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
     where = urlsplit(url)
     host, port = where.hostname or "127.0.0.1", where.port or 80

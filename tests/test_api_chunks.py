@@ -200,6 +200,24 @@ def test_truncated_body_stores_nothing(srv, admin):
     assert admin.put(f"/v1/vaults/{vault}/chunks/{cid}", content=data).status_code == 201
 
 
+def test_requests_sent_whole_before_a_half_close_are_answered(srv, admin):
+    """A client may end its side once its request is sent (shutdown(SHUT_WR)):
+    what came whole is still answered, the stored chunk is durable, and the
+    connection closes after the last answer."""
+    vault = new_vault(srv)
+    data = b"sent whole, then the client half-closed" * 100
+    status, _, _ = raw_exchange(srv, put_head(srv, vault, sha(data), len(data)), data)
+    assert status == 201
+    assert admin.get(f"/v1/vaults/{vault}/chunks/{sha(data)}").content == data
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=15) as so:
+        so.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n" * 2)
+        so.shutdown(socket.SHUT_WR)
+        got = b""
+        while chunk := so.recv(65536):  # until the server closes
+            got += chunk
+    assert got.count(b"HTTP/1.1 200 ") == 2, got
+
+
 def test_without_content_length_is_411(srv, admin):
     vault = new_vault(srv)
     data = b"streamed without a length" * 10

@@ -296,7 +296,8 @@ _TOO_MANY = _raw_answer(E.Unavailable("too many connections; retry", retry_after
 
 class _HalfCloseHandler(RequestHandler):
     """A client that half-closes its socket in the middle of a body still gets
-    an answer (400 ``truncated``) instead of a dropped connection.
+    an answer (400 ``truncated``) instead of a dropped connection; one that
+    half-closes after whole requests gets their answers, then the close.
 
     The payload of the newest parsed request is remembered as it is parsed:
     the head, a short body and the FIN can arrive together, before the
@@ -319,6 +320,9 @@ class _HalfCloseHandler(RequestHandler):
     _head_started = False  # bytes of a request head arrived, not yet the whole head
     _counted = False
     _answered = None  # the payload of the request last answered
+    _peer_done = False  # the client ended its side: close once what it sent is answered
+    _parsed = 0  # requests parsed on this connection
+    _finished = 0  # answers sent
 
     def __init__(self, manager: _Server, **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
@@ -353,6 +357,7 @@ class _HalfCloseHandler(RequestHandler):
         n = len(self._messages)
         super().data_received(data)
         if len(self._messages) > n:
+            self._parsed += len(self._messages) - n
             for i in range(n, len(self._messages)):
                 if getattr(self._messages[i][0], "version", (1, 1)) < (1, 0):
                     # llhttp takes "GET /path" as HTTP/0.9; aiohttp would answer it in kind.
@@ -376,7 +381,11 @@ class _HalfCloseHandler(RequestHandler):
     async def finish_response(self, request: web.BaseRequest, resp: web.StreamResponse,
                               start_time: float | None) -> tuple[web.StreamResponse, bool]:
         self._answered = request.content
-        return await super().finish_response(request, resp, start_time)
+        done = await super().finish_response(request, resp, start_time)
+        self._finished += 1
+        if self._peer_done and self._finished >= self._parsed:
+            self.force_close()  # the transport still sends what is buffered, then closes
+        return done
 
     # asyncio.Protocol's eof_received may return True (keep our side open);
     # aiohttp annotates its override as returning None.
@@ -387,6 +396,9 @@ class _HalfCloseHandler(RequestHandler):
         if payload is not None and not payload.is_eof() and payload is not self._answered:
             payload.set_exception(ContentLengthError("body ended before Content-Length"))
             return True  # keep our side open to answer
+        if self._parsed > self._finished:
+            self._peer_done = True
+            return True  # keep our side open to answer what came whole
         return None
 
     def _arm_head_timer(self) -> None:

@@ -27,6 +27,8 @@ from tests.gchelpers import GC_ENV
 from tests.s3tenant import (MIB, REGION, Tenant, bucket, code_of, raw_exchange, signed, streaming,  # noqa: F401
                             tenant, unchanged)
 from tests.server import Server
+from vault.s3.bodies import meta_of
+from vault.s3.errors import S3Error
 
 DATA = os.urandom(70_000)
 WRONG_SECRET = "w" * 40
@@ -256,6 +258,14 @@ def test_absurd_headers(tenant, bucket, unchanged, headers, status, code):
         base = signed(tenant, "PUT", path, DATA, {"x-amz-content-sha256": hashlib.sha256(DATA).hexdigest(),
                                                   **headers})
     assert _error(_put(tenant, path, body, base)) == (status, code)
+
+
+def test_user_metadata_is_measured_in_utf8_bytes():
+    """2 KiB of user metadata counts UTF-8 bytes, as S3 does: 1,100 'é' are 2,200 bytes."""
+    assert meta_of({"x-amz-meta-k": "e" * 1100}).user == {"k": "e" * 1100}
+    with pytest.raises(S3Error) as refused:
+        meta_of({"x-amz-meta-k": "\u00e9" * 1100})
+    assert refused.value.code == "MetadataTooLarge"
 
 
 @pytest.mark.parametrize("head", [

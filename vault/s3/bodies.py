@@ -140,7 +140,8 @@ def meta_of(headers: Mapping[str, str]) -> S3Meta:
     low = lower(headers)
     user = {name[len("x-amz-meta-"):]: value for name, value in low.items() if name.startswith("x-amz-meta-")}
     _utf8_only(low, [*(f"x-amz-meta-{name}" for name in user), *CONTENT_HEADERS, "content-type", "x-amz-tagging"])
-    if sum(len(k) + len(v) for k, v in user.items()) > MAX_USER_META_BYTES:
+    if sum(len(k.encode()) + len(v.encode("utf-8", "surrogateescape")) for k, v in user.items()) \
+            > MAX_USER_META_BYTES:  # bytes of UTF-8, as S3 counts them
         raise S3Error("MetadataTooLarge")
     stored = {name: low[name] for name in CONTENT_HEADERS if name in low}
     encoding = [e.strip() for e in stored.pop("content-encoding", "").split(",") if e.strip() not in ("", "aws-chunked")]

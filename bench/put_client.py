@@ -43,7 +43,7 @@ def main() -> None:
     size = 16 + len(rest)
     deadline = time.monotonic() + seconds
     counts = [[0, 0] for _ in range(conns)]  # answers, non-2xx
-    firsts: list[int] = []  # statuses of non-2xx answers
+    firsts: list[str] = []  # the first non-2xx answer: status and body
 
     def head(i: int) -> bytes:
         lines = [f"PUT {prefix}{ids[i]} HTTP/1.1", f"Host: {host}:{port}", f"Content-Length: {size}",
@@ -65,8 +65,11 @@ def main() -> None:
         length = int(text.split("content-length:", 1)[1].split("\r\n", 1)[0]) if "content-length:" in text else 0
         while len(buf) < end + length:
             buf += sock.recv(65536)
+        status = int(text.split(" ", 2)[1])
+        if status not in (200, 201) and not firsts:
+            firsts.append(f"{status} {bytes(buf[end:end + length])[:300]!r}")
         del buf[:end + length]
-        return int(text.split(" ", 2)[1])
+        return status
 
     def run(k: int) -> None:
         sock = socket.create_connection((host, port))
@@ -87,7 +90,6 @@ def main() -> None:
             counts[k][0] += 1
             if status not in (200, 201):
                 counts[k][1] += 1
-                firsts.append(status)
             i += conns
         sock.close()
 

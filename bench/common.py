@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tests.server import Server, free_port  # noqa: E402
+from vault.memdiag import proc_status  # noqa: E402
 
 
 class ChunkSource:
@@ -50,13 +51,10 @@ class RSSSampler:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            try:
-                with open(f"/proc/{self.pid}/status") as f:
-                    for line in f:
-                        if line.startswith("VmRSS:"):
-                            self.peak = max(self.peak, int(line.split()[1]) * 1024)
-            except OSError:
-                return
+            now = proc_status(self.pid, ("VmRSS",))
+            if not now:
+                return  # the process is gone
+            self.peak = max(self.peak, now["VmRSS"])
             self._stop.wait(0.1)
 
     def __enter__(self):

@@ -107,6 +107,7 @@ from yarl import URL  # noqa: E402
 
 from tests.s3server import SeaweedS3  # noqa: E402
 from tests.server import OBJVAULT, Server  # noqa: E402
+from vault.memdiag import proc_status  # noqa: E402
 
 KiB, MiB = 1 << 10, 1 << 20
 STREAM_THRESHOLD = 1 * MiB
@@ -231,14 +232,10 @@ class Stats:
 
 
 def proc_sample(pid: int, data_dir: Path) -> dict:
-    out: dict = {}
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            k, _, v = line.partition(":")
-            if k in ("VmRSS", "VmHWM", "RssAnon", "RssFile"):
-                out[k] = int(v.split()[0]) * KiB
-            elif k == "Threads":
-                out["threads"] = int(v)
+    out: dict = proc_status(pid, ("VmRSS", "VmHWM", "RssAnon", "RssFile", "Threads"))
+    if not out:
+        raise OSError(f"process {pid} is gone")
+    out["threads"] = out.pop("Threads")
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     out["cpu_seconds"] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

@@ -55,15 +55,17 @@ def malloc_stats() -> dict[str, int]:
             "mmapped_bytes": m.hblkhd, "top_free_bytes": m.keepcost}
 
 
-def proc_status() -> dict[str, int]:
-    """VmRSS, RssAnon, RssFile of this process, in bytes."""
+def proc_status(pid: int | str = "self", fields: tuple[str, ...] = ("VmRSS", "RssAnon", "RssFile")) -> dict[str, int]:
+    """``fields`` of ``/proc/<pid>/status``: sizes in bytes, counts (``Threads``)
+    as they are; empty when the process is gone."""
     out: dict[str, int] = {}
     try:
-        with open("/proc/self/status") as f:
+        with open(f"/proc/{pid}/status") as f:
             for line in f:
                 k, _, v = line.partition(":")
-                if k in ("VmRSS", "RssAnon", "RssFile"):
-                    out[k] = int(v.split()[0]) * 1024
+                if k in fields:
+                    number, *unit = v.split()
+                    out[k] = int(number) * (1024 if unit == ["kB"] else 1)
     except OSError:
         pass
     return out

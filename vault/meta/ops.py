@@ -147,9 +147,8 @@ class TxnOps(PointReads):
             if json.loads(v)["vid"] == rec.vid:
                 self.delete(S.KEYS, k)
         # Bucket names are global: a deleted vault's become free at once.
-        for k, v in self.items(S.META, S.BUCKET):
-            if BucketRec.load(v).vid == rec.vid:
-                self.delete(S.META, k)
+        for bucket in self.vault_buckets(rec.vid):
+            self.delete_bucket(bucket.name)
         for k, _ in self.items(S.META, S.UPLOAD + S.vid_bytes(rec.vid)):
             self.delete(S.META, k)
         self.delete(S.META, S.LOCK_EPOCH + S.vid_bytes(rec.vid))
@@ -176,6 +175,11 @@ class TxnOps(PointReads):
         self.delete(S.KEYS, key_id.encode())
 
     # -- S3 buckets and multipart uploads ---------------------------------------------
+
+    def vault_buckets(self, vid: int) -> list[BucketRec]:
+        """The S3 buckets of the vault ``vid`` as this op sees them (the batch's writes included)."""
+        found = (BucketRec.load(raw) for _, raw in self.scan(S.META, S.BUCKET))
+        return [b for b in found if b.vid == vid]
 
     def put_bucket(self, rec: BucketRec) -> None:
         self.put(S.META, S.bucket_key(rec.name), rec.dump())

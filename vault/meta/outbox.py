@@ -185,7 +185,7 @@ def write_entry(txn: Txn, tid: bytes, delete_delay: float, seq: int, vid: int, n
     due = now + delete_delay
     sk = None
     if isinstance(event, (VaultPut, BucketChanged)):
-        entry = encode(VAULT_PUT, now, 0.0, vid, name, _vault_doc(event.rec, vault_buckets(txn, vid)))
+        entry = encode(VAULT_PUT, now, 0.0, vid, name, _vault_doc(event.rec, txn.vault_buckets(vid)))
         queue, size = PUTQ, 0
     elif isinstance(event, VaultDeleted):
         entry = encode(VAULT_DELETE, now, due, vid, name, _vault_doc(event.rec, []))
@@ -230,12 +230,6 @@ def _supersede(txn: Txn, tid: bytes, sk: bytes) -> None:
         txn.delete(S.OUTBOX, dkey)
         _add_stats(txn, tid, -1, 0, -1)
     txn.delete(S.OUTBOX, sk)
-
-
-def vault_buckets(txn: Txn, vid: int) -> list[BucketRec]:
-    """The S3 buckets of the vault ``vid`` as the op sees them (its own writes included)."""
-    found = (BucketRec.load(raw) for _, raw in txn.scan(S.META, S.BUCKET))
-    return [b for b in found if b.vid == vid]
 
 
 def _vault_doc(rec: VaultRec, buckets: list[BucketRec]) -> bytes:

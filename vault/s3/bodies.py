@@ -17,7 +17,9 @@ from urllib.parse import parse_qsl
 
 from ..policy import DAY
 from ..services.buckets import Target, object_lock, versioning
-from ..services.s3objects import S3Meta, Stored
+from ..budget import MemoryBudget
+from ..services.chunks import Observer
+from ..services.s3objects import S3Meta, S3ObjectService, Stored, etag_in
 from . import checksums, xml
 from .chunked import ChunkedBody
 from .errors import S3Error
@@ -67,12 +69,7 @@ async def receive(call: Call, target: Target, algorithm: str = "") -> Received:
                                         headers.get("x-amz-sdk-checksum-algorithm", "").lower()) if a}
     wanted &= set(checksums.ALGORITHMS)
     digests = checksums.BodyDigests(wanted, sha256=call.auth.payload is Payload.SIGNED)
-    most = call.services.s3.chunk_bytes
-    held = await call.budget.acquire(most if length is None else min(length, most))
-    try:
-        chunks, size = await call.services.s3.store(target, length or 0, _bounded(pieces), digests.update)
-    finally:
-        call.budget.release(held)
+    chunks, size = await store(call.budget, call.services.s3, target, length, _bounded(pieces), digests.update)
     if length is not None and size != length:
         raise S3Error("IncompleteBody")
     for name, value in trailers().items():
@@ -81,6 +78,19 @@ async def receive(call: Call, target: Target, algorithm: str = "") -> Received:
                                                                            value)
     digests.verify(md5, call.auth.payload_sha256, stated)
     return Received(chunks, size, digests.etag(), {a: digests.checksum(a) for a in sorted(wanted)})
+
+
+async def store(budget: MemoryBudget, s3: S3ObjectService, target: Target, length: int | None,
+                pieces: AsyncIterator[bytes | memoryview], observe: Observer) -> tuple[list[bytes], int]:
+    """Store a body (``length``: None when unknown) as chunks of ``target``'s
+    vault, holding the memory of one chunk (or of the body, if smaller) in
+    the server's budget meanwhile; the chunks' ids and the size."""
+    most = s3.chunk_bytes
+    held = await budget.acquire(most if length is None else min(length, most))
+    try:
+        return await s3.store(target, length or 0, pieces, observe)
+    finally:
+        budget.release(held)
 
 
 async def _bounded(pieces: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
@@ -265,20 +275,16 @@ def http_time(value: str | None) -> float | None:
         return None
 
 
-def etag_matches(header: str, etag: str) -> bool:
-    return any(t.strip() in ("*", f'"{etag}"', etag) for t in header.split(","))
-
-
 def preconditions(headers: Mapping[str, str], stored: Stored, prefix: str = "if-") -> bool:
     """Evaluate conditional headers (``prefix`` is ``x-amz-copy-source-if-`` for
     a copy's source); False for Not Modified, PreconditionFailed when one fails."""
     low = lower(headers)
     etag, modified = stored.meta.etag, int(stored.obj.created)
     match, since = low.get(prefix + "match"), http_time(low.get(prefix + "unmodified-since"))
-    if (match is not None and not etag_matches(match, etag)) or (match is None and since is not None
+    if (match is not None and not etag_in(match, etag)) or (match is None and since is not None
                                                                   and modified > since):
         raise S3Error("PreconditionFailed", Condition=prefix + ("match" if match is not None else "unmodified-since"))
     none_match, changed = low.get(prefix + "none-match"), http_time(low.get(prefix + "modified-since"))
     if none_match is not None:
-        return not etag_matches(none_match, etag)
+        return not etag_in(none_match, etag)
     return changed is None or modified > changed

@@ -12,7 +12,7 @@ from aiohttp import web
 
 from .. import errors as E
 from ..http import parse_range
-from ..services.buckets import Target, location, versioning
+from ..services.buckets import LOCATION, Target, location, versioning
 from ..services.s3lifecycle import header as expiration_header
 from ..services.s3meta import valid_version_id
 from ..services.s3objects import Deleted, Stored
@@ -94,16 +94,15 @@ async def create_bucket(call: Call) -> web.StreamResponse:
         raise S3Error("InvalidLocationConstraint")
     locked = call.headers.get("x-amz-bucket-object-lock-enabled", "").lower() == "true"
     from .ownership import SETTING, checked
+    settings = {LOCATION: constraint} if constraint else {}
     ownership = call.headers.get("x-amz-object-ownership")
-    chosen = checked(ownership) if ownership is not None else None
+    if ownership is not None:
+        settings[SETTING] = checked(ownership)
     try:
-        await call.services.buckets.create(call.who, call.who.vault, call.bucket, locked, constraint or "")
+        await call.services.buckets.create(call.who, call.who.vault, call.bucket, locked, settings)
     except E.BucketOwned:
         if call.region != LEGACY_REGION:
             raise
-        return web.Response(headers={"Location": f"/{call.bucket}"})
-    if chosen is not None:
-        await call.services.buckets.set_setting(call.who, call.bucket, SETTING, chosen)
     return web.Response(headers={"Location": f"/{call.bucket}"})
 
 

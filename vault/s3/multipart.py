@@ -12,7 +12,7 @@ from ..meta import UploadRec
 from ..services.buckets import Target
 from ..services.s3objects import MAX_PART_NUMBER, S3Meta, Stored, unpack_meta
 from . import checksums, xml
-from .bodies import MAX_PUT_BYTES, check_acl, lock_of, lower, meta_of, preconditions, receive
+from .bodies import MAX_PUT_BYTES, check_acl, lock_of, lower, meta_of, preconditions, receive, store
 from .errors import S3Error
 from .front import Call, read_small
 from .handlers import copy_source, owner, stored, target, write_conditions, written_headers
@@ -79,12 +79,8 @@ async def _upload_part_copy(call: Call, where: Target, upload: UploadRec, number
         raise S3Error("EntityTooLarge")
     algorithm = _algorithm(upload)
     digests = checksums.BodyDigests({algorithm} if algorithm else set())
-    held = await call.budget.acquire(min(end - start, call.services.s3.chunk_bytes))
-    try:
-        chunks, size = await call.services.s3.store(where, end - start,
-                                                    _pieces(call, source, src, start, end), digests.update)
-    finally:
-        call.budget.release(held)
+    chunks, size = await store(call.budget, call.services.s3, where, end - start,
+                               _pieces(call, source, src, start, end), digests.update)
     sums = {algorithm: digests.checksum(algorithm)} if algorithm else {}
     part = await call.services.s3.put_part(where, upload, number, chunks, size,
                                            S3Meta(etag=digests.etag(), checksums=sums))

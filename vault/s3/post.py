@@ -38,9 +38,8 @@ from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from ..policy import Principal
-from ..services.s3objects import CHUNK_BYTES
 from . import checksums, sigv4
-from .bodies import MAX_PUT_BYTES, check_acl, meta_of
+from .bodies import MAX_PUT_BYTES, check_acl, meta_of, store
 from .errors import S3Error
 from .front import BODY_IDLE_SECONDS, BUDGET, CONFIG, SERVICES, SUBRESOURCES, _resource, check_key
 from .xml import NAMESPACE, parse_tagging
@@ -369,13 +368,8 @@ async def post_object(request: web.Request) -> web.StreamResponse:
     wanted = set(stated) | ({fields["x-amz-checksum-algorithm"].lower()} & set(checksums.ALGORITHMS)
                             if "x-amz-checksum-algorithm" in fields else set())
     digests = checksums.BodyDigests(wanted)
-    budget = request.app[BUDGET]
-    held = await budget.acquire(CHUNK_BYTES)
-    try:
-        chunks, size = await services.s3.store(where, 0, _file(form.file, low, min(high, MAX_PUT_BYTES)),
-                                               digests.update)
-    finally:
-        budget.release(held)
+    chunks, size = await store(request.app[BUDGET], services.s3, where, None,
+                               _file(form.file, low, min(high, MAX_PUT_BYTES)), digests.update)
     digests.verify(None, None, stated)
     meta.etag = digests.etag()
     meta.checksums = {a: digests.checksum(a) for a in sorted(wanted)}

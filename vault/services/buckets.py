@@ -13,7 +13,7 @@ import dataclasses
 import heapq
 import ipaddress
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,9 +57,12 @@ def versioning(bucket: BucketRec) -> str:
     return str(bucket.settings.get("versioning", ""))
 
 
+LOCATION = "location"  # the setting that keeps the LocationConstraint a bucket was created with
+
+
 def location(bucket: BucketRec) -> str:
     """The LocationConstraint the bucket was created with, "" when none was given."""
-    return str(bucket.settings.get("location", ""))
+    return str(bucket.settings.get(LOCATION, ""))
 
 
 def object_lock(bucket: BucketRec) -> dict | None:
@@ -136,12 +139,13 @@ class BucketService:
         return sorted((b for b in self.index.buckets() if b.vid == vid), key=lambda b: b.name)
 
     async def create(self, who: Principal, vault_name: str, name: str, object_lock: bool = False,
-                     location: str = "") -> BucketRec:
+                     settings: Mapping[str, Any] | None = None) -> BucketRec:
         """Create the bucket ``name`` in the vault ``vault_name`` (a key of it with
         role ``full``, or the admin); ``object_lock`` enables Object Lock and
-        versioning, for good; ``location`` is kept as the bucket's
-        LocationConstraint (the caller checked it). Raises BadBucketName,
-        BucketOwned, BucketExists (another vault's), NoSuchVault."""
+        versioning, for good; ``settings`` are more of its settings, kept as
+        given in the same op (the caller checked them: its LocationConstraint,
+        its Object Ownership). Raises BadBucketName, BucketOwned, BucketExists
+        (another vault's), NoSuchVault."""
         bucket_name(name)
         vault = self.vaults.get(vault_name)
         if not who.admin and who.vid != vault.vid:
@@ -155,10 +159,8 @@ class BucketService:
                 raise E.BucketOwned(f"vault {vault.name!r} already has bucket {name!r}")
             if cur is not None:
                 raise E.BucketExists(f"bucket name {name!r} is taken")
-            settings: dict[str, Any] = {"versioning": "Enabled", "object_lock": {}} if object_lock else {}
-            if location:
-                settings["location"] = location
-            rec = BucketRec(name, live.name, live.vid, txn.now, settings)
+            kept: dict[str, Any] = {"versioning": "Enabled", "object_lock": {}} if object_lock else {}
+            rec = BucketRec(name, live.name, live.vid, txn.now, {**kept, **(settings or {})})
             txn.put_bucket(rec)
             txn.emit(BucketChanged(live))
             return rec

@@ -31,7 +31,7 @@ from .s3meta import (CHUNK_BYTES, NULL, POSITION_CHARS, S3Meta, pack_meta, posit
 from .vaults import live_vault
 
 __all__ = ["CHUNK_BYTES", "MIN_PART_BYTES", "MAX_PART_NUMBER", "S3Meta", "pack_meta", "unpack_meta", "Stored",
-           "S3ObjectService", "Deleted"]
+           "S3ObjectService", "Deleted", "etag_in"]
 
 # Fixed-size chunks, not content-defined: backup tools encrypt before they
 # upload, so two uploads share no byte runs that CDC could find, and a
@@ -502,9 +502,9 @@ def _judge(target: Target, key: str, raw: bytes | None, if_none_match: str | Non
     current = meta.etag if meta is not None and not meta.marker else None  # a delete marker: no object
     if if_match is not None and current is None:
         raise E.NoSuchObject(f"bucket {target.bucket.name!r}: no such key {key!r}")
-    if if_match is not None and not _etag_in(if_match, current):
+    if if_match is not None and not etag_in(if_match, current):
         raise E.PreconditionFailed(f"bucket {target.bucket.name!r}: {key!r} has another ETag")
-    if if_none_match is not None and current is not None and _etag_in(if_none_match, current):
+    if if_none_match is not None and current is not None and etag_in(if_none_match, current):
         raise E.PreconditionFailed(f"bucket {target.bucket.name!r}: {key!r} exists")
 
 
@@ -520,7 +520,7 @@ def _condition(target: Target, key: str, if_none_match: str | None, if_match: st
     return lambda raw: _judge(target, key, raw, if_none_match, if_match)
 
 
-def _etag_in(header: str, etag: str | None) -> bool:
+def etag_in(header: str, etag: str | None) -> bool:
     """Whether an If-Match/If-None-Match value names ``etag`` (``*`` names any)."""
     return any(t.strip() in ("*", f'"{etag}"', etag) for t in header.split(","))
 

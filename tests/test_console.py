@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from tests.apihelpers import admin_of, create_key, create_vault, SMALL_SEGMENTS
-from tests.replhelpers import s3_target
+from tests.replhelpers import s3_target, wait_drained
 from tests.server import Server, sha
 
 from selenium import webdriver
@@ -376,6 +376,7 @@ def test_a_stopped_target_shows_backlog_and_alerts(browser, srv, make_server, s3
     OTHER_SERVERS.add(urlsplit(other.url).netloc)
     create_vault(other, "console-offsite")
     key = create_key(other, "console-offsite")
+    wait_drained(other)  # the vault's and key's records shipped: the page shows no backlog yet
     login(browser, other, other.admin_token)
     browser.get(other.url + "/console/replication")
     assert browser.find_element(By.CSS_SELECTOR, "#targets tbody tr").text.split()[:3] == ["offsite", "s3", "0"]

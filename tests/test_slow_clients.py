@@ -10,10 +10,12 @@ a request line without an HTTP version gets 400.
 from __future__ import annotations
 
 import base64
+import json
 import os
 import socket
 import time
 import uuid
+from xml.etree import ElementTree
 
 import httpx
 import pytest
@@ -151,6 +153,58 @@ def test_request_line_without_version_gets_400(srv):
         data += piece
     assert data.split(b"\r\n", 1)[0].split()[1] == b"400", data
     assert b"HTTP/0.9" not in data
+
+
+MALFORMED = {
+    "header without a colon": b"GET /healthz HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n",
+    "Content-Length not a number": b"PUT /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 12a\r\n\r\n",
+    "head over 8 KiB": b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 9000 + b"\r\n\r\n",
+    "no HTTP version": b"GET /healthz\r\n\r\n",
+}
+
+
+def _one_answer(port: int, data: bytes) -> tuple[int, dict, bytes, bytes]:
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.settimeout(5)
+    sock.sendall(data)
+    answer = read_response(sock)
+    assert closed_within(sock, 2)
+    return answer
+
+
+@pytest.mark.parametrize("what", MALFORMED)
+def test_a_malformed_request_gets_the_listeners_own_error_then_a_close(srv, what):
+    """The parser's refusals are answered like every other error of each
+    listener: a problem document natively, an S3 XML error with its request
+    id on the S3 one; the HTTP library's plain text and versions never show."""
+    status, headers, body, head = _one_answer(srv.port, MALFORMED[what])
+    assert status == 400 and headers["content-type"] == "application/problem+json", head + body
+    problem = json.loads(body)
+    assert problem["code"] == "bad_request" and problem["detail"].startswith("malformed request: ")
+    assert headers["server"] == "objvault" and b"aiohttp" not in head + body
+    status, headers, body, head = _one_answer(srv.s3_port, MALFORMED[what])
+    assert status == 400 and headers["content-type"] == "application/xml", head + body
+    error = ElementTree.fromstring(body)
+    assert error.findtext("Code") == "InvalidRequest"
+    assert error.findtext("Message").startswith("malformed request: ")
+    assert error.findtext("RequestId") == headers["x-amz-request-id"]
+    assert headers["server"] == "objvault" and b"aiohttp" not in head + body
+
+
+def test_a_trickled_head_on_the_s3_listener_gets_an_s3_timeout(srv):
+    sock = socket.create_connection(("127.0.0.1", srv.s3_port))
+    sock.settimeout(5)
+    sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: a")
+    status, headers, body, _ = read_response(sock)
+    error = ElementTree.fromstring(body)
+    assert (status, error.findtext("Code")) == (400, "RequestTimeout")
+    assert error.findtext("RequestId") == headers["x-amz-request-id"]
+    assert closed_within(sock, 2)
+
+
+def test_answers_name_the_product_not_its_libraries(srv):
+    for url in (srv.url + "/healthz", srv.s3_url + "/"):
+        assert httpx.get(url, timeout=5).headers["server"] == "objvault"
 
 
 # -- request bodies ------------------------------------------------------------------

@@ -15,7 +15,7 @@ import ssl
 import sys
 import time
 from pathlib import Path
-from typing import Any, AsyncIterator, cast
+from typing import Any, AsyncIterator, Callable, cast
 
 from aiohttp import http_writer, web
 from aiohttp.http_exceptions import BadHttpMessage, ContentLengthError
@@ -213,6 +213,7 @@ def build_app(cfg: Config) -> web.Application:
         log.info("stopped")
 
     app.cleanup_ctx.append(run)
+    app.on_response_prepare.append(http.name_the_server)
     http.add_routes(app)
     restic.add_routes(app)
     admin_http.add_routes(app)
@@ -279,19 +280,28 @@ def serve(cfg: Config) -> None:
         runner.run(_serve(cfg))
 
 
-def _raw_answer(err: E.VaultError) -> bytes:
+Answer = Callable[[E.VaultError], web.Response]
+"""A listener's error answer where no handler runs (a malformed request, a
+head that came too slowly, one connection too many): the native API's
+problem document, or the S3 front door's XML error."""
+
+
+def _raw_answer(resp: web.Response) -> bytes:
     """A whole answer that closes the connection, for the protocol to write
     where no request handler is there to answer."""
-    resp = http.problem(err)
-    body = cast(bytes, resp.body)  # problem() builds its body from bytes
+    body = cast(bytes, resp.body)  # the listeners' answers build their bodies from bytes
     head = f"HTTP/1.1 {resp.status} {resp.reason}\r\n"
-    head += "".join(f"{k}: {v}\r\n" for k, v in resp.headers.items())
+    head += "".join(f"{k}: {v}\r\n" for k, v in resp.headers.items()) + f"Server: {http.SERVER_NAME}\r\n"
     head += f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
     return head.encode() + body
 
 
-_HEAD_TIMEOUT = _raw_answer(E.RequestTimeout("the request head did not arrive in time"))
-_TOO_MANY = _raw_answer(E.Unavailable("too many connections; retry", retry_after=1))
+def _head_timeout() -> E.VaultError:
+    return E.RequestTimeout("the request head did not arrive in time")
+
+
+def _too_many() -> E.VaultError:
+    return E.Unavailable("too many connections; retry", retry_after=1)
 
 
 class _HalfCloseHandler(RequestHandler):
@@ -313,6 +323,10 @@ class _HalfCloseHandler(RequestHandler):
     * A connection beyond ``max_connections`` gets 503 (Retry-After: 1) and
       is closed at once, before anything of it is read.
     * A request line without an HTTP version (HTTP/0.9) gets 400 and a close.
+
+    Every such answer, and that of a request the parser refuses (a malformed
+    line or header, a head over 8 KiB), is the listener's own kind of error
+    (``_Server.answer``), never the HTTP library's plain text.
     """
 
     _last_payload = None
@@ -334,7 +348,7 @@ class _HalfCloseHandler(RequestHandler):
         if server.live >= server.max_connections:
             # Refused before reading: no task, no parser, no timers. A client
             # still sending its request may see a reset instead of the 503.
-            cast(asyncio.Transport, transport).write(_TOO_MANY)  # a TCP connection's: it writes
+            cast(asyncio.Transport, transport).write(_raw_answer(server.answer(_too_many())))  # a TCP connection's: it writes
             transport.close()
             return
         server.live += 1
@@ -387,6 +401,25 @@ class _HalfCloseHandler(RequestHandler):
             self.force_close()  # the transport still sends what is buffered, then closes
         return done
 
+    def handle_error(self, request: web.BaseRequest, status: int = 500, exc: BaseException | None = None,
+                     message: str | None = None) -> web.StreamResponse:
+        """The answer to a request the parser refused (400) or whose handling
+        failed outside the application (500), in the listener's error format;
+        the connection closes after it."""
+        if request.writer.output_size > 0:  # part of an answer went: the connection is broken
+            raise ConnectionError("an answer was under way; it cannot become an error answer")
+        if status == 400:
+            detail = f"malformed request: {message or exc or 'unreadable'}"
+            log.info("malformed request", extra={"detail": detail[:200]})
+            err: E.VaultError = E.BadRequest(detail)
+        else:
+            log.error("request failed outside the application", exc_info=exc)
+            err = E.VaultError()
+        resp = self._server.answer(err)
+        resp.headers["Server"] = http.SERVER_NAME
+        resp.force_close()
+        return resp
+
     # asyncio.Protocol's eof_received may return True (keep our side open);
     # aiohttp annotates its override as returning None.
     def eof_received(self) -> bool | None:  # type: ignore[override]
@@ -415,13 +448,14 @@ class _HalfCloseHandler(RequestHandler):
             self._arm_head_timer()
             return
         if self._head_started:
-            self.transport.write(_HEAD_TIMEOUT)
+            self.transport.write(_raw_answer(self._server.answer(_head_timeout())))
         self.force_close()
 
 
 class _Server(web.Server):
     header_timeout: float | None = None
     max_connections: int = 1 << 30
+    answer: Answer = staticmethod(http.problem)
     live = 0
     """Connections being served (counted by :class:`_HalfCloseHandler`)."""
 
@@ -433,15 +467,17 @@ class _Runner(web.AppRunner):
     """An AppRunner whose connections are :class:`_HalfCloseHandler`s with these limits."""
 
     def __init__(self, app: web.Application, *, header_timeout: float | None = None,
-                 max_connections: int = 1 << 30, **kwargs) -> None:
+                 max_connections: int = 1 << 30, answer: Answer = http.problem, **kwargs) -> None:
         super().__init__(app, **kwargs)
         self._limits = (header_timeout, max_connections)
+        self._answer = answer
 
     async def _make_server(self) -> web.Server:
         server = await super()._make_server()
         server.__class__ = _Server
         limited = cast(_Server, server)  # its class is _Server from here on
         limited.header_timeout, limited.max_connections = self._limits
+        limited.answer = self._answer
         return limited
 
 
@@ -525,6 +561,7 @@ async def _start_s3(cfg: Config, app: web.Application, ssl_ctx: ssl.SSLContext |
     from .s3 import front as s3_front
     s3_app = s3_front.build_app(app[http.SERVICES], app[http.BUDGET], cfg.s3, app[http.METRICS])
     runner = _Runner(s3_app, header_timeout=cfg.header_timeout_seconds, max_connections=cfg.max_connections,
+                     answer=s3_front.listener_error,
                      keepalive_timeout=cfg.keepalive_timeout_seconds, access_log=None, handle_signals=False,
                      shutdown_timeout=30.0, auto_decompress=False)
     await runner.setup()

@@ -65,6 +65,14 @@ BUDGET: web.AppKey[MemoryBudget] = web.AppKey("budget", MemoryBudget)
 HELD = "objvault.held"
 
 PROBLEM = "application/problem+json"
+SERVER_NAME = "objvault"
+"""Every answer's ``Server`` header: the product, not the versions of the
+language and HTTP library under it."""
+
+
+async def name_the_server(request: web.Request, resp: web.StreamResponse) -> None:
+    """``on_response_prepare``: the ``Server`` header of an application's answers."""
+    resp.headers["Server"] = SERVER_NAME
 JSON_BODY_LIMIT = 16 << 20
 OBJECT_BODY_LIMIT = 80 << 20
 MAX_MISSING_IDS = 100_000

@@ -21,7 +21,7 @@ from urllib.parse import unquote_to_bytes
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from .. import errors as E
+from .. import errors as E, http
 from ..budget import MemoryBudget
 from ..config import S3Config
 from ..names import has_control
@@ -95,6 +95,7 @@ def build_app(services: Services, budget: MemoryBudget, config: S3Config, metric
     app[ROUTES] = {**handlers.ROUTES, **multipart.ROUTES, **locks.ROUTES, **lifecycle.ROUTES, **cors.ROUTES,
                       **ownership.ROUTES}
     app.on_response_prepare.append(cors.on_prepare)
+    app.on_response_prepare.append(http.name_the_server)
     app.router.add_route("*", "/{tail:.*}", _dispatch, expect_handler=_expect)
     return app
 
@@ -129,6 +130,18 @@ def _s3_error(request: web.Request, error: Exception) -> S3Error:
     else:
         log.exception("S3 request failed", extra={"path": request.path[:200]})
     return from_domain(E.VaultError(), request.path)
+
+
+def listener_error(error: E.VaultError) -> web.Response:
+    """The S3 answer the listener sends where no handler runs: a malformed
+    request, a head that came too slowly, a connection over the limit."""
+    request_id = secrets.token_hex(8).upper()
+    s3_error = from_domain(error)
+    headers = {"x-amz-request-id": request_id}
+    if "retry_after" in error.extra:
+        headers["Retry-After"] = str(error.extra["retry_after"])
+    return web.Response(status=s3_error.status, body=xml.error_document(s3_error, request_id),
+                        content_type="application/xml", headers=headers)
 
 
 def _error_response(request: web.Request, error: S3Error, request_id: str) -> web.Response:

@@ -88,6 +88,23 @@ def test_header_values_that_are_not_utf8_are_refused_and_utf8_ones_go_back_as_se
         assert b"\r\n" + name.encode() + b": " + sent.lower() + b"\r\n" in head, (method, head)
 
 
+def test_any_s3_storage_class_is_kept_in_the_vaults_one_and_an_unknown_one_refused(tenant, bucket):
+    s3 = tenant.client("full")
+    s3.put_object(Bucket=bucket, Key="cold", Body=b"x", StorageClass="GLACIER")
+    s3.create_multipart_upload(Bucket=bucket, Key="ia", StorageClass="STANDARD_IA")
+    s3.copy_object(Bucket=bucket, Key="copy", CopySource={"Bucket": bucket, "Key": "cold"},
+                   StorageClass="DEEP_ARCHIVE")
+    assert s3.get_object(Bucket=bucket, Key="cold")["Body"].read() == b"x"  # no restore needed
+    assert {o["Key"]: o["StorageClass"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]} == \
+        {"cold": "STANDARD", "copy": "STANDARD"}
+    for write in (lambda: s3.put_object(Bucket=bucket, Key="k", Body=b"x", StorageClass="PLATINUM"),
+                  lambda: s3.create_multipart_upload(Bucket=bucket, Key="k", StorageClass="PLATINUM"),
+                  lambda: s3.copy_object(Bucket=bucket, Key="k", CopySource={"Bucket": bucket, "Key": "cold"},
+                                         StorageClass="PLATINUM")):
+        assert code_of(write) == (400, "InvalidStorageClass")
+    assert "k" not in {o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]}
+
+
 def test_boto3_multipart_upload_streams_and_dedups(tenant, bucket):
     s3 = tenant.client()
     data = os.urandom(21 * MIB)

@@ -35,6 +35,10 @@ OVERRIDES = {"response-content-type": "Content-Type", "response-content-language
              "response-content-disposition": "Content-Disposition",
              "response-content-encoding": "Content-Encoding"}
 ACCEPTED_ACLS = ("private", "bucket-owner-full-control")
+# S3's storage classes. A vault has one, at least as durable and available as
+# any of them: an object asked for in any is kept in it and listed STANDARD.
+STORAGE_CLASSES = frozenset({"STANDARD", "REDUCED_REDUNDANCY", "STANDARD_IA", "ONEZONE_IA", "INTELLIGENT_TIERING",
+                             "GLACIER", "DEEP_ARCHIVE", "OUTPOSTS", "GLACIER_IR", "SNOW", "EXPRESS_ONEZONE"})
 
 
 @dataclass(frozen=True)
@@ -144,9 +148,17 @@ def check_acl(headers: Mapping[str, str]) -> None:
                       "ACLs 'private' and 'bucket-owner-full-control' are accepted")
 
 
+def check_storage_class(headers: Mapping[str, str]) -> None:
+    """Refuse a storage class S3 does not have (any S3 one is kept in the vault's one class)."""
+    named = lower(headers).get("x-amz-storage-class")
+    if named is not None and named not in STORAGE_CLASSES:
+        raise S3Error("InvalidStorageClass", ArgumentName="x-amz-storage-class", ArgumentValue=named[:64])
+
+
 def meta_of(headers: Mapping[str, str]) -> S3Meta:
     """The S3 metadata a PutObject, CreateMultipartUpload or CopyObject
     (REPLACE) states: content headers, user metadata, tags."""
+    check_storage_class(headers)
     low = lower(headers)
     user = {name[len("x-amz-meta-"):]: value for name, value in low.items() if name.startswith("x-amz-meta-")}
     _utf8_only(low, [*(f"x-amz-meta-{name}" for name in user), *CONTENT_HEADERS, "content-type", "x-amz-tagging"])

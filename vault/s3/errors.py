@@ -28,6 +28,7 @@ CODES: dict[str, tuple[int, str]] = {
     "InternalError": (500, "We encountered an internal error. Please try again."),
     "InvalidBucketState": (409, "The request is not valid with the current state of the bucket."),
     "InvalidRetentionPeriod": (400, "The retention period is not valid."),
+    "InvalidStorageClass": (400, "The storage class you specified is not valid."),
     "InvalidAccessKeyId": (403, "The AWS access key ID you provided does not exist in our records."),
     "InvalidArgument": (400, "Invalid Argument"),
     "InvalidBucketName": (400, "The specified bucket is not valid."),

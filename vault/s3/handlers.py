@@ -17,8 +17,8 @@ from ..services.s3lifecycle import header as expiration_header
 from ..services.s3meta import valid_version_id
 from ..services.s3objects import Deleted, Stored
 from . import xml
-from .bodies import (check_acl, lock_of, lower, meta_of, object_headers, preconditions, receive, tags_of,
-                     version_headers)
+from .bodies import (check_acl, check_storage_class, lock_of, lower, meta_of, object_headers, preconditions,
+                     receive, tags_of, version_headers)
 from .errors import S3Error, from_domain
 from .front import CONFIG, Call, read_small
 
@@ -370,6 +370,7 @@ def write_conditions(call: Call) -> tuple[str | None, str | None]:
 
 async def copy_object(call: Call) -> web.StreamResponse:
     check_acl(call.headers)
+    check_storage_class(call.headers)
     where = target(call, "append")
     source_bucket, source_key, source_version = copy_source(call)
     source = call.services.buckets.target(call.who, source_bucket, "read")

@@ -348,7 +348,8 @@ class _HalfCloseHandler(RequestHandler):
         if server.live >= server.max_connections:
             # Refused before reading: no task, no parser, no timers. A client
             # still sending its request may see a reset instead of the 503.
-            cast(asyncio.Transport, transport).write(_raw_answer(server.answer(_too_many())))  # a TCP connection's: it writes
+            refusal = _raw_answer(server.answer(_too_many()))
+            cast(asyncio.Transport, transport).write(refusal)  # a TCP connection's: it writes
             transport.close()
             return
         server.live += 1

@@ -68,11 +68,6 @@ PROBLEM = "application/problem+json"
 SERVER_NAME = "objvault"
 """Every answer's ``Server`` header: the product, not the versions of the
 language and HTTP library under it."""
-
-
-async def name_the_server(request: web.Request, resp: web.StreamResponse) -> None:
-    """``on_response_prepare``: the ``Server`` header of an application's answers."""
-    resp.headers["Server"] = SERVER_NAME
 JSON_BODY_LIMIT = 16 << 20
 OBJECT_BODY_LIMIT = 80 << 20
 MAX_MISSING_IDS = 100_000
@@ -111,6 +106,11 @@ STATUS: dict[str, int] = {
     "bucket_exists": 409, "bucket_owned": 409, "bucket_not_empty": 409,
     "object_locked": 403, "no_such_version": 404, "invalid_bucket_state": 409,
 }
+
+
+async def name_the_server(request: web.Request, resp: web.StreamResponse) -> None:
+    """``on_response_prepare``: the ``Server`` header of an application's answers."""
+    resp.headers["Server"] = SERVER_NAME
 
 
 def status_of(err: E.VaultError) -> int:

@@ -149,8 +149,9 @@ def check_acl(headers: Mapping[str, str]) -> None:
 
 
 def check_storage_class(headers: Mapping[str, str]) -> None:
-    """Refuse a storage class S3 does not have (any S3 one is kept in the vault's one class)."""
-    named = lower(headers).get("x-amz-storage-class")
+    """Refuse a storage class S3 does not have (any S3 one is kept in the
+    vault's one class); ``headers`` as the request's (case-insensitive) or lowered."""
+    named = headers.get("x-amz-storage-class")
     if named is not None and named not in STORAGE_CLASSES:
         raise S3Error("InvalidStorageClass", ArgumentName="x-amz-storage-class", ArgumentValue=named[:64])
 
@@ -158,8 +159,8 @@ def check_storage_class(headers: Mapping[str, str]) -> None:
 def meta_of(headers: Mapping[str, str]) -> S3Meta:
     """The S3 metadata a PutObject, CreateMultipartUpload or CopyObject
     (REPLACE) states: content headers, user metadata, tags."""
-    check_storage_class(headers)
     low = lower(headers)
+    check_storage_class(low)
     user = {name[len("x-amz-meta-"):]: value for name, value in low.items() if name.startswith("x-amz-meta-")}
     _utf8_only(low, [*(f"x-amz-meta-{name}" for name in user), *CONTENT_HEADERS, "content-type", "x-amz-tagging"])
     if sum(len(k.encode()) + len(v.encode("utf-8", "surrogateescape")) for k, v in user.items()) \

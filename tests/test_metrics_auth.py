@@ -136,7 +136,8 @@ def test_metrics_listen_serves_every_series_without_a_token(make_server):
     # The public listener still needs a token for them.
     assert_reduced(scrape(srv.url))
     # Only /metrics (and /healthz) there: the API is not reachable through it.
-    assert httpx.get(site + "/healthz", timeout=30).status_code == 200
+    healthz = httpx.get(site + "/healthz", timeout=30)
+    assert healthz.status_code == 200 and healthz.headers["server"] == "objvault"
     for path in ("/v1/vaults", "/readyz", "/v1/admin/usage", "/v1/openapi.json"):
         r = httpx.get(site + path, headers={"Authorization": f"Bearer {srv.admin_token}"}, timeout=30)
         assert r.status_code == 404, path

@@ -527,6 +527,7 @@ async def _serve(cfg: Config) -> None:
             return web.Response(body=metrics.render(full=True), headers={"Content-Type": CONTENT_TYPE})
 
         metrics_app = web.Application()
+        metrics_app.on_response_prepare.append(http.name_the_server)
         metrics_app.router.add_get("/metrics", full_metrics)
         metrics_app.router.add_get("/healthz", http.healthz)
         metrics_runner = web.AppRunner(metrics_app, access_log=None, handle_signals=False)

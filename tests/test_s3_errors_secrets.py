@@ -44,6 +44,12 @@ def test_domain_errors_map_to_s3(error, code, status):
     assert mapped.message == error.detail
 
 
+def test_a_domain_errors_retry_after_goes_on_the_s3_answer():
+    """The memory budget's 503 (and the connection cap's) tells an S3 client when to retry, as natively."""
+    assert from_domain(E.Unavailable("busy", retry_after=1)).headers == {"Retry-After": "1"}
+    assert from_domain(E.Unavailable("busy")).headers == {}
+
+
 def test_internal_errors_say_nothing_of_their_cause():
     for error in (E.ChunkCorrupt("chunk 0123 in segment 7 failed"), RuntimeError("boom"), E.StorageFailure("EIO")):
         mapped = from_domain(error)

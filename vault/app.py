@@ -291,17 +291,13 @@ def _raw_answer(resp: web.Response) -> bytes:
     where no request handler is there to answer."""
     body = cast(bytes, resp.body)  # the listeners' answers build their bodies from bytes
     head = f"HTTP/1.1 {resp.status} {resp.reason}\r\n"
-    head += "".join(f"{k}: {v}\r\n" for k, v in resp.headers.items()) + f"Server: {http.SERVER_NAME}\r\n"
+    head += "".join(f"{k}: {v}\r\n" for k, v in resp.headers.items())
     head += f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
     return head.encode() + body
 
 
-def _head_timeout() -> E.VaultError:
-    return E.RequestTimeout("the request head did not arrive in time")
-
-
-def _too_many() -> E.VaultError:
-    return E.Unavailable("too many connections; retry", retry_after=1)
+_HEAD_TIMEOUT = E.RequestTimeout("the request head did not arrive in time")
+_TOO_MANY = E.Unavailable("too many connections; retry", retry_after=1)
 
 
 class _HalfCloseHandler(RequestHandler):
@@ -348,7 +344,7 @@ class _HalfCloseHandler(RequestHandler):
         if server.live >= server.max_connections:
             # Refused before reading: no task, no parser, no timers. A client
             # still sending its request may see a reset instead of the 503.
-            refusal = _raw_answer(server.answer(_too_many()))
+            refusal = _raw_answer(server.refusal(_TOO_MANY))
             cast(asyncio.Transport, transport).write(refusal)  # a TCP connection's: it writes
             transport.close()
             return
@@ -416,8 +412,7 @@ class _HalfCloseHandler(RequestHandler):
         else:
             log.error("request failed outside the application", exc_info=exc)
             err = E.VaultError()
-        resp = self._server.answer(err)
-        resp.headers["Server"] = http.SERVER_NAME
+        resp = self._server.refusal(err)
         resp.force_close()
         return resp
 
@@ -449,7 +444,7 @@ class _HalfCloseHandler(RequestHandler):
             self._arm_head_timer()
             return
         if self._head_started:
-            self.transport.write(_raw_answer(self._server.answer(_head_timeout())))
+            self.transport.write(_raw_answer(self._server.refusal(_HEAD_TIMEOUT)))
         self.force_close()
 
 
@@ -459,6 +454,13 @@ class _Server(web.Server):
     answer: Answer = staticmethod(http.problem)
     live = 0
     """Connections being served (counted by :class:`_HalfCloseHandler`)."""
+
+    def refusal(self, err: E.VaultError) -> web.Response:
+        """The listener's answer to ``err`` where no application handler runs
+        (so no ``on_response_prepare`` names the server)."""
+        resp = self.answer(err)
+        resp.headers["Server"] = http.SERVER_NAME
+        return resp
 
     def __call__(self) -> RequestHandler:
         return _HalfCloseHandler(self, loop=self._loop, **self._kwargs)

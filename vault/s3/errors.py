@@ -151,7 +151,10 @@ class S3Error(Exception):
 def from_domain(error: Exception, resource: str = "") -> S3Error:
     """The S3 error for a core error: by its ``code`` attribute (see
     vault/errors.py), keeping its detail as the message; anything else is
-    an InternalError whose message says nothing of the cause."""
+    an InternalError whose message says nothing of the cause. A ``retry_after``
+    (a 503's) becomes the answer's ``Retry-After``."""
     code = DOMAIN.get(getattr(error, "code", ""), "InternalError")
     detail = "" if code == "InternalError" else str(getattr(error, "detail", ""))
-    return S3Error(code, detail, resource=resource)
+    s3_error = S3Error(code, detail, resource=resource)
+    retry_after = getattr(error, "extra", {}).get("retry_after")
+    return s3_error if retry_after is None else s3_error.with_headers({"Retry-After": str(retry_after)})

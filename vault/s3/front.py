@@ -136,17 +136,18 @@ def listener_error(error: E.VaultError) -> web.Response:
     """The S3 answer the listener sends where no handler runs: a malformed
     request, a head that came too slowly, a connection over the limit."""
     request_id = secrets.token_hex(8).upper()
-    s3_error = from_domain(error)
-    headers = {"x-amz-request-id": request_id}
-    if "retry_after" in error.extra:
-        headers["Retry-After"] = str(error.extra["retry_after"])
-    return web.Response(status=s3_error.status, body=xml.error_document(s3_error, request_id),
-                        content_type="application/xml", headers=headers)
+    resp = _xml_error(from_domain(error), request_id, body=True)
+    resp.headers["x-amz-request-id"] = request_id
+    return resp
+
+
+def _xml_error(error: S3Error, request_id: str, body: bool) -> web.Response:
+    return web.Response(status=error.status, body=xml.error_document(error, request_id) if body else None,
+                        content_type="application/xml", headers=error.headers)
 
 
 def _error_response(request: web.Request, error: S3Error, request_id: str) -> web.Response:
-    body = xml.error_document(error, request_id) if request.method != "HEAD" else None
-    resp = web.Response(status=error.status, body=body, content_type="application/xml", headers=error.headers)
+    resp = _xml_error(error, request_id, body=request.method != "HEAD")
     if error.code == "InvalidRange" and "size" in error.extra:
         resp.headers["Content-Range"] = f"bytes */{error.extra['size']}"
     if request.body_exists and not request.content.at_eof():
